@@ -1,0 +1,33 @@
+/* util: allocation that aborts on out-of-memory, the monotonic and wall
+ * clocks, and small string helpers. Owned by nobody; pure functions. */
+#ifndef LQ_UTIL_H
+#define LQ_UTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* malloc/calloc/realloc/strdup that abort the process on out-of-memory.
+ * Never return NULL (except xmalloc(0) may return a unique pointer). */
+void *xmalloc(size_t n);
+void *xcalloc(size_t n, size_t size);
+void *xrealloc(void *p, size_t n);
+char *xstrdup(const char *s);
+char *xstrndup(const char *s, size_t n);
+/* Formats into a new heap string; aborts on out-of-memory. */
+char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* Monotonic clock in milliseconds / microseconds. Can't fail. */
+uint64_t lq_mono_ms(void);
+uint64_t lq_mono_us(void);
+/* Wall clock, seconds / milliseconds since the Unix epoch. Can't fail. */
+int64_t lq_wall_s(void);
+int64_t lq_wall_ms(void);
+
+/* Parses a whole decimal string as a long long within [min,max].
+ * Returns 0 and stores it, or -1 when s is empty, not a number or out of range. */
+int lq_parse_ll(const char *s, long long min, long long max, long long *out);
+
+/* Fills buf (n >= 17) with 16 random hex characters and a NUL. Can't fail. */
+void lq_random_hex(char *buf, size_t n);
+
+#endif

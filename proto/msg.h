@@ -1,0 +1,286 @@
+/* msg: the llmq wire messages, their msgpack encoder and a strict decoder.
+ *
+ * A message on the wire is three ZeroMQ frames (after the ROUTER identity,
+ * if any): "LLMQ1", one command byte, and a msgpack map whose keys are short
+ * strings (see docs/protocol.md). This module turns a command byte plus a
+ * body into an lq_msg_t and back; it knows no sockets.
+ *
+ * Ownership: a decoded lq_msg_t owns every string and array it points to
+ * (NUL-terminated copies); lq_msg_destroy() frees them all. For encoding,
+ * the caller fills an lq_msg_t whose pointers it keeps owning.
+ *
+ * Strictness: the decoder rejects a body that is not exactly one msgpack
+ * map, has a required key missing, a key of the wrong type, a value out of
+ * range, a string over its limit, or trailing bytes. Unknown keys are
+ * ignored (forward compatibility). It never crashes and never allocates
+ * more than a small multiple of the body size. */
+#ifndef LQ_MSG_H
+#define LQ_MSG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define LQ_PROTO_SIGNATURE "LLMQ1"
+
+/* Limits (bytes). A body over LQ_MAX_BODY is rejected before decoding. */
+#define LQ_MAX_BODY (16u * 1024u * 1024u)
+#define LQ_MAX_ID 128        /* batch ids, worker ids, names, codes */
+#define LQ_MAX_CUSTOM_ID 512
+#define LQ_MAX_URL 2048
+#define LQ_MAX_JOB_BODY (4u * 1024u * 1024u) /* one request body (JSON text) */
+#define LQ_MAX_TEXT (8u * 1024u * 1024u)     /* result body / output line */
+#define LQ_MAX_ARRAY 100000
+
+typedef enum {
+    /* client -> broker */
+    LQ_C_OPEN = 0x01,    /* open (or resume by name) a batch */
+    LQ_C_CHUNK = 0x02,   /* a chunk of jobs */
+    LQ_C_CLOSE = 0x03,   /* all jobs sent: total */
+    LQ_C_STATUS = 0x04,  /* batch status */
+    LQ_C_RESULTS = 0x05, /* a page of results */
+    LQ_C_CANCEL = 0x06,
+    LQ_C_LIST = 0x07,
+    LQ_C_WORKERS = 0x08,
+    /* broker -> client */
+    LQ_C_OPENED = 0x81,
+    LQ_C_CHUNK_ACK = 0x82,
+    LQ_C_CLOSED = 0x83,
+    LQ_C_BATCH = 0x84,        /* reply to STATUS and CANCEL */
+    LQ_C_RESULTS_PAGE = 0x85,
+    LQ_C_LIST_REPLY = 0x87,
+    LQ_C_WORKERS_REPLY = 0x88,
+    LQ_C_ERROR = 0x8F,
+    /* worker <-> broker */
+    LQ_W_READY = 0x20,      /* worker -> broker: hello, capacity */
+    LQ_W_CREDIT = 0x21,     /* worker -> broker: n more jobs */
+    LQ_W_JOB = 0x22,        /* broker -> worker */
+    LQ_W_RESULT = 0x23,     /* worker -> broker */
+    LQ_W_RESULT_ACK = 0x24, /* broker -> worker */
+    LQ_W_HEARTBEAT = 0x25,  /* both ways */
+    LQ_W_DISCONNECT = 0x26, /* both ways; from broker: "register again" */
+} lq_cmd_t;
+
+/* Result kinds reported by a worker. */
+typedef enum {
+    LQ_OUTCOME_OK = 0,        /* 2xx */
+    LQ_OUTCOME_RETRYABLE = 1, /* 408, 409, 429, 5xx, timeout, connection error */
+    LQ_OUTCOME_FATAL = 2,     /* other 4xx, oversized body, bad request */
+} lq_outcome_t;
+
+typedef struct {
+    uint64_t req; /* request id chosen by the client, echoed in the reply */
+    const char *name;       /* optional (NULL): idempotent submission name */
+    const char *upstream;   /* optional (NULL): "default" */
+    int64_t max_attempts;   /* 1..100 */
+    int64_t timeout_ms;     /* per attempt, 1..86400000 */
+    int64_t priority;       /* -100..100, higher first */
+} lq_c_open_t;
+
+typedef struct {
+    uint64_t req;
+    const char *batch;
+    int created;        /* 1 new, 0 resumed by name */
+    int64_t next_index; /* jobs already stored (resume from here) */
+    const char *state;
+} lq_c_opened_t;
+
+typedef struct {
+    const char *custom_id;
+    const char *url;
+    const char *body; /* JSON text */
+    size_t body_len;
+    int64_t est_tokens; /* client's estimate, >= 0 */
+} lq_job_spec_t;
+
+typedef struct {
+    uint64_t req;
+    const char *batch;
+    int64_t first; /* index of jobs[0] in the batch */
+    lq_job_spec_t *jobs;
+    size_t njobs; /* 1..LQ_MAX_ARRAY */
+} lq_c_chunk_t;
+
+typedef struct {
+    uint64_t req;
+    const char *batch;
+    int64_t next_index; /* jobs stored so far */
+} lq_c_chunk_ack_t;
+
+typedef struct {
+    uint64_t req;
+    const char *batch;
+    int64_t total;
+} lq_c_close_t;
+
+/* STATUS, CANCEL, and CLOSED replies carry a batch. */
+typedef struct {
+    uint64_t req;
+    const char *batch;
+} lq_c_batch_req_t;
+
+typedef struct {
+    const char *id;
+    const char *name;     /* "" when none */
+    const char *state;    /* submitting, in_progress, completed, cancelling, cancelled */
+    const char *upstream;
+    int64_t total, completed, failed, retried, duplicates, pending, inflight;
+    int64_t prompt_tokens, completion_tokens;
+    int64_t created_at, finished_at; /* unix seconds, 0 = not yet */
+    int64_t priority, max_attempts, timeout_ms;
+} lq_batch_info_t;
+
+typedef struct {
+    uint64_t req;
+    lq_batch_info_t info;
+} lq_c_batch_t;
+
+typedef struct {
+    uint64_t req;
+    const char *batch;
+    int64_t from; /* first index wanted */
+    int64_t max;  /* 1..10000 */
+} lq_c_results_t;
+
+typedef struct {
+    int64_t index;
+    int failed;
+    const char *line; /* one output JSON line, no newline */
+    size_t line_len;
+} lq_result_item_t;
+
+typedef struct {
+    uint64_t req;
+    const char *batch;
+    int64_t next; /* index to ask for next */
+    int done;     /* no more results will come (batch finished and all sent) */
+    lq_result_item_t *items;
+    size_t nitems;
+} lq_c_results_page_t;
+
+typedef struct {
+    uint64_t req;
+} lq_c_simple_req_t; /* LIST, WORKERS */
+
+typedef struct {
+    uint64_t req;
+    lq_batch_info_t *batches;
+    size_t nbatches;
+} lq_c_list_reply_t;
+
+typedef struct {
+    const char *id;
+    int64_t concurrency, inflight, credit, completed, last_seen_ms;
+} lq_worker_info_t;
+
+typedef struct {
+    uint64_t req;
+    lq_worker_info_t *workers;
+    size_t nworkers;
+} lq_c_workers_reply_t;
+
+typedef struct {
+    uint64_t req;
+    const char *code;    /* e.g. "not_found", "bad_request", "unavailable" */
+    const char *message;
+} lq_c_error_t;
+
+typedef struct {
+    const char *worker; /* stable id */
+    int64_t concurrency;
+    int64_t credit; /* initial credit (free slots) */
+    const char **upstreams;
+    size_t nupstreams;
+} lq_w_ready_t;
+
+typedef struct {
+    int64_t credit; /* 1..1000000 */
+} lq_w_credit_t;
+
+typedef struct {
+    const char *batch;
+    int64_t index;
+    int64_t attempt; /* 1-based */
+    const char *upstream;
+    const char *url;
+    const char *body;
+    size_t body_len;
+    int64_t timeout_ms;
+} lq_w_job_t;
+
+typedef struct {
+    const char *batch;
+    int64_t index;
+    int64_t attempt;
+    int64_t outcome;     /* lq_outcome_t */
+    int64_t status;      /* HTTP status, 0 if none */
+    const char *body;    /* response body text, may be NULL */
+    size_t body_len;
+    const char *request_id; /* may be NULL */
+    const char *error_code; /* may be NULL on OK */
+    const char *error_message;
+    int64_t retry_after_ms;           /* -1: none */
+    int64_t prompt_tokens, completion_tokens; /* -1: unknown */
+    int64_t rl_remaining_requests, rl_remaining_tokens; /* -1: unknown */
+    int64_t rl_reset_requests_ms, rl_reset_tokens_ms;   /* -1: unknown */
+    int64_t latency_ms;
+} lq_w_result_t;
+
+typedef struct {
+    const char *batch;
+    int64_t index;
+} lq_job_ref_t;
+
+typedef struct {
+    lq_job_ref_t *jobs;
+    size_t njobs;
+} lq_w_result_ack_t;
+
+typedef struct {
+    uint8_t cmd; /* lq_cmd_t */
+    union {
+        lq_c_open_t open;
+        lq_c_opened_t opened;
+        lq_c_chunk_t chunk;
+        lq_c_chunk_ack_t chunk_ack;
+        lq_c_close_t close;
+        lq_c_batch_req_t batch_req; /* STATUS, CANCEL, CLOSED */
+        lq_c_batch_t batch;         /* BATCH */
+        lq_c_results_t results;
+        lq_c_results_page_t results_page;
+        lq_c_simple_req_t simple; /* LIST, WORKERS, HEARTBEAT, DISCONNECT */
+        lq_c_list_reply_t list_reply;
+        lq_c_workers_reply_t workers_reply;
+        lq_c_error_t error;
+        lq_w_ready_t ready;
+        lq_w_credit_t credit;
+        lq_w_job_t job;
+        lq_w_result_t result;
+        lq_w_result_ack_t result_ack;
+    } u;
+    void *arena_; /* decoder-owned storage */
+} lq_msg_t;
+
+/* A growable byte buffer the encoder writes to. */
+typedef struct {
+    char *data;
+    size_t len, cap;
+} lq_buf_t;
+
+void lq_buf_free(lq_buf_t *b);
+
+/* Encodes m's body (the msgpack map) into out (cleared first).
+ * Returns 0, or -1 for an unknown command. Can't fail otherwise. */
+int lq_msg_encode(const lq_msg_t *m, lq_buf_t *out);
+
+/* Decodes one body for command cmd into *m (zeroed first).
+ * Returns 0, or -1 with a short reason in err (m then holds nothing). */
+int lq_msg_decode(uint8_t cmd, const void *body, size_t len, lq_msg_t *m, char *err, size_t errlen);
+
+/* Frees what a decode allocated and zeroes m. Safe on a zeroed or encoded-
+ * only message (frees nothing the caller owns). */
+void lq_msg_destroy(lq_msg_t *m);
+
+/* Name of a command for logs ("CHUNK"), or "UNKNOWN". */
+const char *lq_cmd_name(uint8_t cmd);
+
+#endif
