@@ -1,0 +1,2 @@
+/* msg: placeholder until the codec lands; see msg.h. */
+#include "msg.h"
