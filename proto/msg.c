@@ -1,2 +1,879 @@
-/* msg: placeholder until the codec lands; see msg.h. */
+/* msg: the msgpack codec for the llmq wire messages (see msg.h and
+ * docs/protocol.md).
+ *
+ * One table describes every command: for each, a schema listing the map
+ * keys, their types, limits, whether they are required, and where the value
+ * lives in the C struct. The encoder and the decoder both walk that table,
+ * so they cannot disagree about the format.
+ *
+ * Decoding runs in three steps:
+ *   1. s_scan() walks the raw bytes once, without allocating: the body must
+ *      be exactly one msgpack map, complete, with no trailing bytes, nested
+ *      at most S_MAX_DEPTH deep, and no container may declare more elements
+ *      than there are bytes left. That last check matters: msgpack-c sizes
+ *      its zone from the declared count before reading the elements, so a
+ *      5-byte body declaring 2^32 entries would otherwise ask for ~200 GB.
+ *      After the scan, msgpack-c's zone is bounded by ~24 bytes per input
+ *      byte (one msgpack_object per element, each element >= 1 byte).
+ *   2. msgpack_unpack_next() builds the object tree (strings point into the
+ *      caller's buffer).
+ *   3. s_dec_map() checks the tree against the schema and copies the values
+ *      into the lq_msg_t; strings and arrays go into an arena of a few
+ *      blocks hung off m->arena_, freed as a whole by lq_msg_destroy().
+ *
+ * Ownership: the encoder never keeps a pointer into the message; the
+ * decoder's output owns everything it points to via the arena. */
 #include "msg.h"
+
+#include "../common/util.h"
+
+#include <msgpack.h>
+#include <stdalign.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define S_MAX_DEPTH 16   /* nesting of maps/arrays in a body */
+#define S_MAX_FIELDS 64  /* fields per schema (a bit mask tracks duplicates) */
+#define S_NOLEN 0xffffu  /* s_field.aux when a string has no length member */
+#define S_I64_MAX INT64_MAX
+#define S_ATTEMPT_MAX 1000000
+#define S_TIMEOUT_MAX 86400000
+
+/* ---- schema ------------------------------------------------------------ */
+
+enum {
+    T_U64,  /* uint64_t; msgpack non-negative int */
+    T_I64,  /* int64_t in [min,max]; msgpack int of either sign */
+    T_BOOL, /* int (0/1); msgpack bool */
+    T_STR,  /* const char *, smax bytes; str or bin; NUL-free without a length */
+    T_STRS, /* const char ** + size_t count in [min,max]; each as T_STR */
+    T_ARR,  /* struct array (sub) + size_t count in [min,max] */
+    T_OBJ,  /* struct embedded at off (sub) */
+};
+
+enum {
+    F_REQ = 1,   /* must be present */
+    F_EMPTY = 2, /* optional string that decodes as "" (not NULL) when absent */
+    F_OMIT0 = 4, /* T_U64 left out of the encoding when 0 */
+};
+
+typedef struct s_schema s_schema;
+
+typedef struct {
+    const char *key;
+    uint8_t type, flags;
+    uint16_t off;      /* of the value in the struct */
+    uint16_t aux;      /* T_STR: off of the size_t length or S_NOLEN; T_STRS/T_ARR: of the count */
+    uint32_t smax;     /* T_STR/T_STRS: max bytes per string */
+    int64_t min, max;  /* T_I64: range; T_STRS/T_ARR: element count range */
+    int64_t dflt;      /* T_I64: value when absent */
+    const s_schema *sub;
+} s_field;
+
+struct s_schema {
+    const s_field *f;
+    size_t n;
+    size_t size; /* of the struct, for arrays of it */
+};
+
+#define U64(S, k, m, fl) {k, T_U64, fl, offsetof(S, m), 0, 0, 0, 0, 0, NULL}
+#define I64(S, k, m, fl, lo, hi, d) {k, T_I64, fl, offsetof(S, m), 0, 0, lo, hi, d, NULL}
+#define BOOL(S, k, m, fl) {k, T_BOOL, fl, offsetof(S, m), 0, 0, 0, 0, 0, NULL}
+#define STR(S, k, m, fl, lim) {k, T_STR, fl, offsetof(S, m), S_NOLEN, lim, 0, 0, 0, NULL}
+#define STRL(S, k, m, lm, fl, lim) {k, T_STR, fl, offsetof(S, m), offsetof(S, lm), lim, 0, 0, 0, NULL}
+#define STRS(S, k, m, cm, fl, lo, hi, lim)                                                        \
+    {k, T_STRS, fl, offsetof(S, m), offsetof(S, cm), lim, lo, hi, 0, NULL}
+#define ARR(S, k, m, cm, fl, lo, hi, sc) {k, T_ARR, fl, offsetof(S, m), offsetof(S, cm), 0, lo, hi, 0, &sc}
+#define OBJ(S, k, m, fl, sc) {k, T_OBJ, fl, offsetof(S, m), 0, 0, 0, 0, 0, &sc}
+#define SCHEMA(name, S, arr) static const s_schema name = {arr, sizeof arr / sizeof arr[0], sizeof(S)}
+
+/* A non-negative count or index; one where -1 means unknown (the default). */
+#define NNEG(S, k, m, fl) I64(S, k, m, fl, 0, S_I64_MAX, 0)
+#define UNK(S, k, m) I64(S, k, m, 0, -1, S_I64_MAX, -1)
+
+static const s_field s_open_f[] = {
+    U64(lq_c_open_t, "req", req, F_REQ),
+    STR(lq_c_open_t, "name", name, 0, LQ_MAX_ID),
+    STR(lq_c_open_t, "upstream", upstream, 0, LQ_MAX_ID),
+    I64(lq_c_open_t, "max_attempts", max_attempts, F_REQ, 1, 100, 0),
+    I64(lq_c_open_t, "timeout_ms", timeout_ms, F_REQ, 1, S_TIMEOUT_MAX, 0),
+    I64(lq_c_open_t, "priority", priority, F_REQ, -100, 100, 0),
+};
+SCHEMA(s_open, lq_c_open_t, s_open_f);
+
+static const s_field s_opened_f[] = {
+    U64(lq_c_opened_t, "req", req, F_REQ),
+    STR(lq_c_opened_t, "batch", batch, F_REQ, LQ_MAX_ID),
+    BOOL(lq_c_opened_t, "created", created, F_REQ),
+    NNEG(lq_c_opened_t, "next", next_index, F_REQ),
+    STR(lq_c_opened_t, "state", state, F_REQ, LQ_MAX_ID),
+};
+SCHEMA(s_opened, lq_c_opened_t, s_opened_f);
+
+static const s_field s_job_spec_f[] = {
+    STR(lq_job_spec_t, "cid", custom_id, F_REQ, LQ_MAX_CUSTOM_ID),
+    STR(lq_job_spec_t, "url", url, F_REQ, LQ_MAX_URL),
+    STRL(lq_job_spec_t, "body", body, body_len, F_REQ, LQ_MAX_JOB_BODY),
+    NNEG(lq_job_spec_t, "est", est_tokens, 0),
+};
+SCHEMA(s_job_spec, lq_job_spec_t, s_job_spec_f);
+
+static const s_field s_chunk_f[] = {
+    U64(lq_c_chunk_t, "req", req, F_REQ),
+    STR(lq_c_chunk_t, "batch", batch, F_REQ, LQ_MAX_ID),
+    NNEG(lq_c_chunk_t, "first", first, F_REQ),
+    ARR(lq_c_chunk_t, "jobs", jobs, njobs, F_REQ, 1, LQ_MAX_ARRAY, s_job_spec),
+};
+SCHEMA(s_chunk, lq_c_chunk_t, s_chunk_f);
+
+static const s_field s_chunk_ack_f[] = {
+    U64(lq_c_chunk_ack_t, "req", req, F_REQ),
+    STR(lq_c_chunk_ack_t, "batch", batch, F_REQ, LQ_MAX_ID),
+    NNEG(lq_c_chunk_ack_t, "next", next_index, F_REQ),
+};
+SCHEMA(s_chunk_ack, lq_c_chunk_ack_t, s_chunk_ack_f);
+
+static const s_field s_close_f[] = {
+    U64(lq_c_close_t, "req", req, F_REQ),
+    STR(lq_c_close_t, "batch", batch, F_REQ, LQ_MAX_ID),
+    NNEG(lq_c_close_t, "total", total, F_REQ),
+};
+SCHEMA(s_close, lq_c_close_t, s_close_f);
+
+static const s_field s_batch_req_f[] = {
+    U64(lq_c_batch_req_t, "req", req, F_REQ),
+    STR(lq_c_batch_req_t, "batch", batch, F_REQ, LQ_MAX_ID),
+};
+SCHEMA(s_batch_req, lq_c_batch_req_t, s_batch_req_f);
+
+#define BI lq_batch_info_t
+static const s_field s_info_f[] = {
+    STR(BI, "id", id, F_REQ, LQ_MAX_ID),
+    STR(BI, "name", name, F_EMPTY, LQ_MAX_ID),
+    STR(BI, "state", state, F_REQ, LQ_MAX_ID),
+    STR(BI, "upstream", upstream, F_EMPTY, LQ_MAX_ID),
+    NNEG(BI, "total", total, 0),
+    NNEG(BI, "completed", completed, 0),
+    NNEG(BI, "failed", failed, 0),
+    NNEG(BI, "retried", retried, 0),
+    NNEG(BI, "duplicates", duplicates, 0),
+    NNEG(BI, "pending", pending, 0),
+    NNEG(BI, "inflight", inflight, 0),
+    NNEG(BI, "prompt_tokens", prompt_tokens, 0),
+    NNEG(BI, "completion_tokens", completion_tokens, 0),
+    NNEG(BI, "created_at", created_at, 0),
+    NNEG(BI, "finished_at", finished_at, 0),
+    I64(BI, "priority", priority, 0, -100, 100, 0),
+    NNEG(BI, "max_attempts", max_attempts, 0),
+    NNEG(BI, "timeout_ms", timeout_ms, 0),
+};
+SCHEMA(s_info, BI, s_info_f);
+#undef BI
+
+static const s_field s_batch_f[] = {
+    U64(lq_c_batch_t, "req", req, F_REQ),
+    OBJ(lq_c_batch_t, "info", info, F_REQ, s_info),
+};
+SCHEMA(s_batch, lq_c_batch_t, s_batch_f);
+
+static const s_field s_results_f[] = {
+    U64(lq_c_results_t, "req", req, F_REQ),
+    STR(lq_c_results_t, "batch", batch, F_REQ, LQ_MAX_ID),
+    NNEG(lq_c_results_t, "from", from, F_REQ),
+    I64(lq_c_results_t, "max", max, F_REQ, 1, 10000, 0),
+};
+SCHEMA(s_results, lq_c_results_t, s_results_f);
+
+static const s_field s_item_f[] = {
+    NNEG(lq_result_item_t, "index", index, F_REQ),
+    BOOL(lq_result_item_t, "failed", failed, F_REQ),
+    STRL(lq_result_item_t, "line", line, line_len, F_REQ, LQ_MAX_TEXT),
+};
+SCHEMA(s_item, lq_result_item_t, s_item_f);
+
+static const s_field s_results_page_f[] = {
+    U64(lq_c_results_page_t, "req", req, F_REQ),
+    STR(lq_c_results_page_t, "batch", batch, F_REQ, LQ_MAX_ID),
+    NNEG(lq_c_results_page_t, "next", next, F_REQ),
+    BOOL(lq_c_results_page_t, "done", done, F_REQ),
+    ARR(lq_c_results_page_t, "items", items, nitems, F_REQ, 0, LQ_MAX_ARRAY, s_item),
+};
+SCHEMA(s_results_page, lq_c_results_page_t, s_results_page_f);
+
+static const s_field s_simple_f[] = {
+    U64(lq_c_simple_req_t, "req", req, F_OMIT0),
+};
+SCHEMA(s_simple, lq_c_simple_req_t, s_simple_f);
+
+static const s_field s_list_reply_f[] = {
+    U64(lq_c_list_reply_t, "req", req, F_REQ),
+    ARR(lq_c_list_reply_t, "batches", batches, nbatches, F_REQ, 0, LQ_MAX_ARRAY, s_info),
+};
+SCHEMA(s_list_reply, lq_c_list_reply_t, s_list_reply_f);
+
+static const s_field s_worker_f[] = {
+    STR(lq_worker_info_t, "id", id, F_REQ, LQ_MAX_ID),
+    NNEG(lq_worker_info_t, "concurrency", concurrency, 0),
+    NNEG(lq_worker_info_t, "inflight", inflight, 0),
+    NNEG(lq_worker_info_t, "credit", credit, 0),
+    NNEG(lq_worker_info_t, "completed", completed, 0),
+    NNEG(lq_worker_info_t, "last_seen_ms", last_seen_ms, 0),
+};
+SCHEMA(s_worker, lq_worker_info_t, s_worker_f);
+
+static const s_field s_workers_reply_f[] = {
+    U64(lq_c_workers_reply_t, "req", req, F_REQ),
+    ARR(lq_c_workers_reply_t, "workers", workers, nworkers, F_REQ, 0, LQ_MAX_ARRAY, s_worker),
+};
+SCHEMA(s_workers_reply, lq_c_workers_reply_t, s_workers_reply_f);
+
+static const s_field s_error_f[] = {
+    U64(lq_c_error_t, "req", req, F_REQ),
+    STR(lq_c_error_t, "code", code, F_REQ, LQ_MAX_ID),
+    STR(lq_c_error_t, "message", message, F_REQ, LQ_MAX_TEXT),
+};
+SCHEMA(s_error, lq_c_error_t, s_error_f);
+
+static const s_field s_ready_f[] = {
+    STR(lq_w_ready_t, "worker", worker, F_REQ, LQ_MAX_ID),
+    I64(lq_w_ready_t, "concurrency", concurrency, F_REQ, 1, 1000000, 0),
+    I64(lq_w_ready_t, "credit", credit, F_REQ, 0, 1000000, 0),
+    STRS(lq_w_ready_t, "upstreams", upstreams, nupstreams, F_REQ, 0, LQ_MAX_ARRAY, LQ_MAX_ID),
+};
+SCHEMA(s_ready, lq_w_ready_t, s_ready_f);
+
+static const s_field s_credit_f[] = {
+    I64(lq_w_credit_t, "credit", credit, F_REQ, 1, 1000000, 0),
+};
+SCHEMA(s_credit, lq_w_credit_t, s_credit_f);
+
+static const s_field s_job_f[] = {
+    STR(lq_w_job_t, "batch", batch, F_REQ, LQ_MAX_ID),
+    NNEG(lq_w_job_t, "index", index, F_REQ),
+    I64(lq_w_job_t, "attempt", attempt, F_REQ, 1, S_ATTEMPT_MAX, 0),
+    STR(lq_w_job_t, "upstream", upstream, F_REQ, LQ_MAX_ID),
+    STR(lq_w_job_t, "url", url, F_REQ, LQ_MAX_URL),
+    STRL(lq_w_job_t, "body", body, body_len, F_REQ, LQ_MAX_JOB_BODY),
+    I64(lq_w_job_t, "timeout_ms", timeout_ms, F_REQ, 1, S_TIMEOUT_MAX, 0),
+};
+SCHEMA(s_job, lq_w_job_t, s_job_f);
+
+#define WR lq_w_result_t
+static const s_field s_result_f[] = {
+    STR(WR, "batch", batch, F_REQ, LQ_MAX_ID),
+    NNEG(WR, "index", index, F_REQ),
+    I64(WR, "attempt", attempt, F_REQ, 1, S_ATTEMPT_MAX, 0),
+    I64(WR, "outcome", outcome, F_REQ, LQ_OUTCOME_OK, LQ_OUTCOME_FATAL, 0),
+    I64(WR, "status", status, F_REQ, 0, 999, 0),
+    STRL(WR, "body", body, body_len, 0, LQ_MAX_TEXT),
+    STR(WR, "request_id", request_id, 0, LQ_MAX_ID),
+    STR(WR, "error_code", error_code, 0, LQ_MAX_ID),
+    STR(WR, "error_message", error_message, 0, LQ_MAX_TEXT),
+    UNK(WR, "retry_after_ms", retry_after_ms),
+    UNK(WR, "prompt_tokens", prompt_tokens),
+    UNK(WR, "completion_tokens", completion_tokens),
+    UNK(WR, "rl_requests", rl_remaining_requests),
+    UNK(WR, "rl_tokens", rl_remaining_tokens),
+    UNK(WR, "rl_reset_requests_ms", rl_reset_requests_ms),
+    UNK(WR, "rl_reset_tokens_ms", rl_reset_tokens_ms),
+    NNEG(WR, "latency_ms", latency_ms, 0),
+};
+SCHEMA(s_result, WR, s_result_f);
+#undef WR
+
+static const s_field s_job_ref_f[] = {
+    STR(lq_job_ref_t, "batch", batch, F_REQ, LQ_MAX_ID),
+    NNEG(lq_job_ref_t, "index", index, F_REQ),
+};
+SCHEMA(s_job_ref, lq_job_ref_t, s_job_ref_f);
+
+static const s_field s_result_ack_f[] = {
+    ARR(lq_w_result_ack_t, "jobs", jobs, njobs, F_REQ, 1, LQ_MAX_ARRAY, s_job_ref),
+};
+SCHEMA(s_result_ack, lq_w_result_ack_t, s_result_ack_f);
+
+typedef struct {
+    uint8_t cmd;
+    const char *name;
+    const s_schema *sc;
+} s_cmd_t;
+
+static const s_cmd_t s_cmds[] = {
+    {LQ_C_OPEN, "OPEN", &s_open},
+    {LQ_C_CHUNK, "CHUNK", &s_chunk},
+    {LQ_C_CLOSE, "CLOSE", &s_close},
+    {LQ_C_STATUS, "STATUS", &s_batch_req},
+    {LQ_C_RESULTS, "RESULTS", &s_results},
+    {LQ_C_CANCEL, "CANCEL", &s_batch_req},
+    {LQ_C_LIST, "LIST", &s_simple},
+    {LQ_C_WORKERS, "WORKERS", &s_simple},
+    {LQ_C_OPENED, "OPENED", &s_opened},
+    {LQ_C_CHUNK_ACK, "CHUNK_ACK", &s_chunk_ack},
+    {LQ_C_CLOSED, "CLOSED", &s_batch_req},
+    {LQ_C_BATCH, "BATCH", &s_batch},
+    {LQ_C_RESULTS_PAGE, "RESULTS_PAGE", &s_results_page},
+    {LQ_C_LIST_REPLY, "LIST_REPLY", &s_list_reply},
+    {LQ_C_WORKERS_REPLY, "WORKERS_REPLY", &s_workers_reply},
+    {LQ_C_ERROR, "ERROR", &s_error},
+    {LQ_W_READY, "READY", &s_ready},
+    {LQ_W_CREDIT, "CREDIT", &s_credit},
+    {LQ_W_JOB, "JOB", &s_job},
+    {LQ_W_RESULT, "RESULT", &s_result},
+    {LQ_W_RESULT_ACK, "RESULT_ACK", &s_result_ack},
+    {LQ_W_HEARTBEAT, "HEARTBEAT", &s_simple},
+    {LQ_W_DISCONNECT, "DISCONNECT", &s_simple},
+};
+
+/* Returns the table entry for cmd, or NULL when it is not a command.
+ * Can't fail. */
+static const s_cmd_t *s_find_cmd(uint8_t cmd)
+{
+    for (size_t i = 0; i < sizeof s_cmds / sizeof s_cmds[0]; i++)
+        if (s_cmds[i].cmd == cmd)
+            return &s_cmds[i];
+    return NULL;
+}
+
+const char *lq_cmd_name(uint8_t cmd)
+{
+    const s_cmd_t *c = s_find_cmd(cmd);
+    return c ? c->name : "UNKNOWN";
+}
+
+/* Typed access to a scalar struct member at a byte offset. */
+#define AT(base, off, T) (*(T *)((char *)(base) + (off)))
+#define CAT(base, off, T) (*(const T *)((const char *)(base) + (off)))
+
+/* Reads / writes a pointer member of any pointer type at a byte offset
+ * (through memcpy, so the member's declared pointer type does not matter). */
+static const void *s_getp(const void *base, size_t off)
+{
+    const void *p;
+    memcpy(&p, (const char *)base + off, sizeof p);
+    return p;
+}
+
+static void s_setp(void *base, size_t off, const void *p)
+{
+    memcpy((char *)base + off, &p, sizeof p);
+}
+
+/* ---- encoder ----------------------------------------------------------- */
+
+void lq_buf_free(lq_buf_t *b)
+{
+    if (!b)
+        return;
+    free(b->data);
+    b->data = NULL;
+    b->len = b->cap = 0;
+}
+
+/* msgpack_packer write callback: appends to the lq_buf_t, growing it by
+ * doubling. Returns 0; aborts on out-of-memory (xrealloc). */
+static int s_buf_write(void *data, const char *buf, size_t len)
+{
+    lq_buf_t *b = data;
+    if (b->cap - b->len < len) {
+        size_t cap = b->cap ? b->cap : 256;
+        while (cap - b->len < len)
+            cap *= 2;
+        b->data = xrealloc(b->data, cap);
+        b->cap = cap;
+    }
+    memcpy(b->data + b->len, buf, len);
+    b->len += len;
+    return 0;
+}
+
+/* Returns whether field f of the struct at base goes into the encoding:
+ * optional strings are left out when NULL, F_OMIT0 ints when 0. */
+static int s_enc_present(const s_field *f, const void *base)
+{
+    if (f->type == T_STR && !(f->flags & F_REQ))
+        return s_getp(base, f->off) != NULL;
+    if (f->type == T_U64 && (f->flags & F_OMIT0))
+        return CAT(base, f->off, uint64_t) != 0;
+    return 1;
+}
+
+/* Packs a string; NULL packs as "". With a length member, a length of 0
+ * means strlen(s), so a caller that forgot to set it still sends the text. */
+static void s_enc_str(msgpack_packer *pk, const char *s, size_t len, int has_len)
+{
+    if (!s)
+        s = "";
+    if (!has_len || len == 0)
+        len = strlen(s);
+    msgpack_pack_str(pk, len);
+    msgpack_pack_str_body(pk, s, len);
+}
+
+static void s_enc_map(msgpack_packer *pk, const s_schema *sc, const void *base);
+
+/* Packs the value of field f (the key is already packed). Can't fail. */
+static void s_enc_value(msgpack_packer *pk, const s_field *f, const void *base)
+{
+    switch (f->type) {
+    case T_U64:
+        msgpack_pack_uint64(pk, CAT(base, f->off, uint64_t));
+        break;
+    case T_I64:
+        msgpack_pack_int64(pk, CAT(base, f->off, int64_t));
+        break;
+    case T_BOOL:
+        if (CAT(base, f->off, int))
+            msgpack_pack_true(pk);
+        else
+            msgpack_pack_false(pk);
+        break;
+    case T_STR: {
+        int has_len = f->aux != S_NOLEN;
+        s_enc_str(pk, s_getp(base, f->off), has_len ? CAT(base, f->aux, size_t) : 0,
+                  has_len);
+        break;
+    }
+    case T_STRS: {
+        const char *const *v = s_getp(base, f->off);
+        size_t n = v ? CAT(base, f->aux, size_t) : 0;
+        msgpack_pack_array(pk, n);
+        for (size_t i = 0; i < n; i++)
+            s_enc_str(pk, v[i], 0, 0);
+        break;
+    }
+    case T_ARR: {
+        const char *v = s_getp(base, f->off);
+        size_t n = v ? CAT(base, f->aux, size_t) : 0;
+        msgpack_pack_array(pk, n);
+        for (size_t i = 0; i < n; i++)
+            s_enc_map(pk, f->sub, v + i * f->sub->size);
+        break;
+    }
+    case T_OBJ:
+        s_enc_map(pk, f->sub, (const char *)base + f->off);
+        break;
+    }
+}
+
+/* Packs the struct at base as a map, keys in schema order. Can't fail. */
+static void s_enc_map(msgpack_packer *pk, const s_schema *sc, const void *base)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < sc->n; i++)
+        n += s_enc_present(&sc->f[i], base) ? 1 : 0;
+    msgpack_pack_map(pk, n);
+    for (size_t i = 0; i < sc->n; i++) {
+        const s_field *f = &sc->f[i];
+        if (!s_enc_present(f, base))
+            continue;
+        size_t klen = strlen(f->key);
+        msgpack_pack_str(pk, klen);
+        msgpack_pack_str_body(pk, f->key, klen);
+        s_enc_value(pk, f, base);
+    }
+}
+
+int lq_msg_encode(const lq_msg_t *m, lq_buf_t *out)
+{
+    out->len = 0;
+    const s_cmd_t *c = s_find_cmd(m->cmd);
+    if (!c)
+        return -1;
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, out, s_buf_write);
+    s_enc_map(&pk, c->sc, &m->u);
+    return 0;
+}
+
+/* ---- structural pre-scan ----------------------------------------------- */
+
+/* Reads a big-endian unsigned integer of n bytes (1, 2, 4). */
+static uint32_t s_be(const uint8_t *p, int n)
+{
+    uint32_t v = 0;
+    for (int i = 0; i < n; i++)
+        v = v << 8 | p[i];
+    return v;
+}
+
+/* Checks that p[0..len) is exactly one complete msgpack map nested at most
+ * S_MAX_DEPTH deep, in which no container declares more elements than
+ * bytes remain. Allocates nothing. Returns 0, or -1 with a reason in why. */
+static int s_scan(const uint8_t *p, size_t len, const char **why)
+{
+    uint64_t pending[S_MAX_DEPTH + 1]; /* objects still to read per level */
+    int top = 0;
+    size_t pos = 0;
+    if (len == 0) {
+        *why = "empty body";
+        return -1;
+    }
+    if (!((p[0] >= 0x80 && p[0] <= 0x8f) || p[0] == 0xde || p[0] == 0xdf)) {
+        *why = "body is not a map";
+        return -1;
+    }
+    pending[0] = 1;
+    while (top >= 0) {
+        if (pending[top] == 0) {
+            top--;
+            continue;
+        }
+        pending[top]--;
+        if (pos >= len) {
+            *why = "truncated body";
+            return -1;
+        }
+        uint8_t b = p[pos++];
+        uint64_t skip = 0, children = 0; /* payload bytes, child objects */
+        int lenbytes = 0, extra = 0;     /* size field width; ext type byte */
+        if (b <= 0x7f || b >= 0xe0 || b == 0xc0 || b == 0xc2 || b == 0xc3) {
+            /* fixint, nil, bool: nothing follows */
+        } else if (b <= 0x8f) {
+            children = 2u * (b & 0x0f);
+        } else if (b <= 0x9f) {
+            children = b & 0x0f;
+        } else if (b <= 0xbf) {
+            skip = b & 0x1f;
+        } else {
+            switch (b) {
+            case 0xc4: case 0xd9: lenbytes = 1; break; /* bin8, str8 */
+            case 0xc5: case 0xda: lenbytes = 2; break;
+            case 0xc6: case 0xdb: lenbytes = 4; break;
+            case 0xc7: lenbytes = 1; extra = 1; break; /* ext8/16/32 */
+            case 0xc8: lenbytes = 2; extra = 1; break;
+            case 0xc9: lenbytes = 4; extra = 1; break;
+            case 0xca: skip = 4; break; /* float32 */
+            case 0xcb: skip = 8; break;
+            case 0xcc: case 0xd0: skip = 1; break; /* (u)int8..64 */
+            case 0xcd: case 0xd1: skip = 2; break;
+            case 0xce: case 0xd2: skip = 4; break;
+            case 0xcf: case 0xd3: skip = 8; break;
+            case 0xd4: skip = 2; break; /* fixext 1..16, with the type byte */
+            case 0xd5: skip = 3; break;
+            case 0xd6: skip = 5; break;
+            case 0xd7: skip = 9; break;
+            case 0xd8: skip = 17; break;
+            case 0xdc: case 0xde: lenbytes = 2; break; /* array16, map16 */
+            case 0xdd: case 0xdf: lenbytes = 4; break;
+            default: *why = "invalid msgpack byte"; return -1; /* 0xc1 */
+            }
+        }
+        if (lenbytes) {
+            if (len - pos < (size_t)lenbytes) {
+                *why = "truncated body";
+                return -1;
+            }
+            uint32_t n = s_be(p + pos, lenbytes);
+            pos += lenbytes;
+            if (b == 0xdc || b == 0xdd)
+                children = n;
+            else if (b == 0xde || b == 0xdf)
+                children = 2 * (uint64_t)n;
+            else
+                skip = (uint64_t)n + extra;
+        }
+        if (skip > len - pos) {
+            *why = "truncated body";
+            return -1;
+        }
+        pos += skip;
+        if (children) {
+            if (children > len - pos) {
+                *why = "container larger than the body";
+                return -1;
+            }
+            if (top == S_MAX_DEPTH) {
+                *why = "nested too deeply";
+                return -1;
+            }
+            pending[++top] = children;
+        }
+    }
+    if (pos != len) {
+        *why = "trailing bytes after the map";
+        return -1;
+    }
+    return 0;
+}
+
+/* ---- decoder ----------------------------------------------------------- */
+
+/* Arena block; m->arena_ points at the newest, blocks chain to older ones. */
+typedef struct s_block {
+    struct s_block *next;
+    size_t cap, used;
+    max_align_t data[];
+} s_block;
+
+typedef struct {
+    lq_msg_t *m;
+    size_t hint; /* size of the next block */
+    char err[256];
+} s_dec;
+
+/* Returns n bytes (aligned to align) from the message arena, zeroed when
+ * zero is set. Owned by the arena. Aborts on out-of-memory; can't fail. */
+static void *s_alloc(s_dec *d, size_t n, size_t align, int zero)
+{
+    s_block *b = d->m->arena_;
+    size_t at = b ? (b->used + align - 1) & ~(align - 1) : 0;
+    if (!b || at > b->cap || b->cap - at < n) {
+        size_t cap = n > d->hint ? n : d->hint;
+        b = xmalloc(sizeof *b + cap);
+        b->next = d->m->arena_;
+        b->cap = cap;
+        b->used = 0;
+        at = 0;
+        d->m->arena_ = b;
+        d->hint = cap * 2;
+    }
+    void *p = (char *)b->data + at;
+    b->used = at + n;
+    if (zero)
+        memset(p, 0, n);
+    return p;
+}
+
+/* Records a reason (first one wins). Returns -1 for tail calls. */
+static int s_fail(s_dec *d, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int s_fail(s_dec *d, const char *fmt, ...)
+{
+    if (d->err[0])
+        return -1;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(d->err, sizeof d->err, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+/* Prefixes the recorded reason with where it happened: "jobs[3]: ", or
+ * "info: " when i is SIZE_MAX. Returns -1. */
+static int s_where(s_dec *d, const char *key, size_t i)
+{
+    char pre[64];
+    if (i == SIZE_MAX)
+        snprintf(pre, sizeof pre, "%s: ", key);
+    else
+        snprintf(pre, sizeof pre, "%s[%zu]: ", key, i);
+    size_t pl = strlen(pre), el = strlen(d->err);
+    if (pl + el >= sizeof d->err)
+        el = sizeof d->err - 1 - pl;
+    memmove(d->err + pl, d->err, el);
+    memcpy(d->err, pre, pl);
+    d->err[pl + el] = '\0';
+    return -1;
+}
+
+/* Copies a str/bin object into the arena as a NUL-terminated string of at
+ * most f->smax bytes; NUL bytes are refused unless f has a length member.
+ * Returns 0 with *out (and *outlen), or -1. */
+static int s_dec_str(s_dec *d, const s_field *f, const msgpack_object *o, const char **out,
+                     size_t *outlen, int may_nul)
+{
+    const char *src;
+    size_t n;
+    if (o->type == MSGPACK_OBJECT_STR) {
+        src = o->via.str.ptr;
+        n = o->via.str.size;
+    } else if (o->type == MSGPACK_OBJECT_BIN) {
+        src = o->via.bin.ptr;
+        n = o->via.bin.size;
+    } else {
+        return s_fail(d, "'%s': want a string", f->key);
+    }
+    if (n > f->smax)
+        return s_fail(d, "'%s': string of %zu bytes over the limit of %u", f->key, n,
+                      (unsigned)f->smax);
+    if (!may_nul && memchr(src, 0, n))
+        return s_fail(d, "'%s': string contains a NUL byte", f->key);
+    char *s = s_alloc(d, n + 1, 1, 0);
+    memcpy(s, src, n);
+    s[n] = '\0';
+    *out = s;
+    if (outlen)
+        *outlen = n;
+    return 0;
+}
+
+/* Checks an array object's type and count against f. Returns 0 or -1. */
+static int s_dec_arr_hdr(s_dec *d, const s_field *f, const msgpack_object *o)
+{
+    if (o->type != MSGPACK_OBJECT_ARRAY)
+        return s_fail(d, "'%s': want an array", f->key);
+    if ((int64_t)o->via.array.size < f->min || (int64_t)o->via.array.size > f->max)
+        return s_fail(d, "'%s': %u items, want %lld..%lld", f->key, (unsigned)o->via.array.size,
+                      (long long)f->min, (long long)f->max);
+    return 0;
+}
+
+static int s_dec_map(s_dec *d, const s_schema *sc, const msgpack_object *o, void *base);
+
+/* Decodes object o into field f of the struct at base. Returns 0 or -1. */
+static int s_dec_value(s_dec *d, const s_field *f, const msgpack_object *o, void *base)
+{
+    switch (f->type) {
+    case T_U64:
+        if (o->type == MSGPACK_OBJECT_NEGATIVE_INTEGER)
+            return s_fail(d, "'%s': negative", f->key);
+        if (o->type != MSGPACK_OBJECT_POSITIVE_INTEGER)
+            return s_fail(d, "'%s': want an integer", f->key);
+        AT(base, f->off, uint64_t) = o->via.u64;
+        return 0;
+    case T_I64: {
+        int64_t v;
+        if (o->type == MSGPACK_OBJECT_POSITIVE_INTEGER) {
+            if (o->via.u64 > (uint64_t)INT64_MAX)
+                return s_fail(d, "'%s': %llu out of range", f->key,
+                              (unsigned long long)o->via.u64);
+            v = (int64_t)o->via.u64;
+        } else if (o->type == MSGPACK_OBJECT_NEGATIVE_INTEGER) {
+            v = o->via.i64;
+        } else {
+            return s_fail(d, "'%s': want an integer", f->key);
+        }
+        if (v < f->min || v > f->max)
+            return s_fail(d, "'%s': %lld out of range %lld..%lld", f->key, (long long)v,
+                          (long long)f->min, (long long)f->max);
+        AT(base, f->off, int64_t) = v;
+        return 0;
+    }
+    case T_BOOL:
+        if (o->type != MSGPACK_OBJECT_BOOLEAN)
+            return s_fail(d, "'%s': want a boolean", f->key);
+        AT(base, f->off, int) = o->via.boolean ? 1 : 0;
+        return 0;
+    case T_STR: {
+        int has_len = f->aux != S_NOLEN;
+        const char *s;
+        if (s_dec_str(d, f, o, &s, has_len ? &AT(base, f->aux, size_t) : NULL, has_len) < 0)
+            return -1;
+        s_setp(base, f->off, s);
+        return 0;
+    }
+    case T_STRS: {
+        if (s_dec_arr_hdr(d, f, o) < 0)
+            return -1;
+        size_t n = o->via.array.size;
+        const char **v = s_alloc(d, (n ? n : 1) * sizeof *v, alignof(max_align_t), 1);
+        for (size_t i = 0; i < n; i++)
+            if (s_dec_str(d, f, &o->via.array.ptr[i], &v[i], NULL, 0) < 0)
+                return s_where(d, f->key, i);
+        s_setp(base, f->off, v);
+        AT(base, f->aux, size_t) = n;
+        return 0;
+    }
+    case T_ARR: {
+        if (s_dec_arr_hdr(d, f, o) < 0)
+            return -1;
+        size_t n = o->via.array.size;
+        char *v = s_alloc(d, (n ? n : 1) * f->sub->size, alignof(max_align_t), 1);
+        for (size_t i = 0; i < n; i++)
+            if (s_dec_map(d, f->sub, &o->via.array.ptr[i], v + i * f->sub->size) < 0)
+                return s_where(d, f->key, i);
+        s_setp(base, f->off, v);
+        AT(base, f->aux, size_t) = n;
+        return 0;
+    }
+    case T_OBJ:
+        if (s_dec_map(d, f->sub, o, (char *)base + f->off) < 0)
+            return s_where(d, f->key, SIZE_MAX);
+        return 0;
+    }
+    return s_fail(d, "'%s': bad schema", f->key);
+}
+
+/* Decodes map object o into the zeroed struct at base following sc: known
+ * keys once each, unknown keys skipped, absent optional fields set to their
+ * defaults. Returns 0 or -1. */
+static int s_dec_map(s_dec *d, const s_schema *sc, const msgpack_object *o, void *base)
+{
+    if (o->type != MSGPACK_OBJECT_MAP)
+        return s_fail(d, "want a map");
+    uint64_t seen = 0;
+    for (uint32_t k = 0; k < o->via.map.size; k++) {
+        const msgpack_object *key = &o->via.map.ptr[k].key;
+        const char *kp;
+        size_t kn;
+        if (key->type == MSGPACK_OBJECT_STR) {
+            kp = key->via.str.ptr;
+            kn = key->via.str.size;
+        } else if (key->type == MSGPACK_OBJECT_BIN) {
+            kp = key->via.bin.ptr;
+            kn = key->via.bin.size;
+        } else {
+            return s_fail(d, "map key is not a string");
+        }
+        size_t i;
+        for (i = 0; i < sc->n; i++)
+            if (strlen(sc->f[i].key) == kn && memcmp(sc->f[i].key, kp, kn) == 0)
+                break;
+        if (i == sc->n)
+            continue; /* unknown key: ignored */
+        if (seen & (UINT64_C(1) << i))
+            return s_fail(d, "duplicate key '%s'", sc->f[i].key);
+        seen |= UINT64_C(1) << i;
+        if (s_dec_value(d, &sc->f[i], &o->via.map.ptr[k].val, base) < 0)
+            return -1;
+    }
+    for (size_t i = 0; i < sc->n; i++) {
+        const s_field *f = &sc->f[i];
+        if (seen & (UINT64_C(1) << i))
+            continue;
+        if (f->flags & F_REQ)
+            return s_fail(d, "missing key '%s'", f->key);
+        if (f->type == T_I64)
+            AT(base, f->off, int64_t) = f->dflt;
+        else if (f->type == T_STR && (f->flags & F_EMPTY))
+            s_setp(base, f->off, "");
+    }
+    return 0;
+}
+
+int lq_msg_decode(uint8_t cmd, const void *body, size_t len, lq_msg_t *m, char *err, size_t errlen)
+{
+    memset(m, 0, sizeof *m);
+    s_dec d = {.m = m, .hint = len + 256};
+    const char *why = NULL;
+    const s_cmd_t *c = s_find_cmd(cmd);
+    if (!c) {
+        s_fail(&d, "unknown command 0x%02x", cmd);
+    } else if (len > LQ_MAX_BODY) {
+        s_fail(&d, "body of %zu bytes over the limit of %u", len, (unsigned)LQ_MAX_BODY);
+    } else if (s_scan(body, len, &why) < 0) {
+        s_fail(&d, "%s", why);
+    } else {
+        msgpack_unpacked u;
+        msgpack_unpacked_init(&u);
+        size_t off = 0;
+        msgpack_unpack_return r = msgpack_unpack_next(&u, body, len, &off);
+        if (r != MSGPACK_UNPACK_SUCCESS || off != len)
+            s_fail(&d, "msgpack parse error %d", (int)r);
+        else if (s_dec_map(&d, c->sc, &u.data, &m->u) == 0)
+            m->cmd = cmd;
+        msgpack_unpacked_destroy(&u);
+    }
+    if (d.err[0]) {
+        lq_msg_destroy(m);
+        if (err && errlen)
+            snprintf(err, errlen, "%s", d.err);
+        return -1;
+    }
+    return 0;
+}
+
+void lq_msg_destroy(lq_msg_t *m)
+{
+    if (!m)
+        return;
+    s_block *b = m->arena_;
+    while (b) {
+        s_block *next = b->next;
+        free(b);
+        b = next;
+    }
+    memset(m, 0, sizeof *m);
+}
