@@ -35,9 +35,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define S_MAX_DEPTH 16   /* nesting of maps/arrays in a body */
-#define S_MAX_FIELDS 64  /* fields per schema (a bit mask tracks duplicates) */
-#define S_NOLEN 0xffffu  /* s_field.aux when a string has no length member */
+#define S_MAX_DEPTH 16  /* nesting of maps/arrays in a body */
+#define S_MAX_FIELDS 64 /* fields per schema (a bit mask tracks duplicates) */
+#define S_NOLEN 0xffffu /* s_field.aux when a string has no length member */
 #define S_I64_MAX INT64_MAX
 #define S_ATTEMPT_MAX 1000000
 #define S_TIMEOUT_MAX 86400000
@@ -65,11 +65,11 @@ typedef struct s_schema s_schema;
 typedef struct {
     const char *key;
     uint8_t type, flags;
-    uint16_t off;      /* of the value in the struct */
-    uint16_t aux;      /* T_STR: off of the size_t length or S_NOLEN; T_STRS/T_ARR: of the count */
-    uint32_t smax;     /* T_STR/T_STRS: max bytes per string */
-    int64_t min, max;  /* T_I64: range; T_STRS/T_ARR: element count range */
-    int64_t dflt;      /* T_I64: value when absent */
+    uint16_t off;     /* of the value in the struct */
+    uint16_t aux;     /* T_STR: off of the size_t length or S_NOLEN; T_STRS/T_ARR: of the count */
+    uint32_t smax;    /* T_STR/T_STRS: max bytes per string */
+    int64_t min, max; /* T_I64: range; T_STRS/T_ARR: element count range */
+    int64_t dflt;     /* T_I64: value when absent */
     const s_schema *sub;
 } s_field;
 
@@ -79,6 +79,7 @@ struct s_schema {
     size_t size; /* of the struct, for arrays of it */
 };
 
+/* clang-format off */
 #define U64(S, k, m, fl) {k, T_U64, fl, offsetof(S, m), 0, 0, 0, 0, 0, NULL}
 #define I64(S, k, m, fl, lo, hi, d) {k, T_I64, fl, offsetof(S, m), 0, 0, lo, hi, d, NULL}
 #define BOOL(S, k, m, fl) {k, T_BOOL, fl, offsetof(S, m), 0, 0, 0, 0, 0, NULL}
@@ -88,7 +89,10 @@ struct s_schema {
     {k, T_STRS, fl, offsetof(S, m), offsetof(S, cm), lim, lo, hi, 0, NULL}
 #define ARR(S, k, m, cm, fl, lo, hi, sc) {k, T_ARR, fl, offsetof(S, m), offsetof(S, cm), 0, lo, hi, 0, &sc}
 #define OBJ(S, k, m, fl, sc) {k, T_OBJ, fl, offsetof(S, m), 0, 0, 0, 0, 0, &sc}
-#define SCHEMA(name, S, arr) static const s_schema name = {arr, sizeof arr / sizeof arr[0], sizeof(S)}
+#define SCHEMA(name, S, arr)                                                   \
+    _Static_assert(sizeof arr / sizeof arr[0] <= S_MAX_FIELDS, #arr);          \
+    static const s_schema name = {arr, sizeof arr / sizeof arr[0], sizeof(S)}
+/* clang-format on */
 
 /* A non-negative count or index; one where -1 means unknown (the default). */
 #define NNEG(S, k, m, fl) I64(S, k, m, fl, 0, S_I64_MAX, 0)
@@ -432,8 +436,7 @@ static void s_enc_value(msgpack_packer *pk, const s_field *f, const void *base)
         break;
     case T_STR: {
         int has_len = f->aux != S_NOLEN;
-        s_enc_str(pk, s_getp(base, f->off), has_len ? CAT(base, f->aux, size_t) : 0,
-                  has_len);
+        s_enc_str(pk, s_getp(base, f->off), has_len ? CAT(base, f->aux, size_t) : 0, has_len);
         break;
     }
     case T_STRS: {
@@ -538,6 +541,7 @@ static int s_scan(const uint8_t *p, size_t len, const char **why)
         } else if (b <= 0xbf) {
             skip = b & 0x1f;
         } else {
+            /* clang-format off */
             switch (b) {
             case 0xc4: case 0xd9: lenbytes = 1; break; /* bin8, str8 */
             case 0xc5: case 0xda: lenbytes = 2; break;
@@ -560,6 +564,7 @@ static int s_scan(const uint8_t *p, size_t len, const char **why)
             case 0xdd: case 0xdf: lenbytes = 4; break;
             default: *why = "invalid msgpack byte"; return -1; /* 0xc1 */
             }
+            /* clang-format on */
         }
         if (lenbytes) {
             if (len - pos < (size_t)lenbytes) {
@@ -727,8 +732,7 @@ static int s_dec_value(s_dec *d, const s_field *f, const msgpack_object *o, void
         int64_t v;
         if (o->type == MSGPACK_OBJECT_POSITIVE_INTEGER) {
             if (o->via.u64 > (uint64_t)INT64_MAX)
-                return s_fail(d, "'%s': %llu out of range", f->key,
-                              (unsigned long long)o->via.u64);
+                return s_fail(d, "'%s': %llu out of range", f->key, (unsigned long long)o->via.u64);
             v = (int64_t)o->via.u64;
         } else if (o->type == MSGPACK_OBJECT_NEGATIVE_INTEGER) {
             v = o->via.i64;
