@@ -1,0 +1,448 @@
+/* redis: see redis.h. */
+#include "redis.h"
+
+#include "../common/log.h"
+#include "../common/util.h"
+
+#include <hiredis/async.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define LQ_REDIS_MAX_SCRIPTS 16
+
+typedef struct {
+    lq_redis_t *r;
+    lq_redis_cb cb;
+    void *arg;
+    unsigned gen;
+} s_call_t;
+
+struct lq_redis {
+    lq_loop_t *loop;
+    redisAsyncContext *ac;
+    char host[256];
+    int port;
+    int db;
+    char user[128];
+    char pass[256];
+    int connect_timeout_ms;
+    int command_timeout_ms;
+    const char *const *scripts;
+    int nscripts;
+    char sha[LQ_REDIS_MAX_SCRIPTS][41];
+    int nsha_loaded;
+    int connected; /* TCP up */
+    int up;        /* scripts loaded, usable */
+    int want_read, want_write;
+    int fd; /* of the current context, -1 when none */
+    int pending;
+    int closing;
+    uint64_t last_progress_ms;
+    unsigned gen; /* bumps on every new connection */
+    int backoff_ms;
+    lq_timer_t reconnect_timer;
+    lq_timer_t watchdog;
+    lq_redis_state_cb on_state;
+    void *arg;
+};
+
+static void s_connect(lq_redis_t *r);
+
+/* ---- URL ---- */
+
+static int s_parse_url(lq_redis_t *r, const char *url, char *err, size_t errlen)
+{
+    const char *p = url;
+    if (strncmp(p, "redis://", 8) != 0) {
+        snprintf(err, errlen, "redis URL must start with redis:// (got '%s')", url);
+        return -1;
+    }
+    p += 8;
+    const char *at = strrchr(p, '@');
+    if (at) {
+        const char *colon = memchr(p, ':', (size_t)(at - p));
+        if (colon) {
+            snprintf(r->user, sizeof r->user, "%.*s", (int)(colon - p), p);
+            snprintf(r->pass, sizeof r->pass, "%.*s", (int)(at - colon - 1), colon + 1);
+        } else {
+            snprintf(r->pass, sizeof r->pass, "%.*s", (int)(at - p), p);
+        }
+        p = at + 1;
+    }
+    const char *slash = strchr(p, '/');
+    size_t hostport = slash ? (size_t)(slash - p) : strlen(p);
+    const char *colon = memchr(p, ':', hostport);
+    r->port = 6379;
+    if (colon) {
+        long long port;
+        char buf[16];
+        snprintf(buf, sizeof buf, "%.*s", (int)(hostport - (size_t)(colon - p) - 1), colon + 1);
+        if (lq_parse_ll(buf, 1, 65535, &port) < 0) {
+            snprintf(err, errlen, "bad port in redis URL");
+            return -1;
+        }
+        r->port = (int)port;
+        hostport = (size_t)(colon - p);
+    }
+    if (hostport == 0 || hostport >= sizeof r->host) {
+        snprintf(err, errlen, "bad host in redis URL");
+        return -1;
+    }
+    snprintf(r->host, sizeof r->host, "%.*s", (int)hostport, p);
+    r->db = 0;
+    if (slash && slash[1]) {
+        long long db;
+        if (lq_parse_ll(slash + 1, 0, 1000000, &db) < 0) {
+            snprintf(err, errlen, "bad database number in redis URL");
+            return -1;
+        }
+        r->db = (int)db;
+    }
+    return 0;
+}
+
+/* ---- adapter ---- */
+
+static void s_on_fd(lq_loop_t *loop, int fd, int events, void *arg)
+{
+    (void)loop;
+    (void)fd;
+    lq_redis_t *r = arg;
+    /* Handle write first: while connecting, hiredis completes the connect
+     * in its write handler. Re-check r->ac: a handler may free it. */
+    if ((events & LQ_WRITABLE) && r->ac)
+        redisAsyncHandleWrite(r->ac);
+    if ((events & (LQ_READABLE | LQ_ERROR_EV)) && r->ac)
+        redisAsyncHandleRead(r->ac);
+}
+
+static void s_update_watch(lq_redis_t *r)
+{
+    if (r->fd < 0)
+        return;
+    int fd = r->fd;
+    int ev = (r->want_read ? LQ_READABLE : 0) | (r->want_write ? LQ_WRITABLE : 0);
+    if (ev)
+        lq_loop_watch(r->loop, fd, ev, s_on_fd, r);
+    else
+        lq_loop_unwatch(r->loop, fd);
+}
+
+static void s_add_read(void *p)
+{
+    lq_redis_t *r = p;
+    r->want_read = 1;
+    s_update_watch(r);
+}
+
+static void s_del_read(void *p)
+{
+    lq_redis_t *r = p;
+    r->want_read = 0;
+    s_update_watch(r);
+}
+
+static void s_add_write(void *p)
+{
+    lq_redis_t *r = p;
+    r->want_write = 1;
+    s_update_watch(r);
+}
+
+static void s_del_write(void *p)
+{
+    lq_redis_t *r = p;
+    r->want_write = 0;
+    s_update_watch(r);
+}
+
+static void s_cleanup(void *p)
+{
+    lq_redis_t *r = p;
+    if (r->fd >= 0)
+        lq_loop_unwatch(r->loop, r->fd);
+    r->fd = -1;
+    r->want_read = r->want_write = 0;
+}
+
+/* ---- lifecycle ---- */
+
+static void s_schedule_reconnect(lq_redis_t *r)
+{
+    r->ac = NULL;
+    if (r->closing)
+        return;
+    int was_up = r->up;
+    r->connected = 0;
+    r->up = 0;
+    r->pending = 0;
+    r->gen++;
+    if (was_up && r->on_state)
+        r->on_state(r, 0, r->arg);
+    lq_timer_start(r->loop, &r->reconnect_timer, (uint64_t)r->backoff_ms);
+    r->backoff_ms = r->backoff_ms * 2 > 2000 ? 2000 : r->backoff_ms * 2;
+}
+
+static void s_on_disconnect(const redisAsyncContext *ac, int status)
+{
+    lq_redis_t *r = ac->ev.data;
+    if (!r)
+        return;
+    LQ_WARN("redis %s:%d disconnected%s%s", r->host, r->port, status ? ": " : "",
+            status ? ac->errstr : "");
+    s_schedule_reconnect(r);
+}
+
+static void s_on_connect(const redisAsyncContext *ac, int status)
+{
+    lq_redis_t *r = ac->ev.data;
+    if (!r)
+        return;
+    if (status != REDIS_OK) {
+        LQ_WARN("redis %s:%d connect failed: %s", r->host, r->port, ac->errstr);
+        /* hiredis frees the context after this callback. */
+        s_schedule_reconnect(r);
+        return;
+    }
+    r->connected = 1;
+    r->last_progress_ms = lq_loop_now(r->loop);
+}
+
+static void s_on_script_loaded(lq_redis_t *r, redisReply *reply, void *arg)
+{
+    int idx = (int)(intptr_t)arg;
+    if (!reply)
+        return;
+    if (reply->type != REDIS_REPLY_STRING || reply->len != 40) {
+        LQ_ERROR("redis SCRIPT LOAD of script %d failed: %s", idx,
+                 reply->type == REDIS_REPLY_ERROR ? reply->str : "unexpected reply");
+        if (r->ac)
+            redisAsyncFree(r->ac); /* retried on reconnect */
+        return;
+    }
+    memcpy(r->sha[idx], reply->str, 40);
+    r->sha[idx][40] = '\0';
+    if (++r->nsha_loaded == r->nscripts) {
+        r->up = 1;
+        r->backoff_ms = 100;
+        LQ_INFO("redis %s:%d db %d ready", r->host, r->port, r->db);
+        if (r->on_state)
+            r->on_state(r, 1, r->arg);
+    }
+}
+
+static void s_on_setup_reply(lq_redis_t *r, redisReply *reply, void *arg)
+{
+    const char *what = arg;
+    if (reply && reply->type == REDIS_REPLY_ERROR) {
+        LQ_ERROR("redis %s failed: %s", what, reply->str);
+        if (r->ac)
+            redisAsyncFree(r->ac);
+    }
+}
+
+static void s_dispatch_reply(redisAsyncContext *ac, void *reply, void *priv)
+{
+    (void)ac;
+    s_call_t *call = priv;
+    lq_redis_t *r = call->r;
+    if (call->gen == r->gen) {
+        r->pending--;
+        r->last_progress_ms = lq_loop_now(r->loop);
+    }
+    call->cb(r, reply, call->arg);
+    free(call);
+}
+
+static int s_send(lq_redis_t *r, lq_redis_cb cb, void *arg, int argc, const char **argv,
+                  const size_t *argvlen)
+{
+    if (!r->ac)
+        return -1;
+    s_call_t *call = xmalloc(sizeof *call);
+    call->r = r;
+    call->cb = cb;
+    call->arg = arg;
+    call->gen = r->gen;
+    if (redisAsyncCommandArgv(r->ac, s_dispatch_reply, call, argc, argv, argvlen) != REDIS_OK) {
+        free(call);
+        return -1;
+    }
+    if (r->pending++ == 0)
+        r->last_progress_ms = lq_loop_now(r->loop);
+    return 0;
+}
+
+static void s_connect(lq_redis_t *r)
+{
+    r->gen++;
+    r->nsha_loaded = 0;
+    redisAsyncContext *ac = redisAsyncConnect(r->host, r->port);
+    if (!ac) {
+        s_schedule_reconnect(r);
+        return;
+    }
+    if (ac->err) {
+        LQ_WARN("redis %s:%d: %s", r->host, r->port, ac->errstr);
+        redisAsyncFree(ac);
+        s_schedule_reconnect(r);
+        return;
+    }
+    r->ac = ac;
+    r->fd = ac->c.fd;
+    r->want_read = r->want_write = 0;
+    ac->ev.data = r;
+    ac->ev.addRead = s_add_read;
+    ac->ev.delRead = s_del_read;
+    ac->ev.addWrite = s_add_write;
+    ac->ev.delWrite = s_del_write;
+    ac->ev.cleanup = s_cleanup;
+    redisAsyncSetConnectCallback(ac, s_on_connect);
+    redisAsyncSetDisconnectCallback(ac, s_on_disconnect);
+    r->last_progress_ms = lq_loop_now(r->loop);
+    r->pending = 0;
+    /* Queue the set-up; hiredis sends it once connected, in order, before
+     * anything the owner sends after on_up. */
+    if (r->pass[0]) {
+        const char *argv[3] = {"AUTH", r->user[0] ? r->user : r->pass, r->pass};
+        int argc = r->user[0] ? 3 : 2;
+        s_send(r, s_on_setup_reply, "AUTH", argc, argv, NULL);
+    }
+    if (r->db) {
+        char db[16];
+        snprintf(db, sizeof db, "%d", r->db);
+        const char *argv[2] = {"SELECT", db};
+        s_send(r, s_on_setup_reply, "SELECT", 2, argv, NULL);
+    }
+    for (int i = 0; i < r->nscripts; i++) {
+        const char *argv[3] = {"SCRIPT", "LOAD", r->scripts[i]};
+        s_send(r, s_on_script_loaded, (void *)(intptr_t)i, 3, argv, NULL);
+    }
+    s_add_write(r);
+}
+
+static void s_on_reconnect_timer(lq_loop_t *loop, lq_timer_t *t, void *arg)
+{
+    (void)loop;
+    (void)t;
+    s_connect(arg);
+}
+
+/* Fails the connection when connecting or a reply takes too long. */
+static void s_on_watchdog(lq_loop_t *loop, lq_timer_t *t, void *arg)
+{
+    lq_redis_t *r = arg;
+    uint64_t now = lq_loop_now(loop);
+    if (r->ac) {
+        int limit = r->connected ? r->command_timeout_ms : r->connect_timeout_ms;
+        int waiting = !r->connected || r->pending > 0;
+        if (waiting && now - r->last_progress_ms > (uint64_t)limit) {
+            LQ_WARN("redis %s:%d: no %s for %d ms, reconnecting", r->host, r->port,
+                    r->connected ? "reply" : "connection", limit);
+            redisAsyncContext *ac = r->ac;
+            int was_connected = r->connected;
+            redisAsyncFree(ac); /* pending callbacks get NULL */
+            /* hiredis calls the disconnect callback only for a connected
+             * context; otherwise reconnect ourselves. */
+            if (!was_connected || r->ac == ac)
+                s_schedule_reconnect(r);
+        }
+    }
+    lq_timer_start(loop, t, 250);
+}
+
+lq_redis_t *lq_redis_new(lq_loop_t *loop, const lq_redis_opts_t *opts, lq_redis_state_cb on_state,
+                         void *arg, char *err, size_t errlen)
+{
+    lq_redis_t *r = xcalloc(1, sizeof *r);
+    if (s_parse_url(r, opts->url, err, errlen) < 0) {
+        free(r);
+        return NULL;
+    }
+    r->loop = loop;
+    r->fd = -1;
+    r->connect_timeout_ms = opts->connect_timeout_ms > 0 ? opts->connect_timeout_ms : 2000;
+    r->command_timeout_ms = opts->command_timeout_ms > 0 ? opts->command_timeout_ms : 10000;
+    r->scripts = opts->scripts;
+    while (r->scripts && r->scripts[r->nscripts] && r->nscripts < LQ_REDIS_MAX_SCRIPTS)
+        r->nscripts++;
+    r->on_state = on_state;
+    r->arg = arg;
+    r->backoff_ms = 100;
+    lq_timer_init(&r->reconnect_timer, s_on_reconnect_timer, r);
+    lq_timer_init(&r->watchdog, s_on_watchdog, r);
+    lq_timer_start(loop, &r->watchdog, 250);
+    s_connect(r);
+    return r;
+}
+
+int lq_redis_up(const lq_redis_t *r)
+{
+    return r->up;
+}
+
+int lq_redis_pending(const lq_redis_t *r)
+{
+    return r->pending;
+}
+
+int lq_redis_command(lq_redis_t *r, lq_redis_cb cb, void *arg, int argc, const char **argv,
+                     const size_t *argvlen)
+{
+    if (!r->up)
+        return -1;
+    return s_send(r, cb, arg, argc, argv, argvlen);
+}
+
+int lq_redis_eval(lq_redis_t *r, int idx, lq_redis_cb cb, void *arg, int nkeys, int argc,
+                  const char **argv, const size_t *argvlen)
+{
+    if (!r->up || idx < 0 || idx >= r->nscripts)
+        return -1;
+    enum { STACK = 64 };
+    const char *sargv[STACK];
+    size_t slen[STACK];
+    const char **av = sargv;
+    size_t *al = slen;
+    if (argc + 3 > STACK) {
+        av = xmalloc((size_t)(argc + 3) * sizeof *av);
+        al = xmalloc((size_t)(argc + 3) * sizeof *al);
+    }
+    char nk[16];
+    snprintf(nk, sizeof nk, "%d", nkeys);
+    av[0] = "EVALSHA";
+    al[0] = 7;
+    av[1] = r->sha[idx];
+    al[1] = 40;
+    av[2] = nk;
+    al[2] = strlen(nk);
+    for (int i = 0; i < argc; i++) {
+        av[i + 3] = argv[i];
+        al[i + 3] = argvlen ? argvlen[i] : strlen(argv[i]);
+    }
+    int rc = s_send(r, cb, arg, argc + 3, av, al);
+    if (av != sargv) {
+        free(av);
+        free(al);
+    }
+    return rc;
+}
+
+void lq_redis_destroy(lq_redis_t **p)
+{
+    if (!p || !*p)
+        return;
+    lq_redis_t *r = *p;
+    r->closing = 1;
+    r->on_state = NULL;
+    if (r->ac) {
+        redisAsyncContext *ac = r->ac;
+        r->ac = NULL;
+        redisAsyncFree(ac);
+    }
+    lq_timer_stop(r->loop, &r->reconnect_timer);
+    lq_timer_stop(r->loop, &r->watchdog);
+    free(r);
+    *p = NULL;
+}

@@ -1,0 +1,57 @@
+/* redis: the broker's one connection to Redis, on the broker's event loop.
+ *
+ * Owns a hiredis async context driven by our own adapter (not the Debian
+ * adapters), reconnects with exponential backoff when Redis goes away, and
+ * enforces its own connect and command timeouts (hiredis 0.14 has none for
+ * async contexts): when a reply is overdue the context is freed, which fails
+ * every pending command (their callbacks get reply == NULL), and a new
+ * connection is made. After each connect it authenticates, selects the
+ * database and loads the Lua scripts before any queued command, then tells
+ * the owner through on_up. */
+#ifndef LQ_REDIS_H
+#define LQ_REDIS_H
+
+#include "../common/loop.h"
+
+#include <hiredis/hiredis.h>
+#include <stddef.h>
+
+typedef struct lq_redis lq_redis_t;
+
+/* reply is NULL when the command failed because the connection was lost;
+ * otherwise it is owned by hiredis and valid only during the callback. */
+typedef void (*lq_redis_cb)(lq_redis_t *r, redisReply *reply, void *arg);
+typedef void (*lq_redis_state_cb)(lq_redis_t *r, int up, void *arg);
+
+typedef struct {
+    const char *url;        /* redis://[user:pass@]host:port/db */
+    int connect_timeout_ms; /* default 2000 */
+    int command_timeout_ms; /* default 10000 */
+    const char *const *scripts; /* Lua sources, NULL-terminated */
+} lq_redis_opts_t;
+
+/* Parses the URL and starts connecting. Returns NULL with a message in err
+ * if the URL is invalid. */
+lq_redis_t *lq_redis_new(lq_loop_t *loop, const lq_redis_opts_t *opts, lq_redis_state_cb on_state,
+                         void *arg, char *err, size_t errlen);
+
+/* 1 when connected and scripts are loaded. */
+int lq_redis_up(const lq_redis_t *r);
+
+/* Sends a command. Returns 0 (cb will be called exactly once), or -1 when
+ * not connected (cb is not called). */
+int lq_redis_command(lq_redis_t *r, lq_redis_cb cb, void *arg, int argc, const char **argv,
+                     const size_t *argvlen);
+
+/* Runs script number idx (EVALSHA) with the given keys and args: argv holds
+ * nkeys keys then the arguments. Same contract as lq_redis_command. */
+int lq_redis_eval(lq_redis_t *r, int idx, lq_redis_cb cb, void *arg, int nkeys, int argc,
+                  const char **argv, const size_t *argvlen);
+
+/* Commands sent and not yet answered. */
+int lq_redis_pending(const lq_redis_t *r);
+
+/* Frees the context (pending callbacks get NULL). Safe on NULL; clears *r. */
+void lq_redis_destroy(lq_redis_t **r);
+
+#endif

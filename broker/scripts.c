@@ -1,0 +1,352 @@
+/* scripts: see scripts.h. Conventions shared by all scripts:
+ *   P = ARGV[1] (key prefix), batch meta hash  P..'b:'..id,
+ *   jobs  P..'b:'..id..':jobs'  (index -> payload "<n>:<cid><n>:<url><est>:<body>"),
+ *   att   P..'b:'..id..':att'   (index -> attempts leased so far),
+ *   res   P..'b:'..id..':res'   (index -> 'S'|'F' .. output line),
+ *   q     P..'b:'..id..':q'     (list of indices to run again),
+ *   P..'leases'  zset "id|index" -> lease deadline (unix ms),
+ *   P..'delayed' zset "id|index" -> retry due time (unix ms),
+ *   P..'batches' zset id -> created (unix s), P..'active' set of unfinished
+ *   batches, P..'name:'..name -> id.
+ * A job is "leased" while it has a member in P..'leases'; the meta field
+ * 'leased' counts them per batch and only changes together with that zset. */
+#include "scripts.h"
+
+#include <stddef.h>
+
+/* Helpers prepended to the scripts that need them. */
+#define LQ_LUA_LIB                                                                                 \
+    "local P = ARGV[1]\n"                                                                          \
+    "local function cid_of(payload)\n"                                                             \
+    "  local c = string.find(payload, ':', 1, true)\n"                                             \
+    "  local n = tonumber(string.sub(payload, 1, c - 1))\n"                                        \
+    "  return string.sub(payload, c + 1, c + n)\n"                                                 \
+    "end\n"                                                                                        \
+    "local function unlease(m, member)\n"                                                          \
+    "  if redis.call('ZREM', P..'leases', member) == 1 then\n"                                     \
+    "    redis.call('HINCRBY', m, 'leased', -1)\n"                                                 \
+    "  end\n"                                                                                      \
+    "end\n"                                                                                        \
+    "local function check_finish(id, m, now)\n"                                                    \
+    "  local f = redis.call('HMGET', m, 'state', 'closed', 'total', 'completed', 'failed',"       \
+    " 'leased')\n"                                                                                 \
+    "  local state = f[1]\n"                                                                       \
+    "  local done = tonumber(f[4]) + tonumber(f[5])\n"                                             \
+    "  if (state == 'in_progress' or state == 'submitting') and f[2] == '1' and"                  \
+    " done >= tonumber(f[3]) then\n"                                                               \
+    "    redis.call('HSET', m, 'state', 'completed', 'finished_at', math.floor(now / 1000))\n"    \
+    "    redis.call('SREM', P..'active', id)\n"                                                    \
+    "  elseif state == 'cancelling' and tonumber(f[6]) <= 0 then\n"                                \
+    "    redis.call('HSET', m, 'state', 'cancelled', 'finished_at', math.floor(now / 1000))\n"    \
+    "    redis.call('SREM', P..'active', id)\n"                                                    \
+    "  end\n"                                                                                      \
+    "end\n"                                                                                        \
+    "local function record(id, m, idx, failed, resp, err, now, attempt)\n"                         \
+    "  local payload = redis.call('HGET', m..':jobs', idx) or '0:'\n"                              \
+    "  local line = '{\"id\":\"batch_req_'..id..'_'..idx..'\",\"custom_id\":'..\n"                 \
+    "    cjson.encode(cid_of(payload))..',\"response\":'..(resp ~= '' and resp or 'null')..\n"   \
+    "    ',\"error\":'..(err ~= '' and err or 'null')..'}'\n"                                      \
+    "  redis.call('HSET', m..':res', idx, (failed and 'F' or 'S')..attempt..'|'..line)\n"          \
+    "  redis.call('HINCRBY', m, failed and 'failed' or 'completed', 1)\n"                          \
+    "  local member = id..'|'..idx\n"                                                              \
+    "  unlease(m, member)\n"                                                                       \
+    "  redis.call('ZREM', P..'delayed', member)\n"                                                 \
+    "end\n"
+
+/* OPEN(P, name, upstream, max_attempts, timeout_ms, priority, now_s, new_id)
+ * -> {id, created(0/1), submitted, state} */
+static const char s_open[] =
+    "local P = ARGV[1]\n"
+    "local name = ARGV[2]\n"
+    "if name ~= '' then\n"
+    "  local existing = redis.call('GET', P..'name:'..name)\n"
+    "  if existing then\n"
+    "    local st = redis.call('HMGET', P..'b:'..existing, 'state', 'submitted')\n"
+    "    if st[1] then return {existing, 0, tonumber(st[2]), st[1]} end\n"
+    "  end\n"
+    "end\n"
+    "local id = ARGV[8]\n"
+    "redis.call('HSET', P..'b:'..id, 'name', name, 'upstream', ARGV[3], 'max_attempts', ARGV[4],\n"
+    "  'timeout_ms', ARGV[5], 'priority', ARGV[6], 'state', 'submitting', 'closed', 0,\n"
+    "  'total', 0, 'submitted', 0, 'cursor', 0, 'completed', 0, 'failed', 0, 'retried', 0,\n"
+    "  'duplicates', 0, 'leased', 0, 'prompt_tokens', 0, 'completion_tokens', 0,\n"
+    "  'created_at', ARGV[7], 'finished_at', 0)\n"
+    "redis.call('ZADD', P..'batches', ARGV[7], id)\n"
+    "redis.call('SADD', P..'active', id)\n"
+    "if name ~= '' then redis.call('SET', P..'name:'..name, id) end\n"
+    "return {id, 1, 0, 'submitting'}\n";
+
+/* CHUNK(P, id, first, payload...) -> {submitted} or {-1} unknown batch,
+ * {-2, submitted} gap, {-3, submitted} batch not accepting jobs */
+static const char s_chunk[] =
+    "local P = ARGV[1]\n"
+    "local m = P..'b:'..ARGV[2]\n"
+    "local st = redis.call('HMGET', m, 'state', 'submitted', 'closed')\n"
+    "if not st[1] then return {-1} end\n"
+    "local submitted = tonumber(st[2])\n"
+    "local first = tonumber(ARGV[3])\n"
+    "local n = #ARGV - 3\n"
+    "if first > submitted then return {-2, submitted} end\n"
+    "local skip = submitted - first\n"
+    "if skip >= n then return {submitted} end\n"
+    "if st[3] == '1' or st[1] ~= 'submitting' then return {-3, submitted} end\n"
+    "local args = {}\n"
+    "for i = skip + 1, n do\n"
+    "  args[#args + 1] = first + i - 1\n"
+    "  args[#args + 1] = ARGV[3 + i]\n"
+    "end\n"
+    "redis.call('HSET', m..':jobs', unpack(args))\n"
+    "submitted = first + n\n"
+    "redis.call('HSET', m, 'submitted', submitted)\n"
+    "return {submitted}\n";
+
+/* CLOSE(P, id, total, now_ms) -> {state} or {-1} unknown, {-2, submitted} */
+static const char s_close[] = LQ_LUA_LIB
+    "local id = ARGV[2]\n"
+    "local m = P..'b:'..id\n"
+    "local st = redis.call('HMGET', m, 'state', 'submitted', 'closed')\n"
+    "if not st[1] then return {-1} end\n"
+    "if tonumber(st[2]) ~= tonumber(ARGV[3]) then return {-2, tonumber(st[2])} end\n"
+    "if st[3] ~= '1' then\n"
+    "  redis.call('HSET', m, 'closed', 1, 'total', ARGV[3])\n"
+    "  if st[1] == 'submitting' then redis.call('HSET', m, 'state', 'in_progress') end\n"
+    "  check_finish(id, m, tonumber(ARGV[4]))\n"
+    "end\n"
+    "return {redis.call('HGET', m, 'state')}\n";
+
+/* LEASE(P, id, n, lease_deadline_ms) -> {more, idx, attempt, payload, ...} */
+static const char s_lease[] =
+    "local P = ARGV[1]\n"
+    "local id = ARGV[2]\n"
+    "local m = P..'b:'..id\n"
+    "local st = redis.call('HMGET', m, 'state', 'submitted', 'cursor')\n"
+    "if st[1] ~= 'submitting' and st[1] ~= 'in_progress' then return {0} end\n"
+    "local n = tonumber(ARGV[3])\n"
+    "local deadline = ARGV[4]\n"
+    "local out = {0}\n"
+    "local got = 0\n"
+    "while got < n do\n"
+    "  local idx = redis.call('LPOP', m..':q')\n"
+    "  if not idx then break end\n"
+    "  local member = id..'|'..idx\n"
+    "  if redis.call('HEXISTS', m..':res', idx) == 0 and\n"
+    "     not redis.call('ZSCORE', P..'leases', member) then\n"
+    "    local att = redis.call('HINCRBY', m..':att', idx, 1)\n"
+    "    redis.call('ZADD', P..'leases', deadline, member)\n"
+    "    out[#out + 1] = tonumber(idx)\n"
+    "    out[#out + 1] = att\n"
+    "    out[#out + 1] = redis.call('HGET', m..':jobs', idx)\n"
+    "    got = got + 1\n"
+    "  end\n"
+    "end\n"
+    "local cursor = tonumber(st[3])\n"
+    "local submitted = tonumber(st[2])\n"
+    "while got < n and cursor < submitted do\n"
+    "  local idx = cursor\n"
+    "  cursor = cursor + 1\n"
+    "  local att = redis.call('HINCRBY', m..':att', idx, 1)\n"
+    "  redis.call('ZADD', P..'leases', deadline, id..'|'..idx)\n"
+    "  out[#out + 1] = idx\n"
+    "  out[#out + 1] = att\n"
+    "  out[#out + 1] = redis.call('HGET', m..':jobs', idx)\n"
+    "  got = got + 1\n"
+    "end\n"
+    "redis.call('HSET', m, 'cursor', cursor)\n"
+    "redis.call('HINCRBY', m, 'leased', got)\n"
+    "if cursor < submitted or redis.call('LLEN', m..':q') > 0 then out[1] = 1 end\n"
+    "return out\n";
+
+/* REPORT(P, now_ms, {id, idx, attempt, outcome, resp, err, ptok, ctok,
+ * delay_ms}...) -> one code per result: ok, failed, retry, dup, resent, stale,
+ * gone */
+static const char s_report[] = LQ_LUA_LIB
+    "local now = tonumber(ARGV[2])\n"
+    "local codes = {}\n"
+    "for b = 3, #ARGV, 9 do\n"
+    "  local id, idx = ARGV[b], ARGV[b + 1]\n"
+    "  local attempt, outcome = tonumber(ARGV[b + 2]), tonumber(ARGV[b + 3])\n"
+    "  local m = P..'b:'..id\n"
+    "  local member = id..'|'..idx\n"
+    "  local meta = redis.call('HMGET', m, 'state', 'max_attempts')\n"
+    "  local code\n"
+    "  if not meta[1] then\n"
+    "    code = 'gone'\n"
+    "  elseif redis.call('HEXISTS', m..':res', idx) == 1 then\n"
+    "    local prev = redis.call('HGET', m..':res', idx)\n"
+    "    local bar = string.find(prev, '|', 1, true)\n"
+    "    if tonumber(string.sub(prev, 2, bar - 1)) == attempt then\n"
+    "      code = 'resent'\n"
+    "    else\n"
+    "      redis.call('HINCRBY', m, 'duplicates', 1)\n"
+    "      unlease(m, member)\n"
+    "      code = 'dup'\n"
+    "    end\n"
+    "  else\n"
+    "    local cur = tonumber(redis.call('HGET', m..':att', idx) or '0')\n"
+    "    local final = true\n"
+    "    if outcome == 1 then\n"
+    "      if attempt < cur then\n"
+    "        code = 'stale'\n"
+    "        final = false\n"
+    "      elseif cur < tonumber(meta[2]) and meta[1] ~= 'cancelling' and meta[1] ~= 'cancelled' then\n"
+    "        unlease(m, member)\n"
+    "        redis.call('ZADD', P..'delayed', now + tonumber(ARGV[b + 8]), member)\n"
+    "        redis.call('HINCRBY', m, 'retried', 1)\n"
+    "        code = 'retry'\n"
+    "        final = false\n"
+    "      end\n"
+    "    end\n"
+    "    if final then\n"
+    "      local failed = outcome ~= 0\n"
+    "      record(id, m, idx, failed, ARGV[b + 4], ARGV[b + 5], now, attempt)\n"
+    "      local pt, ct = tonumber(ARGV[b + 6]), tonumber(ARGV[b + 7])\n"
+    "      if pt > 0 then redis.call('HINCRBY', m, 'prompt_tokens', pt) end\n"
+    "      if ct > 0 then redis.call('HINCRBY', m, 'completion_tokens', ct) end\n"
+    "      code = failed and 'failed' or 'ok'\n"
+    "    end\n"
+    "    check_finish(id, m, now)\n"
+    "  end\n"
+    "  codes[#codes + 1] = code\n"
+    "end\n"
+    "return codes\n";
+
+/* Shared by REQUEUE and EXPIRE: put one leased job back (or fail it when its
+ * attempts are used up). Returns 1 if the job went back to its queue. */
+#define LQ_LUA_REQUEUE_ONE                                                                         \
+    "local function requeue_one(member, now, err)\n"                                               \
+    "  local bar = string.find(member, '|', 1, true)\n"                                            \
+    "  if not bar then redis.call('ZREM', P..'leases', member) return 0 end\n"                     \
+    "  local id, idx = string.sub(member, 1, bar - 1), string.sub(member, bar + 1)\n"              \
+    "  local m = P..'b:'..id\n"                                                                    \
+    "  if redis.call('ZREM', P..'leases', member) == 0 then return 0 end\n"                        \
+    "  local meta = redis.call('HMGET', m, 'state', 'max_attempts')\n"                             \
+    "  if not meta[1] then return 0 end\n"                                                         \
+    "  redis.call('HINCRBY', m, 'leased', -1)\n"                                                   \
+    "  local back = 0\n"                                                                           \
+    "  if redis.call('HEXISTS', m..':res', idx) == 0 and meta[1] ~= 'cancelling' and"             \
+    " meta[1] ~= 'cancelled' then\n"                                                               \
+    "    local cur = tonumber(redis.call('HGET', m..':att', idx) or '0')\n"                        \
+    "    if cur >= tonumber(meta[2]) then\n"                                                       \
+    "      record(id, m, idx, true, '', err, now, cur)\n"                                               \
+    "    else\n"                                                                                   \
+    "      redis.call('RPUSH', m..':q', idx)\n"                                                    \
+    "      back = 1\n"                                                                             \
+    "    end\n"                                                                                    \
+    "  end\n"                                                                                      \
+    "  check_finish(id, m, now)\n"                                                                 \
+    "  return back\n"                                                                              \
+    "end\n"
+
+/* REQUEUE(P, now_ms, err_json, member...) -> number requeued */
+static const char s_requeue[] = LQ_LUA_LIB LQ_LUA_REQUEUE_ONE
+    "local now = tonumber(ARGV[2])\n"
+    "local n = 0\n"
+    "for i = 4, #ARGV do n = n + requeue_one(ARGV[i], now, ARGV[3]) end\n"
+    "return n\n";
+
+/* EXPIRE(P, now_ms, err_json, limit) -> {batch ids that got work back} */
+static const char s_expire[] = LQ_LUA_LIB LQ_LUA_REQUEUE_ONE
+    "local now = tonumber(ARGV[2])\n"
+    "local members = redis.call('ZRANGEBYSCORE', P..'leases', '-inf', now, 'LIMIT', 0,"
+    " tonumber(ARGV[4]))\n"
+    "local ids, seen = {}, {}\n"
+    "for _, member in ipairs(members) do\n"
+    "  if requeue_one(member, now, ARGV[3]) == 1 then\n"
+    "    local id = string.sub(member, 1, string.find(member, '|', 1, true) - 1)\n"
+    "    if not seen[id] then seen[id] = true ids[#ids + 1] = id end\n"
+    "  end\n"
+    "end\n"
+    "return ids\n";
+
+/* PROMOTE(P, now_ms, limit) -> {next_due_ms or -1, batch ids with work} */
+static const char s_promote[] =
+    "local P = ARGV[1]\n"
+    "local now = tonumber(ARGV[2])\n"
+    "local members = redis.call('ZRANGEBYSCORE', P..'delayed', '-inf', now, 'LIMIT', 0,"
+    " tonumber(ARGV[3]))\n"
+    "local out, seen = {-1}, {}\n"
+    "for _, member in ipairs(members) do\n"
+    "  redis.call('ZREM', P..'delayed', member)\n"
+    "  local bar = string.find(member, '|', 1, true)\n"
+    "  if bar then\n"
+    "    local id, idx = string.sub(member, 1, bar - 1), string.sub(member, bar + 1)\n"
+    "    local m = P..'b:'..id\n"
+    "    local state = redis.call('HGET', m, 'state')\n"
+    "    if (state == 'in_progress' or state == 'submitting') and\n"
+    "       redis.call('HEXISTS', m..':res', idx) == 0 then\n"
+    "      redis.call('RPUSH', m..':q', idx)\n"
+    "      if not seen[id] then seen[id] = true out[#out + 1] = id end\n"
+    "    end\n"
+    "  end\n"
+    "end\n"
+    "local nxt = redis.call('ZRANGE', P..'delayed', 0, 0, 'WITHSCORES')\n"
+    "if nxt[2] then out[1] = tonumber(nxt[2]) end\n"
+    "return out\n";
+
+/* CANCEL(P, id, now_ms) -> {state} or {-1} */
+static const char s_cancel[] = LQ_LUA_LIB
+    "local id = ARGV[2]\n"
+    "local m = P..'b:'..id\n"
+    "local state = redis.call('HGET', m, 'state')\n"
+    "if not state then return {-1} end\n"
+    "if state == 'submitting' or state == 'in_progress' then\n"
+    "  redis.call('HSET', m, 'state', 'cancelling')\n"
+    "  redis.call('DEL', m..':q')\n"
+    "  check_finish(id, m, tonumber(ARGV[3]))\n"
+    "end\n"
+    "return {redis.call('HGET', m, 'state')}\n";
+
+/* LIST(P, limit, only_active) -> {flat HGETALL of each batch, with 'id'} */
+static const char s_list[] =
+    "local P = ARGV[1]\n"
+    "local ids\n"
+    "if ARGV[3] == '1' then ids = redis.call('SMEMBERS', P..'active')\n"
+    "else ids = redis.call('ZREVRANGE', P..'batches', 0, tonumber(ARGV[2]) - 1) end\n"
+    "local out = {}\n"
+    "for _, id in ipairs(ids) do\n"
+    "  local h = redis.call('HGETALL', P..'b:'..id)\n"
+    "  if #h > 0 then\n"
+    "    h[#h + 1] = 'id'\n"
+    "    h[#h + 1] = id\n"
+    "    out[#out + 1] = h\n"
+    "  end\n"
+    "end\n"
+    "return out\n";
+
+/* RESULTS(P, id, from, max) -> {meta HGETALL, next, done, idx, line...}
+ * Walks indices from 'from'; stops at the first job with no result unless
+ * the batch is finished (then missing ones, never run, are skipped). */
+static const char s_results[] =
+    "local P = ARGV[1]\n"
+    "local id = ARGV[2]\n"
+    "local m = P..'b:'..id\n"
+    "local f = redis.call('HMGET', m, 'state', 'total', 'submitted')\n"
+    "if not f[1] then return {-1} end\n"
+    "local finished = f[1] == 'completed' or f[1] == 'cancelled'\n"
+    "local total = tonumber(f[3])\n"
+    "local from, max = tonumber(ARGV[3]), tonumber(ARGV[4])\n"
+    "local out = {0, 0}\n"
+    "local idx = from\n"
+    "local fields = {}\n"
+    "local last = math.min(from + math.min(max, 5000), total) - 1\n"
+    "for i = from, last do fields[#fields + 1] = i end\n"
+    "local got = {}\n"
+    "if #fields > 0 then got = redis.call('HMGET', m..':res', unpack(fields)) end\n"
+    "for k = 1, #fields do\n"
+    "  local v = got[k]\n"
+    "  if v then\n"
+    "    out[#out + 1] = fields[k]\n"
+    "    out[#out + 1] = v\n"
+    "  elseif not finished then\n"
+    "    break\n"
+    "  end\n"
+    "  idx = fields[k] + 1\n"
+    "end\n"
+    "out[1] = idx\n"
+    "if finished and idx >= total then out[2] = 1 end\n"
+    "return out\n";
+
+const char *const lq_scripts[] = {
+    s_open, s_chunk, s_close, s_lease, s_report, s_requeue, s_expire, s_promote, s_cancel, s_list,
+    s_results, NULL,
+};

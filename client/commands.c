@@ -1,0 +1,498 @@
+/* commands: status, wait, results, cancel, list, workers, and the shared
+ * connect/call helpers. */
+#include "client.h"
+
+#include "common/util.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#define LQ_RESULTS_PAGE 1000
+
+lq_rpc_t *lq_client_connect(const lq_client_opts_t *o)
+{
+    char err[256];
+    lq_rpc_t *rpc = lq_rpc_new(o->broker, err, sizeof err);
+    if (!rpc)
+        fprintf(stderr, "llmq: %s\n", err);
+    return rpc;
+}
+
+int lq_client_call(lq_rpc_t *rpc, const lq_client_opts_t *o, lq_msg_t *m, lq_msg_t *reply,
+                   int first)
+{
+    uint64_t deadline = lq_mono_ms() + (uint64_t)(first ? o->connect_timeout_s
+                                                        : o->retry_window_s) * 1000u;
+    int warned = 0;
+    for (;;) {
+        uint64_t now = lq_mono_ms();
+        int slice = first ? (int)(deadline - now) : 3000;
+        if (now + (uint64_t)slice > deadline)
+            slice = (int)(deadline - now);
+        int rc = lq_rpc_call(rpc, m, reply, slice > 0 ? slice : 1);
+        if (rc == 1) {
+            if (reply->cmd == LQ_C_ERROR && strcmp(reply->u.error.code, "unavailable") == 0 &&
+                lq_mono_ms() < deadline) {
+                lq_msg_destroy(reply);
+                usleep(300000);
+                continue;
+            }
+            if (warned && !o->quiet)
+                fprintf(stderr, "llmq: broker reachable again\n");
+            return 1;
+        }
+        if (rc < 0)
+            return -1;
+        if (lq_mono_ms() >= deadline) {
+            fprintf(stderr, "llmq: broker %s unreachable (no answer in %llds)\n", o->broker,
+                    first ? o->connect_timeout_s : o->retry_window_s);
+            return 0;
+        }
+        if (!warned && !o->quiet)
+            fprintf(stderr, "llmq: broker not answering; retrying for up to %llds\n",
+                    o->retry_window_s);
+        warned = 1;
+    }
+}
+
+static int s_simple(const lq_client_opts_t *o, lq_msg_t *m, lq_msg_t *reply, lq_rpc_t **out)
+{
+    lq_rpc_t *rpc = lq_client_connect(o);
+    if (!rpc)
+        return LQ_EXIT_RUNTIME;
+    int got = lq_client_call(rpc, o, m, reply, 1);
+    if (got <= 0) {
+        lq_rpc_destroy(&rpc);
+        return got < 0 ? LQ_EXIT_INTERRUPTED : LQ_EXIT_RUNTIME;
+    }
+    if (reply->cmd == LQ_C_ERROR) {
+        fprintf(stderr, "llmq: %s\n", reply->u.error.message);
+        int code = strcmp(reply->u.error.code, "not_found") == 0 ||
+                           strcmp(reply->u.error.code, "bad_request") == 0
+                       ? LQ_EXIT_USAGE
+                       : LQ_EXIT_RUNTIME;
+        lq_msg_destroy(reply);
+        lq_rpc_destroy(&rpc);
+        return code;
+    }
+    *out = rpc;
+    return LQ_EXIT_OK;
+}
+
+/* ---- batch rendering ---- */
+
+static void s_time(char *buf, size_t n, int64_t t)
+{
+    if (t <= 0) {
+        snprintf(buf, n, "-");
+        return;
+    }
+    time_t tt = (time_t)t;
+    struct tm tm;
+    gmtime_r(&tt, &tm);
+    strftime(buf, n, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+/* The batch as an OpenAI-style batch object plus llmq's own counters. */
+static json_t *s_batch_json(const lq_batch_info_t *b)
+{
+    json_t *j = json_object();
+    json_object_set_new(j, "id", json_string(b->id));
+    json_object_set_new(j, "object", json_string("batch"));
+    json_object_set_new(j, "status", json_string(b->state));
+    json_object_set_new(j, "created_at", json_integer(b->created_at));
+    int finished = b->finished_at > 0;
+    json_object_set_new(j, "completed_at", finished && strcmp(b->state, "completed") == 0
+                                               ? json_integer(b->finished_at)
+                                               : json_null());
+    json_object_set_new(j, "cancelled_at", finished && strcmp(b->state, "cancelled") == 0
+                                               ? json_integer(b->finished_at)
+                                               : json_null());
+    json_t *rc = json_object();
+    json_object_set_new(rc, "total", json_integer(b->total));
+    json_object_set_new(rc, "completed", json_integer(b->completed));
+    json_object_set_new(rc, "failed", json_integer(b->failed));
+    json_object_set_new(j, "request_counts", rc);
+    json_t *usage = json_object();
+    json_object_set_new(usage, "prompt_tokens", json_integer(b->prompt_tokens));
+    json_object_set_new(usage, "completion_tokens", json_integer(b->completion_tokens));
+    json_object_set_new(usage, "total_tokens",
+                        json_integer(b->prompt_tokens + b->completion_tokens));
+    json_object_set_new(j, "usage", usage);
+    json_t *meta = json_object();
+    if (b->name && *b->name)
+        json_object_set_new(meta, "name", json_string(b->name));
+    json_object_set_new(j, "metadata", meta);
+    json_t *x = json_object();
+    json_object_set_new(x, "pending", json_integer(b->pending));
+    json_object_set_new(x, "in_flight", json_integer(b->inflight));
+    json_object_set_new(x, "retried", json_integer(b->retried));
+    json_object_set_new(x, "duplicates", json_integer(b->duplicates));
+    json_object_set_new(x, "priority", json_integer(b->priority));
+    json_object_set_new(x, "max_attempts", json_integer(b->max_attempts));
+    json_object_set_new(x, "timeout_ms", json_integer(b->timeout_ms));
+    json_object_set_new(x, "upstream", json_string(b->upstream));
+    json_object_set_new(j, "llmq", x);
+    return j;
+}
+
+static void s_print_batch(const lq_batch_info_t *b)
+{
+    char created[32], finished[32];
+    s_time(created, sizeof created, b->created_at);
+    s_time(finished, sizeof finished, b->finished_at);
+    int64_t end = b->finished_at > 0 ? b->finished_at : lq_wall_s();
+    printf("%s  %s%s%s\n", b->id, b->state, b->name && *b->name ? "  name " : "",
+           b->name ? b->name : "");
+    printf("  jobs       total %lld  completed %lld  failed %lld  pending %lld  in flight %lld\n",
+           (long long)b->total, (long long)b->completed, (long long)b->failed,
+           (long long)b->pending, (long long)b->inflight);
+    printf("  attempts   retried %lld  duplicates dropped %lld  max %lld per job\n",
+           (long long)b->retried, (long long)b->duplicates, (long long)b->max_attempts);
+    printf("  tokens     prompt %lld  completion %lld\n", (long long)b->prompt_tokens,
+           (long long)b->completion_tokens);
+    printf("  time       created %s  finished %s  elapsed %llds\n", created, finished,
+           (long long)(b->created_at > 0 ? end - b->created_at : 0));
+}
+
+static int s_finished(const char *state)
+{
+    return strcmp(state, "completed") == 0 || strcmp(state, "cancelled") == 0;
+}
+
+static int s_status_once(lq_rpc_t *rpc, const lq_client_opts_t *o, const char *batch,
+                         lq_msg_t *reply, int first)
+{
+    lq_msg_t m = {0};
+    m.cmd = LQ_C_STATUS;
+    m.u.batch_req.batch = batch;
+    int got = lq_client_call(rpc, o, &m, reply, first);
+    if (got <= 0)
+        return got < 0 ? LQ_EXIT_INTERRUPTED : LQ_EXIT_RUNTIME;
+    if (reply->cmd == LQ_C_ERROR) {
+        fprintf(stderr, "llmq: %s: %s\n", batch, reply->u.error.message);
+        int code = strcmp(reply->u.error.code, "not_found") == 0 ? LQ_EXIT_USAGE
+                                                                   : LQ_EXIT_RUNTIME;
+        lq_msg_destroy(reply);
+        return code;
+    }
+    return LQ_EXIT_OK;
+}
+
+int lq_cmd_status(const lq_client_opts_t *o, const char *batch)
+{
+    lq_rpc_t *rpc = lq_client_connect(o);
+    if (!rpc)
+        return LQ_EXIT_RUNTIME;
+    lq_msg_t reply;
+    int rc = s_status_once(rpc, o, batch, &reply, 1);
+    if (rc == LQ_EXIT_OK) {
+        if (o->json) {
+            json_t *j = s_batch_json(&reply.u.batch.info);
+            char *s = json_dumps(j, JSON_INDENT(2));
+            printf("%s\n", s);
+            free(s);
+            json_decref(j);
+        } else {
+            s_print_batch(&reply.u.batch.info);
+        }
+        lq_msg_destroy(&reply);
+    }
+    lq_rpc_destroy(&rpc);
+    return rc;
+}
+
+/* ---- wait ---- */
+
+static void s_fmt_duration(char *buf, size_t n, double s)
+{
+    if (s < 0 || s > 8640000)
+        snprintf(buf, n, "--");
+    else if (s < 60)
+        snprintf(buf, n, "%.0fs", s);
+    else if (s < 3600)
+        snprintf(buf, n, "%dm%02ds", (int)s / 60, (int)s % 60);
+    else
+        snprintf(buf, n, "%dh%02dm", (int)s / 3600, ((int)s % 3600) / 60);
+}
+
+/* One progress line: bar, done/total, percent, rate, ETA, failed, retried. */
+static void s_progress(const lq_batch_info_t *b, double rate, int tty)
+{
+    int64_t done = b->completed + b->failed;
+    double pct = b->total > 0 ? 100.0 * (double)done / (double)b->total : 0.0;
+    char eta[32];
+    s_fmt_duration(eta, sizeof eta, rate > 0 ? (double)(b->total - done) / rate : -1);
+    if (tty) {
+        char bar[31];
+        int fill = (int)(pct * 30 / 100);
+        for (int i = 0; i < 30; i++)
+            bar[i] = i < fill ? '#' : '.';
+        bar[30] = '\0';
+        fprintf(stderr,
+                "\r[%s] %lld/%lld %5.1f%%  %.0f jobs/s  ETA %s  failed %lld  retried %lld\x1b[K",
+                bar, (long long)done, (long long)b->total, pct, rate, eta, (long long)b->failed,
+                (long long)b->retried);
+    } else {
+        fprintf(stderr,
+                "llmq: %s %s %lld/%lld (%.1f%%) %.0f jobs/s eta %s failed %lld retried %lld\n",
+                b->id, b->state, (long long)done, (long long)b->total, pct, rate, eta,
+                (long long)b->failed, (long long)b->retried);
+    }
+    fflush(stderr);
+}
+
+int lq_cmd_wait(const lq_client_opts_t *o, const char *batch)
+{
+    lq_rpc_t *rpc = lq_client_connect(o);
+    if (!rpc)
+        return LQ_EXIT_RUNTIME;
+    int tty = isatty(STDERR_FILENO) && !o->quiet;
+    uint64_t last_log = 0, start = lq_mono_ms();
+    int64_t start_done = -1;
+    double rate = 0;
+    int rc, first = 1;
+    for (;;) {
+        lq_msg_t reply;
+        rc = s_status_once(rpc, o, batch, &reply, first);
+        first = 0;
+        if (rc != LQ_EXIT_OK)
+            break;
+        lq_batch_info_t *b = &reply.u.batch.info;
+        int64_t done = b->completed + b->failed;
+        uint64_t now = lq_mono_ms();
+        if (start_done < 0)
+            start_done = done;
+        if (now > start + 500)
+            rate = (double)(done - start_done) * 1000.0 / (double)(now - start);
+        int fin = s_finished(b->state);
+        if (tty)
+            s_progress(b, rate, 1);
+        else if (!o->quiet && (fin || now - last_log >= 5000)) {
+            s_progress(b, rate, 0);
+            last_log = now;
+        }
+        if (fin) {
+            if (tty)
+                fprintf(stderr, "\n");
+            if (strcmp(b->state, "cancelled") == 0) {
+                if (!o->quiet)
+                    fprintf(stderr, "llmq: batch %s was cancelled\n", batch);
+                rc = LQ_EXIT_FAILED_JOBS;
+            } else {
+                rc = b->failed > 0 ? LQ_EXIT_FAILED_JOBS : LQ_EXIT_OK;
+            }
+            lq_msg_destroy(&reply);
+            break;
+        }
+        lq_msg_destroy(&reply);
+        /* Sleep ~200 ms on a terminal, 1 s otherwise, watching for Ctrl-C. */
+        lq_msg_t dummy;
+        if (lq_rpc_recv(rpc, UINT64_MAX, UINT64_MAX, &dummy, tty ? 200 : 1000) < 0) {
+            rc = LQ_EXIT_INTERRUPTED;
+            break;
+        }
+    }
+    if (rc == LQ_EXIT_INTERRUPTED || lq_rpc_interrupted(rpc))
+        fprintf(stderr, "\nllmq: stopped waiting; batch %s keeps running. Resume with: llmq wait %s\n",
+                batch, batch);
+    lq_rpc_destroy(&rpc);
+    return rc;
+}
+
+/* ---- results ---- */
+
+static FILE *s_open_tmp(const char *path, char **tmp)
+{
+    *tmp = xasprintf("%s.part", path);
+    FILE *f = fopen(*tmp, "w");
+    if (!f) {
+        fprintf(stderr, "llmq: cannot write %s: %s\n", *tmp, strerror(errno));
+        free(*tmp);
+        *tmp = NULL;
+    }
+    return f;
+}
+
+int lq_cmd_results(const lq_client_opts_t *o, const char *batch)
+{
+    if (!o->out) {
+        fprintf(stderr, "llmq: results needs -o OUT\n");
+        return LQ_EXIT_USAGE;
+    }
+    char *tmp_out = NULL, *tmp_err = NULL;
+    FILE *out = strcmp(o->out, "-") == 0 ? stdout : s_open_tmp(o->out, &tmp_out);
+    if (!out)
+        return LQ_EXIT_USAGE;
+    FILE *errf = NULL;
+    if (o->errors && !(errf = s_open_tmp(o->errors, &tmp_err))) {
+        if (out != stdout)
+            fclose(out);
+        free(tmp_out);
+        return LQ_EXIT_USAGE;
+    }
+    lq_rpc_t *rpc = lq_client_connect(o);
+    int rc = rpc ? LQ_EXIT_OK : LQ_EXIT_RUNTIME;
+    int64_t from = 0, failed = 0, written = 0;
+    int first = 1;
+    while (rc == LQ_EXIT_OK) {
+        lq_msg_t m = {0}, reply;
+        m.cmd = LQ_C_RESULTS;
+        m.u.results.batch = batch;
+        m.u.results.from = from;
+        m.u.results.max = LQ_RESULTS_PAGE;
+        int got = lq_client_call(rpc, o, &m, &reply, first);
+        first = 0;
+        if (got <= 0) {
+            rc = got < 0 ? LQ_EXIT_INTERRUPTED : LQ_EXIT_RUNTIME;
+            break;
+        }
+        if (reply.cmd == LQ_C_ERROR) {
+            fprintf(stderr, "llmq: %s: %s\n", batch, reply.u.error.message);
+            rc = strcmp(reply.u.error.code, "not_found") == 0 ? LQ_EXIT_USAGE : LQ_EXIT_RUNTIME;
+            lq_msg_destroy(&reply);
+            break;
+        }
+        lq_c_results_page_t *p = &reply.u.results_page;
+        for (size_t i = 0; i < p->nitems; i++) {
+            FILE *dst = p->items[i].failed && errf ? errf : out;
+            fwrite(p->items[i].line, 1, p->items[i].line_len, dst);
+            fputc('\n', dst);
+            failed += p->items[i].failed;
+            written++;
+        }
+        int done = p->done;
+        int progressed = p->next > from;
+        from = p->next;
+        lq_msg_destroy(&reply);
+        if (done)
+            break;
+        if (!progressed) { /* results not there yet: wait for them */
+            lq_msg_t dummy;
+            if (lq_rpc_recv(rpc, UINT64_MAX, UINT64_MAX, &dummy, 500) < 0)
+                rc = LQ_EXIT_INTERRUPTED;
+        }
+    }
+    lq_rpc_destroy(&rpc);
+    int write_failed = 0;
+    if (out != stdout)
+        write_failed |= fclose(out) != 0;
+    else
+        fflush(stdout);
+    if (errf)
+        write_failed |= fclose(errf) != 0;
+    if (write_failed && rc == LQ_EXIT_OK) {
+        fprintf(stderr, "llmq: writing the results failed: %s\n", strerror(errno));
+        rc = LQ_EXIT_RUNTIME;
+    }
+    if (rc == LQ_EXIT_OK) {
+        if (tmp_out)
+            rename(tmp_out, o->out);
+        if (tmp_err)
+            rename(tmp_err, o->errors);
+        if (!o->quiet)
+            fprintf(stderr, "llmq: wrote %lld results (%lld failed) to %s\n", (long long)written,
+                    (long long)failed, o->out);
+        if (failed > 0)
+            rc = LQ_EXIT_FAILED_JOBS;
+    } else {
+        if (tmp_out)
+            unlink(tmp_out);
+        if (tmp_err)
+            unlink(tmp_err);
+    }
+    free(tmp_out);
+    free(tmp_err);
+    return rc;
+}
+
+/* ---- cancel, list, workers ---- */
+
+int lq_cmd_cancel(const lq_client_opts_t *o, const char *batch)
+{
+    lq_msg_t m = {0}, reply;
+    m.cmd = LQ_C_CANCEL;
+    m.u.batch_req.batch = batch;
+    lq_rpc_t *rpc = NULL;
+    int rc = s_simple(o, &m, &reply, &rpc);
+    if (rc != LQ_EXIT_OK)
+        return rc;
+    printf("%s %s\n", reply.u.batch.info.id, reply.u.batch.info.state);
+    lq_msg_destroy(&reply);
+    lq_rpc_destroy(&rpc);
+    return LQ_EXIT_OK;
+}
+
+int lq_cmd_list(const lq_client_opts_t *o)
+{
+    lq_msg_t m = {0}, reply;
+    m.cmd = LQ_C_LIST;
+    lq_rpc_t *rpc = NULL;
+    int rc = s_simple(o, &m, &reply, &rpc);
+    if (rc != LQ_EXIT_OK)
+        return rc;
+    lq_c_list_reply_t *l = &reply.u.list_reply;
+    if (o->json) {
+        json_t *arr = json_array();
+        for (size_t i = 0; i < l->nbatches; i++)
+            json_array_append_new(arr, s_batch_json(&l->batches[i]));
+        json_t *top = json_pack("{s:s,s:o}", "object", "list", "data", arr);
+        char *s = json_dumps(top, JSON_INDENT(2));
+        printf("%s\n", s);
+        free(s);
+        json_decref(top);
+    } else {
+        printf("%-24s %-12s %10s %10s %8s  %s\n", "BATCH", "STATE", "TOTAL", "DONE", "FAILED",
+               "NAME");
+        for (size_t i = 0; i < l->nbatches; i++) {
+            lq_batch_info_t *b = &l->batches[i];
+            printf("%-24s %-12s %10lld %10lld %8lld  %s\n", b->id, b->state, (long long)b->total,
+                   (long long)(b->completed + b->failed), (long long)b->failed, b->name);
+        }
+    }
+    lq_msg_destroy(&reply);
+    lq_rpc_destroy(&rpc);
+    return LQ_EXIT_OK;
+}
+
+int lq_cmd_workers(const lq_client_opts_t *o)
+{
+    lq_msg_t m = {0}, reply;
+    m.cmd = LQ_C_WORKERS;
+    lq_rpc_t *rpc = NULL;
+    int rc = s_simple(o, &m, &reply, &rpc);
+    if (rc != LQ_EXIT_OK)
+        return rc;
+    lq_c_workers_reply_t *w = &reply.u.workers_reply;
+    if (o->json) {
+        json_t *arr = json_array();
+        for (size_t i = 0; i < w->nworkers; i++)
+            json_array_append_new(
+                arr, json_pack("{s:s,s:I,s:I,s:I,s:I,s:I}", "id", w->workers[i].id, "concurrency",
+                               (json_int_t)w->workers[i].concurrency, "in_flight",
+                               (json_int_t)w->workers[i].inflight, "credit",
+                               (json_int_t)w->workers[i].credit, "completed",
+                               (json_int_t)w->workers[i].completed, "last_seen_ms",
+                               (json_int_t)w->workers[i].last_seen_ms));
+        char *s = json_dumps(arr, JSON_INDENT(2));
+        printf("%s\n", s);
+        free(s);
+        json_decref(arr);
+    } else {
+        printf("%-32s %11s %9s %7s %10s %9s\n", "WORKER", "CONCURRENCY", "IN_FLIGHT", "CREDIT",
+               "COMPLETED", "SEEN_MS");
+        for (size_t i = 0; i < w->nworkers; i++)
+            printf("%-32s %11lld %9lld %7lld %10lld %9lld\n", w->workers[i].id,
+                   (long long)w->workers[i].concurrency, (long long)w->workers[i].inflight,
+                   (long long)w->workers[i].credit, (long long)w->workers[i].completed,
+                   (long long)w->workers[i].last_seen_ms);
+    }
+    lq_msg_destroy(&reply);
+    lq_rpc_destroy(&rpc);
+    return LQ_EXIT_OK;
+}
