@@ -134,6 +134,7 @@ int main(int argc, char **argv)
         if (wrc != LQ_EXIT_OK && wrc != LQ_EXIT_FAILED_JOBS)
             return wrc;
         int rrc = lq_cmd_results(&o, batch);
+        printf("%s\n", batch);
         return rrc == LQ_EXIT_OK ? wrc : rrc;
     }
     if (strcmp(cmd, "status") == 0)

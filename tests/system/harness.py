@@ -1,0 +1,270 @@
+"""System-test harness: starts real llmq processes on loopback.
+
+A Cluster owns every process it starts (redis-server, llmq-fake-upstream,
+llmq-broker, llmq-worker) on free 127.0.0.1 ports in a private temporary
+directory, and stops all of them on close(), at interpreter exit and on
+SIGTERM, also when a test fails. Tests call the `llmq` client through
+Cluster.llmq().
+"""
+import atexit
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+import urllib.request
+
+BIN = os.environ.get("LLMQ_BIN", "build")
+_LIVE = []
+
+
+def parse_bin_arg():
+    """Strips --bin DIR from sys.argv (ctest passes it) and remembers DIR."""
+    global BIN
+    if "--bin" in sys.argv:
+        i = sys.argv.index("--bin")
+        BIN = sys.argv[i + 1]
+        del sys.argv[i:i + 2]
+    BIN = os.path.abspath(BIN)
+
+
+def free_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _cleanup_all():
+    for c in list(_LIVE):
+        c.close()
+
+
+atexit.register(_cleanup_all)
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+
+
+def gen_batch(path, n, prefix="req-", start=0, body_extra=None):
+    """Writes an OpenAI Batch JSONL file of n chat requests."""
+    with open(path, "w") as f:
+        for i in range(start, start + n):
+            cid = f"{prefix}{i}"
+            body = {"model": "gpt-4o-mini",
+                    "messages": [{"role": "user", "content": f"Say hello to {cid}"}],
+                    "max_tokens": 16, "metadata": {"custom_id": cid}}
+            if body_extra:
+                body.update(body_extra)
+            f.write(json.dumps({"custom_id": cid, "method": "POST",
+                                "url": "/v1/chat/completions", "body": body},
+                               separators=(",", ":")) + "\n")
+    return path
+
+
+def read_jsonl(path):
+    with open(path) as f:
+        return [json.loads(line) for line in f]
+
+
+class Proc:
+    def __init__(self, name, argv, log_path, env=None):
+        self.name, self.argv, self.log_path = name, argv, log_path
+        self.log = open(log_path, "ab")
+        self.p = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT,
+                                  stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+
+    def alive(self):
+        return self.p.poll() is None
+
+    def signal(self, sig):
+        if self.alive():
+            try:
+                os.killpg(self.p.pid, sig)
+            except ProcessLookupError:
+                pass
+
+    def stop(self, timeout=5):
+        if self.alive():
+            self.signal(signal.SIGTERM)
+            try:
+                self.p.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.signal(signal.SIGKILL)
+                self.p.wait()
+        self.log.close()
+
+    def kill9(self):
+        self.signal(signal.SIGKILL)
+        self.p.wait()
+
+
+class Cluster:
+    """redis + fake upstream + broker + N workers on loopback."""
+
+    def __init__(self, workers=2, concurrency=200, fake_args=(), broker_args=(),
+                 worker_args=(), aof=False, start=True, worker_env=None):
+        self.dir = tempfile.mkdtemp(prefix="llmq-test-")
+        self.redis_port = free_port()
+        self.front = f"tcp://127.0.0.1:{free_port()}"
+        self.back = f"tcp://127.0.0.1:{free_port()}"
+        self.fake_port = None
+        self.fake_args, self.broker_args = list(fake_args), list(broker_args)
+        self.worker_args, self.aof = list(worker_args), aof
+        self.concurrency = concurrency
+        self.worker_env = worker_env or {}
+        self.redis = self.fake = self.broker = None
+        self.workers = []
+        self.nworkers = workers
+        _LIVE.append(self)
+        if start:
+            self.start()
+
+    def path(self, name):
+        return os.path.join(self.dir, name)
+
+    def start(self):
+        self.start_redis()
+        self.start_fake()
+        self.start_broker()
+        for _ in range(self.nworkers):
+            self.start_worker()
+        self.wait_workers(self.nworkers)
+
+    # ---- processes ----
+    def start_redis(self):
+        argv = ["redis-server", "--port", str(self.redis_port), "--bind", "127.0.0.1",
+                "--save", "", "--dir", self.dir, "--daemonize", "no",
+                "--appendonly", "yes" if self.aof else "no",
+                "--appendfsync", "everysec"]
+        self.redis = Proc("redis", argv, self.path("redis.log"))
+        self._wait(lambda: self._redis_ping(), "redis to start")
+
+    def _redis_ping(self):
+        try:
+            with socket.create_connection(("127.0.0.1", self.redis_port), 0.2) as s:
+                s.sendall(b"PING\r\n")
+                return s.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def redis_cli(self, *args):
+        return subprocess.run(["redis-cli", "-p", str(self.redis_port), *args],
+                              capture_output=True, text=True, timeout=30).stdout
+
+    def start_fake(self, extra=None):
+        port_file = self.path("fake.port")
+        if os.path.exists(port_file):
+            os.unlink(port_file)
+        port = self.fake_port or 0
+        argv = [os.path.join(BIN, "llmq-fake-upstream"), "--port", str(port),
+                "--port-file", port_file, "--seed", "1", *self.fake_args, *(extra or [])]
+        self.fake = Proc("fake", argv, self.path("fake.log"))
+        self._wait(lambda: os.path.exists(port_file), "fake upstream to start")
+        with open(port_file) as f:
+            self.fake_port = int(f.read().strip())
+
+    def start_broker(self):
+        argv = [os.path.join(BIN, "llmq-broker"), "--frontend", self.front,
+                "--backend", self.back, "--redis", f"redis://127.0.0.1:{self.redis_port}/0",
+                *self.broker_args]
+        self.broker = Proc("broker", argv, self.path("broker.log"))
+        return self.broker
+
+    def start_worker(self, extra=None, env_extra=None):
+        i = len(self.workers)
+        env = dict(os.environ)
+        env.update(self.worker_env)
+        env.update(env_extra or {})
+        argv = [os.path.join(BIN, "llmq-worker"), "--broker", self.back,
+                "--upstream", f"http://127.0.0.1:{self.fake_port}",
+                "--concurrency", str(self.concurrency), "--id", f"w{i}-{os.getpid()}",
+                *self.worker_args, *(extra or [])]
+        w = Proc(f"worker{i}", argv, self.path(f"worker{i}.log"), env=env)
+        self.workers.append(w)
+        return w
+
+    def close(self):
+        for p in [*self.workers, self.broker, self.fake, self.redis]:
+            if p:
+                p.stop()
+        if self in _LIVE:
+            _LIVE.remove(self)
+        if os.environ.get("LLMQ_KEEP_TEST_DIR"):
+            print(f"test dir kept: {self.dir}", file=sys.stderr)
+        else:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+    def _wait(self, cond, what, timeout=15):
+        end = time.time() + timeout
+        while time.time() < end:
+            if cond():
+                return
+            time.sleep(0.05)
+        raise AssertionError(f"timed out waiting for {what}")
+
+    # ---- client ----
+    def llmq(self, *args, timeout=300, check=None, env_extra=None):
+        env = dict(os.environ)
+        env["LLMQ_BROKER"] = self.front
+        env.update(env_extra or {})
+        r = subprocess.run([os.path.join(BIN, "llmq"), *args], capture_output=True, text=True,
+                           timeout=timeout, env=env, stdin=subprocess.DEVNULL)
+        if check is not None and r.returncode != check:
+            raise AssertionError(f"llmq {' '.join(args)} exited {r.returncode}, wanted {check}\n"
+                                 f"stdout: {r.stdout[-2000:]}\nstderr: {r.stderr[-2000:]}\n"
+                                 f"broker log tail:\n{self.tail('broker.log')}")
+        return r
+
+    def llmq_bg(self, *args):
+        env = dict(os.environ)
+        env["LLMQ_BROKER"] = self.front
+        return subprocess.Popen([os.path.join(BIN, "llmq"), *args], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, env=env,
+                                stdin=subprocess.DEVNULL)
+
+    def status(self, batch):
+        return json.loads(self.llmq("status", batch, "--json", check=0).stdout)
+
+    def wait_workers(self, n, timeout=15):
+        def ok():
+            r = self.llmq("workers", "--json", "--connect-timeout", "2")
+            return r.returncode == 0 and len(json.loads(r.stdout)) >= n
+        self._wait(ok, f"{n} workers to register", timeout)
+
+    def fake_get(self, path):
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.fake_port}{path}", timeout=30) as r:
+            return json.loads(r.read())
+
+    def tail(self, name, n=30):
+        try:
+            with open(self.path(name), errors="replace") as f:
+                return "".join(f.readlines()[-n:])
+        except OSError:
+            return ""
+
+
+class ClusterTest(unittest.TestCase):
+    """Base class: self.c is closed after each test, logs printed on failure."""
+    cluster = None
+
+    def tearDown(self):
+        c = getattr(self, "c", None)
+        if c is None:
+            return
+        failed = any(e for _, e in (getattr(self._outcome, "errors", None) or [])) if hasattr(
+            self, "_outcome") else False
+        result = getattr(self._outcome, "result", None)
+        if result is not None and (result.failures or result.errors):
+            failed = True
+        if failed:
+            for name in ("broker.log", "worker0.log", "worker1.log", "fake.log"):
+                print(f"---- {name} ----\n{c.tail(name)}", file=sys.stderr)
+        c.close()
+
+
+def main():
+    parse_bin_arg()
+    unittest.main(verbosity=2)
