@@ -13,8 +13,8 @@
  *      than there are bytes left. That last check matters: msgpack-c sizes
  *      its zone from the declared count before reading the elements, so a
  *      5-byte body declaring 2^32 entries would otherwise ask for ~200 GB.
- *      After the scan, msgpack-c's zone is bounded by ~24 bytes per input
- *      byte (one msgpack_object per element, each element >= 1 byte).
+ *      After the scan, msgpack-c's zone is bounded by 24 bytes per object
+ *      (each >= 1 input byte), and objects by S_MAX_OBJECTS.
  *   2. msgpack_unpack_next() builds the object tree (strings point into the
  *      caller's buffer).
  *   3. s_dec_map() checks the tree against the schema and copies the values
@@ -35,7 +35,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define S_MAX_DEPTH 16  /* nesting of maps/arrays in a body */
+#define S_MAX_DEPTH 16 /* nesting of maps/arrays in a body */
+/* msgpack objects (keys, values, elements) in a body: bounds msgpack-c's
+ * zone at ~96 MB (24 bytes each); a LIST_REPLY of LQ_MAX_ARRAY batches
+ * needs ~3.7 million. */
+#define S_MAX_OBJECTS 4000000u
 #define S_MAX_FIELDS 64 /* fields per schema (a bit mask tracks duplicates) */
 #define S_NOLEN 0xffffu /* s_field.aux when a string has no length member */
 #define S_I64_MAX INT64_MAX
@@ -503,13 +507,14 @@ static uint32_t s_be(const uint8_t *p, int n)
 }
 
 /* Checks that p[0..len) is exactly one complete msgpack map nested at most
- * S_MAX_DEPTH deep, in which no container declares more elements than
- * bytes remain. Allocates nothing. Returns 0, or -1 with a reason in why. */
+ * S_MAX_DEPTH deep, of at most S_MAX_OBJECTS objects, in which no container
+ * declares more elements than bytes remain. Allocates nothing. Returns 0,
+ * or -1 with a reason in why. */
 static int s_scan(const uint8_t *p, size_t len, const char **why)
 {
     uint64_t pending[S_MAX_DEPTH + 1]; /* objects still to read per level */
     int top = 0;
-    size_t pos = 0;
+    size_t pos = 0, objects = 0;
     if (len == 0) {
         *why = "empty body";
         return -1;
@@ -527,6 +532,10 @@ static int s_scan(const uint8_t *p, size_t len, const char **why)
         pending[top]--;
         if (pos >= len) {
             *why = "truncated body";
+            return -1;
+        }
+        if (++objects > S_MAX_OBJECTS) {
+            *why = "too many objects";
             return -1;
         }
         uint8_t b = p[pos++];

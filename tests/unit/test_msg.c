@@ -768,6 +768,23 @@ static void test_limits(void **state)
     lq_buf_free(&b);
     free(refs);
 
+    /* at most 4 000 000 msgpack objects per body: {"x": [1, 1, ...]} holds
+     * 3 + n objects */
+    size_t cap = 4000000, blen = 8 + cap - 3;
+    uint8_t *many = malloc(blen + 1);
+    memcpy(many, "\x81\xa1x\xdd", 4);
+    uint32_t cnt = (uint32_t)(cap - 3);
+    for (int i = 0; i < 4; i++)
+        many[4 + i] = (uint8_t)(cnt >> (24 - 8 * i));
+    memset(many + 8, 1, cnt + 1);
+    s_dec_ok(LQ_W_HEARTBEAT, many, blen, &out);
+    lq_msg_destroy(&out);
+    cnt++;
+    for (int i = 0; i < 4; i++)
+        many[4 + i] = (uint8_t)(cnt >> (24 - 8 * i));
+    s_dec_bad(LQ_W_HEARTBEAT, many, blen + 1, "too many objects");
+    free(many);
+
     /* bodies over LQ_MAX_BODY are refused before any parsing */
     char *huge = calloc(1, (size_t)LQ_MAX_BODY + 1);
     huge[0] = (char)0x80;
