@@ -269,6 +269,9 @@ typedef struct {
 void lq_buf_free(lq_buf_t *b);
 
 /* Encodes m's body (the msgpack map) into out (cleared first).
+ * Optional strings that are NULL are left out; a required string that is
+ * NULL is sent as "". A body_len/line_len of 0 means strlen() of the text.
+ * Values are not range-checked here (the decoder does that).
  * Returns 0, or -1 for an unknown command. Can't fail otherwise. */
 int lq_msg_encode(const lq_msg_t *m, lq_buf_t *out);
 
