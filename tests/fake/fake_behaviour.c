@@ -32,6 +32,7 @@
 #include "common/util.h"
 
 #include <jansson.h>
+#include <malloc.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -63,9 +64,9 @@ struct lq_fake_bhv {
 /* What the response writer needs to know about the request. */
 typedef struct {
     int keep_alive;
-    int counted;  /* counts in by_status */
-    int api;      /* carries x-request-id and rate-limit headers */
-    uint64_t id;  /* x-request-id number */
+    int counted; /* counts in by_status */
+    int api;     /* carries x-request-id and rate-limit headers */
+    uint64_t id; /* x-request-id number */
 } s_ctx_t;
 
 /* ---- random numbers, clock helpers ---- */
@@ -255,8 +256,7 @@ static void s_respond(lq_fake_bhv_t *b, const s_ctx_t *cx, int status, const lq_
 }
 
 /* Writes an OpenAI-style error object into b->body. code NULL gives null. */
-static void s_error_body(lq_fake_bhv_t *b, const char *message, const char *type,
-                         const char *code)
+static void s_error_body(lq_fake_bhv_t *b, const char *message, const char *type, const char *code)
 {
     lq_fake_buf_t *o = &b->body;
     o->len = 0;
@@ -347,6 +347,7 @@ static void s_reset(lq_fake_bhv_t *b)
     b->max_inflight = b->inflight;
     b->conns_accepted = b->conns_open;
     lq_fake_table_clear(b->counts);
+    malloc_trim(0); /* give a million freed keys back to the system */
     b->tokens = b->burst;
     b->bucket_us = lq_mono_us();
 }
@@ -595,8 +596,9 @@ static void s_api(lq_fake_bhv_t *b, s_ctx_t *cx, const lq_fake_req_t *req, int k
     }
     if (s_prefix(cid, cid_len, b->cfg.always_fail_prefix)) {
         d->status = 500;
-        s_error(b, cx, 500, "The server had an error while processing your request (fake upstream, "
-                            "--always-fail-prefix).",
+        s_error(b, cx, 500,
+                "The server had an error while processing your request (fake upstream, "
+                "--always-fail-prefix).",
                 "server_error", NULL, out);
         goto done;
     }
@@ -615,14 +617,16 @@ static void s_api(lq_fake_bhv_t *b, s_ctx_t *cx, const lq_fake_req_t *req, int k
     }
     if (u < (edge += b->cfg.p_500)) {
         d->status = 500;
-        s_error(b, cx, 500, "The server had an error while processing your request (fake upstream).",
+        s_error(b, cx, 500,
+                "The server had an error while processing your request (fake upstream).",
                 "server_error", NULL, out);
         goto done;
     }
     if (u < (edge += b->cfg.p_503)) {
         d->status = 503;
-        s_error(b, cx, 503, "The engine is currently overloaded, please try again later (fake "
-                            "upstream).",
+        s_error(b, cx, 503,
+                "The engine is currently overloaded, please try again later (fake "
+                "upstream).",
                 "server_error", "overloaded", out);
         goto done;
     }
@@ -655,10 +659,9 @@ static int s_route(const lq_fake_req_t *req, const char *m, const char *p)
            memcmp(req->path, p, pl) == 0;
 }
 
-/* Handles one complete request. See fake_behaviour.h. */
-void lq_fake_bhv_handle(lq_fake_bhv_t *b, const lq_fake_req_t *req, const char *body,
-                        size_t body_len, int keep_alive, lq_fake_buf_t *out,
-                        lq_fake_decision_t *d)
+/* Handles one complete request (no HEAD special case). */
+static void s_handle(lq_fake_bhv_t *b, const lq_fake_req_t *req, const char *body, size_t body_len,
+                     int keep_alive, lq_fake_buf_t *out, lq_fake_decision_t *d)
 {
     memset(d, 0, sizeof *d);
     s_ctx_t cx = {.keep_alive = keep_alive};
@@ -698,4 +701,18 @@ void lq_fake_bhv_handle(lq_fake_bhv_t *b, const lq_fake_req_t *req, const char *
              (int)(req->target_len > 256 ? 256 : req->target_len), req->target);
     d->status = 404;
     s_error(b, &cx, 404, msg, "invalid_request_error", "unknown_url", out);
+}
+
+/* Handles one complete request. See fake_behaviour.h. A HEAD request gets
+ * the head of what GET would get, without the body. */
+void lq_fake_bhv_handle(lq_fake_bhv_t *b, const lq_fake_req_t *req, const char *body,
+                        size_t body_len, int keep_alive, lq_fake_buf_t *out, lq_fake_decision_t *d)
+{
+    size_t start = out->len;
+    s_handle(b, req, body, body_len, keep_alive, out, d);
+    if (req->method_len == 4 && memcmp(req->method, "HEAD", 4) == 0 && out->len > start) {
+        const char *end = memmem(out->data + start, out->len - start, "\r\n\r\n", 4);
+        if (end)
+            out->len = (size_t)(end - out->data) + 4;
+    }
 }

@@ -27,15 +27,15 @@ typedef enum {
 } lq_fake_ra_format_t;
 
 typedef struct {
-    long long latency_ms, jitter_ms;  /* delay = latency + uniform 0..jitter */
+    long long latency_ms, jitter_ms;     /* delay = latency + uniform 0..jitter */
     double p_500, p_503, p_drop, p_hang; /* probabilities, summing to <= 1 */
-    double rate_limit;                /* requests/s, 0 = unlimited */
-    double burst;                     /* bucket size; <= 0: max(1, rate/20) */
+    double rate_limit;                   /* requests/s, 0 = unlimited */
+    double burst;                        /* bucket size; <= 0: max(1, rate/20) */
     lq_fake_ra_format_t retry_after_format;
-    const char *always_fail_prefix;   /* NULL or "": off */
-    const char *bad_request_prefix;   /* NULL or "": off */
-    const char *api_key;              /* NULL or "": no auth */
-    long long body_bytes;             /* minimum 200 body size, 0 = off */
+    const char *always_fail_prefix; /* NULL or "": off */
+    const char *bad_request_prefix; /* NULL or "": off */
+    const char *api_key;            /* NULL or "": no auth */
+    long long body_bytes;           /* minimum 200 body size, 0 = off */
     uint64_t seed;
 } lq_fake_cfg_t;
 
@@ -63,8 +63,7 @@ void lq_fake_bhv_destroy(lq_fake_bhv_t **b);
  * Appends the full HTTP response to out (nothing for DROP and HANG) and
  * fills *d. Can't fail. */
 void lq_fake_bhv_handle(lq_fake_bhv_t *b, const lq_fake_req_t *req, const char *body,
-                        size_t body_len, int keep_alive, lq_fake_buf_t *out,
-                        lq_fake_decision_t *d);
+                        size_t body_len, int keep_alive, lq_fake_buf_t *out, lq_fake_decision_t *d);
 
 /* Appends a protocol-level error response (400, 411, 413, 431, 505) with
  * an OpenAI-style body and "Connection: close", and counts it. Can't fail. */

@@ -333,7 +333,7 @@ static void s_process(s_conn_t *c)
         if (rc == LQ_FAKE_HTTP_INCOMPLETE)
             break;
         if (rc != LQ_FAKE_HTTP_DONE) {
-            int status = rc == LQ_FAKE_HTTP_TOO_LARGE ? 431
+            int status = rc == LQ_FAKE_HTTP_TOO_LARGE     ? 431
                          : rc == LQ_FAKE_HTTP_BAD_VERSION ? 505
                                                           : 400;
             s_proto_error(c, status, why);
@@ -345,8 +345,9 @@ static void s_process(s_conn_t *c)
         }
         size_t cl = req.content_length < 0 ? 0 : (size_t)req.content_length;
         if (cl > srv->max_body) {
-            s_proto_error(c, 413, "Request body too large for the fake upstream "
-                                  "(--max-request-bytes).");
+            s_proto_error(c, 413,
+                          "Request body too large for the fake upstream "
+                          "(--max-request-bytes).");
             break;
         }
         if (avail - req.head_len < cl) {
@@ -361,10 +362,11 @@ static void s_process(s_conn_t *c)
         c->continue_sent = 0;
         srv->scratch.len = 0;
         lq_fake_decision_t d;
-        lq_fake_bhv_handle(srv->bhv, &req, p + req.head_len, cl, req.keep_alive, &srv->scratch,
-                           &d);
+        lq_fake_bhv_handle(srv->bhv, &req, p + req.head_len, cl, req.keep_alive, &srv->scratch, &d);
         c->in_pos += req.head_len + cl;
         s_enqueue(c, &d, !req.keep_alive);
+        if (srv->scratch.cap > (1u << 20))
+            lq_fake_buf_free(&srv->scratch); /* after a big /counts */
     }
     if (c->in_pos == c->in.len) {
         c->in.len = c->in_pos = 0;
@@ -558,8 +560,7 @@ static void s_on_accept(lq_loop_t *loop, int fd, int events, void *arg)
 }
 
 /* Creates the server. See fake_conn.h. */
-lq_fake_srv_t *lq_fake_srv_new(lq_loop_t *loop, int listen_fd, lq_fake_bhv_t *bhv,
-                               size_t max_body)
+lq_fake_srv_t *lq_fake_srv_new(lq_loop_t *loop, int listen_fd, lq_fake_bhv_t *bhv, size_t max_body)
 {
     lq_fake_srv_t *srv = xcalloc(1, sizeof *srv);
     srv->loop = loop;

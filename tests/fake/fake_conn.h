@@ -23,8 +23,7 @@ typedef struct lq_fake_srv lq_fake_srv_t;
  * takes ownership of it). Request bodies above max_body bytes get 413.
  * Returns NULL if the fd cannot be watched or the hook not added (listen_fd
  * is closed then). */
-lq_fake_srv_t *lq_fake_srv_new(lq_loop_t *loop, int listen_fd, lq_fake_bhv_t *bhv,
-                               size_t max_body);
+lq_fake_srv_t *lq_fake_srv_new(lq_loop_t *loop, int listen_fd, lq_fake_bhv_t *bhv, size_t max_body);
 
 /* Closes every connection and the listening socket and frees the server.
  * Call it only once the loop will not run again (its before-sleep hook

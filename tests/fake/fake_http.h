@@ -57,12 +57,12 @@ typedef struct {
     size_t target_len;
     const char *path; /* its path, without scheme://authority, query or fragment */
     size_t path_len;
-    int version_minor;      /* 0 or 1 (HTTP/1.x) */
-    size_t head_len;        /* bytes up to and including the blank line */
-    int64_t content_length; /* -1 when absent */
-    int keep_alive;         /* from the version and the Connection header */
-    int transfer_encoding;  /* a Transfer-Encoding header was present */
-    int expect_continue;    /* Expect: 100-continue */
+    int version_minor;         /* 0 or 1 (HTTP/1.x) */
+    size_t head_len;           /* bytes up to and including the blank line */
+    int64_t content_length;    /* -1 when absent */
+    int keep_alive;            /* from the version and the Connection header */
+    int transfer_encoding;     /* a Transfer-Encoding header was present */
+    int expect_continue;       /* Expect: 100-continue */
     const char *authorization; /* value of Authorization, or NULL */
     size_t authorization_len;
     int nheaders;
