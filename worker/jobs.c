@@ -1,0 +1,219 @@
+/* jobs: see jobs.h. The table is a chained hash with a power-of-two
+ * bucket count that doubles when the load passes 1. */
+#include "jobs.h"
+
+#include "../common/util.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+struct lq_jobtab {
+    lq_wjob_t **buckets;
+    size_t nbuckets; /* power of two */
+    size_t count;
+};
+
+lq_wjob_t *lq_wjob_new(const lq_w_job_t *m, uint64_t now_ms)
+{
+    lq_wjob_t *j = xcalloc(1, sizeof *j);
+    j->batch = xstrdup(m->batch ? m->batch : "");
+    j->index = m->index;
+    j->attempt = m->attempt;
+    j->upstream = m->upstream && *m->upstream ? xstrdup(m->upstream) : NULL;
+    j->url = xstrdup(m->url ? m->url : "");
+    j->body_len = m->body ? m->body_len : 0;
+    j->body = xmalloc(j->body_len + 1);
+    if (j->body_len)
+        memcpy(j->body, m->body, j->body_len);
+    j->body[j->body_len] = '\0';
+    j->timeout_ms = m->timeout_ms;
+    j->state = LQ_WJOB_RUNNING;
+    j->received_ms = now_ms;
+    j->status = 0;
+    j->latency_ms = 0;
+    j->res.prompt_tokens = -1;
+    j->res.completion_tokens = -1;
+    lq_headers_init(&j->hdr);
+    return j;
+}
+
+void lq_wjob_free(lq_wjob_t *j)
+{
+    if (!j)
+        return;
+    free(j->batch);
+    free(j->upstream);
+    free(j->url);
+    free(j->body);
+    lq_outcome_res_clear(&j->res);
+    free(j);
+}
+
+void lq_wjob_result_msg(const lq_wjob_t *j, lq_msg_t *out)
+{
+    out->cmd = LQ_W_RESULT;
+    lq_w_result_t *r = &out->u.result;
+    r->batch = j->batch;
+    r->index = j->index;
+    r->attempt = j->attempt;
+    r->outcome = j->res.outcome;
+    r->status = j->status;
+    r->body = j->res.body;
+    r->body_len = j->res.body ? j->res.body_len : 0;
+    r->request_id = j->hdr.request_id[0] ? j->hdr.request_id : NULL;
+    r->error_code = j->res.error_code;
+    r->error_message = j->res.error_message;
+    r->retry_after_ms = lq_headers_retry_after(&j->hdr);
+    r->prompt_tokens = j->res.prompt_tokens;
+    r->completion_tokens = j->res.completion_tokens;
+    r->rl_remaining_requests = j->hdr.rl_remaining_requests;
+    r->rl_remaining_tokens = j->hdr.rl_remaining_tokens;
+    r->rl_reset_requests_ms = j->hdr.rl_reset_requests_ms;
+    r->rl_reset_tokens_ms = j->hdr.rl_reset_tokens_ms;
+    r->latency_ms = j->latency_ms;
+}
+
+void lq_wlist_init(lq_wlist_t *l, int which)
+{
+    l->head = l->tail = NULL;
+    l->len = 0;
+    l->which = which;
+}
+
+void lq_wlist_push(lq_wlist_t *l, lq_wjob_t *j)
+{
+    lq_wlink_t *k = &j->link[l->which];
+    if (k->on)
+        return;
+    k->on = 1;
+    k->next = NULL;
+    k->prev = l->tail;
+    if (l->tail)
+        l->tail->link[l->which].next = j;
+    else
+        l->head = j;
+    l->tail = j;
+    l->len++;
+}
+
+void lq_wlist_remove(lq_wlist_t *l, lq_wjob_t *j)
+{
+    lq_wlink_t *k = &j->link[l->which];
+    if (!k->on)
+        return;
+    if (k->prev)
+        k->prev->link[l->which].next = k->next;
+    else
+        l->head = k->next;
+    if (k->next)
+        k->next->link[l->which].prev = k->prev;
+    else
+        l->tail = k->prev;
+    k->on = 0;
+    k->prev = k->next = NULL;
+    l->len--;
+}
+
+int lq_wlist_has(const lq_wlist_t *l, const lq_wjob_t *j)
+{
+    return j->link[l->which].on;
+}
+
+/* FNV-1a over the batch id and the index. */
+static uint64_t s_hash(const char *batch, int64_t index)
+{
+    uint64_t h = 1469598103934665603ULL;
+    for (const unsigned char *p = (const unsigned char *)batch; *p; p++) {
+        h ^= *p;
+        h *= 1099511628211ULL;
+    }
+    uint64_t x = (uint64_t)index;
+    for (int i = 0; i < 8; i++) {
+        h ^= (x >> (8 * i)) & 0xff;
+        h *= 1099511628211ULL;
+    }
+    return h ^ (h >> 29);
+}
+
+lq_jobtab_t *lq_jobtab_new(void)
+{
+    lq_jobtab_t *t = xcalloc(1, sizeof *t);
+    t->nbuckets = 64;
+    t->buckets = xcalloc(t->nbuckets, sizeof *t->buckets);
+    return t;
+}
+
+void lq_jobtab_destroy(lq_jobtab_t **p)
+{
+    if (!p || !*p)
+        return;
+    lq_jobtab_t *t = *p;
+    for (size_t i = 0; i < t->nbuckets; i++) {
+        lq_wjob_t *j = t->buckets[i];
+        while (j) {
+            lq_wjob_t *next = j->hnext;
+            lq_wjob_free(j);
+            j = next;
+        }
+    }
+    free(t->buckets);
+    free(t);
+    *p = NULL;
+}
+
+lq_wjob_t *lq_jobtab_find(const lq_jobtab_t *t, const char *batch, int64_t index)
+{
+    size_t b = (size_t)(s_hash(batch, index) & (t->nbuckets - 1));
+    for (lq_wjob_t *j = t->buckets[b]; j; j = j->hnext)
+        if (j->index == index && strcmp(j->batch, batch) == 0)
+            return j;
+    return NULL;
+}
+
+/* Doubles the bucket array and rehashes. Can't fail. */
+static void s_grow(lq_jobtab_t *t)
+{
+    size_t n = t->nbuckets * 2;
+    lq_wjob_t **nb = xcalloc(n, sizeof *nb);
+    for (size_t i = 0; i < t->nbuckets; i++) {
+        lq_wjob_t *j = t->buckets[i];
+        while (j) {
+            lq_wjob_t *next = j->hnext;
+            size_t b = (size_t)(s_hash(j->batch, j->index) & (n - 1));
+            j->hnext = nb[b];
+            nb[b] = j;
+            j = next;
+        }
+    }
+    free(t->buckets);
+    t->buckets = nb;
+    t->nbuckets = n;
+}
+
+void lq_jobtab_insert(lq_jobtab_t *t, lq_wjob_t *j)
+{
+    if (t->count >= t->nbuckets)
+        s_grow(t);
+    size_t b = (size_t)(s_hash(j->batch, j->index) & (t->nbuckets - 1));
+    j->hnext = t->buckets[b];
+    t->buckets[b] = j;
+    t->count++;
+}
+
+void lq_jobtab_remove(lq_jobtab_t *t, lq_wjob_t *j)
+{
+    size_t b = (size_t)(s_hash(j->batch, j->index) & (t->nbuckets - 1));
+    for (lq_wjob_t **pp = &t->buckets[b]; *pp; pp = &(*pp)->hnext) {
+        if (*pp == j) {
+            *pp = j->hnext;
+            j->hnext = NULL;
+            t->count--;
+            return;
+        }
+    }
+}
+
+size_t lq_jobtab_count(const lq_jobtab_t *t)
+{
+    return t->count;
+}

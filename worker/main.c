@@ -1,0 +1,409 @@
+/* main: llmq-worker start-up and wiring.
+ *
+ * Parses flags (each with an environment mirror; API keys only from the
+ * environment), raises the open-file limit, builds the upstream table, the
+ * http engine, the runner and the broker session on one event loop, and
+ * handles signals: the first SIGTERM/SIGINT drains, a second exits at once
+ * with 130. Owns every top-level object and tears them down in order
+ * (http transfers before the jobs they reference). */
+#include "../common/log.h"
+#include "../common/loop.h"
+#include "../common/opts.h"
+#include "../common/util.h"
+#include "http.h"
+#include "runner.h"
+#include "session.h"
+#include "upstream.h"
+
+#include <curl/curl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
+#include <zmq.h>
+
+typedef struct {
+    lq_loop_t *loop;
+    lq_session_t *session;
+    lq_runner_t *runner;
+    lq_http_t *http;
+    int signals;
+    int exit_code;
+    lq_timer_t stats_timer;
+    uint64_t stats_ms;
+    uint64_t last_done, last_received;
+} s_app_t;
+
+/* Raises RLIMIT_NOFILE towards concurrency*2+256 and warns when it stays
+ * below what --concurrency needs. Can't fail. */
+static void s_raise_nofile(long long concurrency)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+        return;
+    rlim_t want = (rlim_t)(concurrency * 2 + 256);
+    if (rl.rlim_max != RLIM_INFINITY && want > rl.rlim_max)
+        want = rl.rlim_max;
+    if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < want) {
+        rlim_t old = rl.rlim_cur;
+        rl.rlim_cur = want;
+        if (setrlimit(RLIMIT_NOFILE, &rl) == 0)
+            LQ_DEBUG("open-file limit raised from %llu to %llu", (unsigned long long)old,
+                     (unsigned long long)want);
+        getrlimit(RLIMIT_NOFILE, &rl);
+    }
+    rlim_t need = (rlim_t)(concurrency + 64);
+    if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < need)
+        LQ_WARN("the open-file limit is %llu (hard %llu) but --concurrency %lld needs at least "
+                "%llu: requests will fail to connect. Raise it with `ulimit -n %lld` (as root, "
+                "or raise the hard limit in /etc/security/limits.conf), LimitNOFILE=%lld under "
+                "systemd, or `docker run --ulimit nofile=%lld:%lld`",
+                (unsigned long long)rl.rlim_cur, (unsigned long long)rl.rlim_max, concurrency,
+                (unsigned long long)need, concurrency * 2 + 256, concurrency * 2 + 256,
+                concurrency * 2 + 256, concurrency * 2 + 256);
+}
+
+/* Returns url fit for a log line: user:password and the query string are
+ * replaced. The caller frees it. Can't fail. */
+static char *s_redact_url(const char *url)
+{
+    const char *host = strstr(url, "://");
+    host = host ? host + 3 : url;
+    size_t hostlen = strcspn(host, "/?#");
+    const char *at = memchr(host, '@', hostlen);
+    const char *q = strchr(url, '?');
+    size_t upto = q ? (size_t)(q - url) : strlen(url);
+    if (!at)
+        return xasprintf("%.*s%s", (int)upto, url, q ? "?<redacted>" : "");
+    return xasprintf("%.*s***@%.*s%s", (int)(host - url), url, (int)(upto - (size_t)(at + 1 - url)),
+                     at + 1, q ? "?<redacted>" : "");
+}
+
+/* Session exec callback: hands a job to the runner. */
+static void s_exec(lq_wjob_t *job, void *arg)
+{
+    s_app_t *app = arg;
+    lq_runner_start(app->runner, job);
+}
+
+/* Runner done callback: reports the job to the session. */
+static void s_done(lq_wjob_t *job, void *arg)
+{
+    s_app_t *app = arg;
+    lq_session_job_done(app->session, job);
+}
+
+/* Session exit callback: the drain is over. */
+static void s_exit(int code, void *arg)
+{
+    s_app_t *app = arg;
+    app->exit_code = code;
+    lq_loop_stop(app->loop);
+}
+
+/* Before every sleep: pending sends and the coalesced CREDIT. */
+static void s_before_sleep(lq_loop_t *loop, void *arg)
+{
+    (void)loop;
+    s_app_t *app = arg;
+    if (app->session)
+        lq_session_tick(app->session);
+}
+
+/* SIGTERM / SIGINT: drain on the first, leave on the second. */
+static void s_on_signal(lq_loop_t *loop, void *arg)
+{
+    (void)loop;
+    s_app_t *app = arg;
+    if (++app->signals > 1) {
+        LQ_WARN("second signal: exiting now");
+        exit(130);
+    }
+    lq_session_drain(app->session);
+}
+
+/* Every stats interval: one line of counters. */
+static void s_on_stats(lq_loop_t *loop, lq_timer_t *t, void *arg)
+{
+    s_app_t *app = arg;
+    lq_session_stats_t st;
+    lq_session_stats(app->session, &st);
+    int busy = st.done != app->last_done || st.received != app->last_received || st.inflight > 0;
+    lq_log(busy ? LQ_LOG_INFO : LQ_LOG_DEBUG,
+           "stats: in_flight=%lld done=%llu ok=%llu retryable=%llu fatal=%llu unacked=%lld "
+           "credit=%lld duplicates=%llu reconnects=%llu connections=%llu%s",
+           (long long)st.inflight, (unsigned long long)st.done, (unsigned long long)st.ok,
+           (unsigned long long)st.retryable, (unsigned long long)st.fatal,
+           (long long)st.unacked, (long long)st.credit_out, (unsigned long long)st.duplicates,
+           (unsigned long long)st.reconnects, (unsigned long long)lq_http_connections(app->http),
+           st.draining ? " draining" : "");
+    app->last_done = st.done;
+    app->last_received = st.received;
+    lq_timer_start(loop, t, app->stats_ms);
+}
+
+/* Validates a worker id: 1..LQ_MAX_ID printable ASCII without spaces. */
+static int s_valid_id(const char *id)
+{
+    size_t n = strlen(id);
+    if (n == 0 || n > LQ_MAX_ID)
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)id[i] <= 0x20 || (unsigned char)id[i] >= 0x7f)
+            return 0;
+    return 1;
+}
+
+/* Fills the CURVE client keys: the secret from LLMQ_CURVE_SECRET_KEY(_FILE)
+ * or a fresh ephemeral pair. Returns 0 or -1 (logged). */
+static int s_curve_keys(const char *server_key, char pub[41], char sec[41])
+{
+    if (!zmq_has("curve")) {
+        LQ_ERROR("--curve-server-key given but this libzmq has no CURVE support");
+        return -1;
+    }
+    if (strlen(server_key) != 40) {
+        LQ_ERROR("--curve-server-key must be a 40-character Z85 public key");
+        return -1;
+    }
+    const char *v = getenv("LLMQ_CURVE_SECRET_KEY");
+    const char *f = getenv("LLMQ_CURVE_SECRET_KEY_FILE");
+    char *secret = NULL;
+    char err[256];
+    if (v && *v) {
+        secret = xstrdup(v);
+    } else if (f && *f) {
+        secret = lq_read_key_file(f, err, sizeof err);
+        if (!secret) {
+            LQ_ERROR("LLMQ_CURVE_SECRET_KEY_FILE: %s", err);
+            return -1;
+        }
+    }
+    if (!secret) {
+        if (zmq_curve_keypair(pub, sec) < 0) {
+            LQ_ERROR("cannot make a CURVE key pair");
+            return -1;
+        }
+        LQ_INFO("CURVE: using an ephemeral client key %s", pub);
+        return 0;
+    }
+    int ok = strlen(secret) == 40 && zmq_curve_public(pub, secret) == 0;
+    if (ok)
+        memcpy(sec, secret, 41);
+    memset(secret, 0, strlen(secret));
+    free(secret);
+    if (!ok) {
+        LQ_ERROR("the CURVE secret key must be 40 Z85 characters");
+        return -1;
+    }
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    lq_log_init("llmq-worker");
+    const char *broker = "tcp://127.0.0.1:5556", *upstream = NULL, *id = NULL;
+    const char *log_level = NULL, *curve_server_key = NULL;
+    lq_strlist_t named = {0}, headers = {0};
+    long long concurrency = 256, connect_timeout_ms = 10000, timeout_ms = 600000;
+    long long max_response = 8LL * 1024 * 1024, heartbeat_ms = 1000, liveness = 3;
+    long long drain_timeout = 30, stats_interval = 10;
+    const lq_opt_t opts[] = {
+        {"broker", "LLMQ_BROKER_BACKEND", LQ_OPT_STR, &broker, "ENDPOINT",
+         "broker backend (default tcp://127.0.0.1:5556)"},
+        {"upstream", "LLMQ_UPSTREAM_URL", LQ_OPT_STR, &upstream, "URL",
+         "base URL of the upstream named \"default\""},
+        {"upstream-named", NULL, LQ_OPT_LIST, &named, "NAME=URL",
+         "another upstream (repeatable); key from LLMQ_API_KEY_<NAME>"},
+        {"concurrency", "LLMQ_CONCURRENCY", LQ_OPT_INT, &concurrency, "N",
+         "HTTP requests in flight (default 256)", 1, 100000},
+        {"connect-timeout-ms", "LLMQ_CONNECT_TIMEOUT_MS", LQ_OPT_INT, &connect_timeout_ms, "MS",
+         "TCP+TLS connect timeout (default 10000)", 1, 600000},
+        {"timeout-ms", "LLMQ_TIMEOUT_MS", LQ_OPT_INT, &timeout_ms, "MS",
+         "per-attempt timeout when a job has none (default 600000)", 1, 86400000},
+        {"max-response-bytes", "LLMQ_MAX_RESPONSE_BYTES", LQ_OPT_INT, &max_response, "N",
+         "largest response body accepted (default 8 MiB)", 1024, LQ_MAX_TEXT},
+        {"header", NULL, LQ_OPT_LIST, &headers, "'NAME: VALUE'",
+         "extra request header (repeatable; no credentials)"},
+        {"heartbeat-ms", "LLMQ_HEARTBEAT_MS", LQ_OPT_INT, &heartbeat_ms, "MS",
+         "heartbeat interval (default 1000)", 10, 600000},
+        {"heartbeat-liveness", "LLMQ_HEARTBEAT_LIVENESS", LQ_OPT_INT, &liveness, "N",
+         "missed heartbeats before the broker is deemed dead (default 3)", 1, 100},
+        {"drain-timeout", "LLMQ_DRAIN_TIMEOUT", LQ_OPT_INT, &drain_timeout, "SECONDS",
+         "longest graceful drain after SIGTERM (default 30)", 0, 86400},
+        {"id", "LLMQ_WORKER_ID", LQ_OPT_STR, &id, "ID",
+         "worker id (default HOSTNAME-PID-RANDOM)"},
+        {"curve-server-key", "LLMQ_CURVE_SERVER_KEY", LQ_OPT_STR, &curve_server_key, "KEY",
+         "broker CURVE public key; own secret from LLMQ_CURVE_SECRET_KEY(_FILE)"},
+        {"stats-interval", "LLMQ_STATS_INTERVAL", LQ_OPT_INT, &stats_interval, "SECONDS",
+         "seconds between stats lines, 0 = none (default 10)", 0, 86400},
+        {"log-level", "LLMQ_LOG_LEVEL", LQ_OPT_STR, &log_level, "LEVEL",
+         "debug, info, warn, error (default info)"},
+        {NULL},
+    };
+    lq_opts_result_t res;
+    char err[512];
+    if (lq_opts_parse(opts, argc, argv, 1, &res, err, sizeof err) < 0) {
+        fprintf(stderr, "llmq-worker: %s\n", err);
+        return 1;
+    }
+    if (res.help) {
+        lq_opts_print_help(
+            stdout,
+            "usage: llmq-worker [--broker tcp://HOST:5556] [--upstream URL] [--concurrency N] "
+            "[OPTIONS]\n\nRuns llmq jobs as HTTP requests to OpenAI-compatible APIs.\n"
+            "API keys come only from the environment: LLMQ_API_KEY or LLMQ_API_KEY_FILE\n"
+            "(a file holding the key) for the default upstream, LLMQ_API_KEY_<NAME> or\n"
+            "LLMQ_API_KEY_FILE_<NAME> for a named one. SIGTERM drains gracefully.",
+            opts);
+        return 0;
+    }
+    if (res.npositionals > 0) {
+        fprintf(stderr, "llmq-worker: unexpected argument '%s' (try --help)\n",
+                res.positionals[0]);
+        return 1;
+    }
+    if (log_level) {
+        lq_log_level_t lvl;
+        if (lq_log_parse_level(log_level, &lvl) < 0) {
+            fprintf(stderr, "llmq-worker: bad --log-level '%s'\n", log_level);
+            return 1;
+        }
+        lq_log_set_level(lvl);
+    }
+    char idbuf[LQ_MAX_ID + 1];
+    if (!id) {
+        char host[64] = "worker", rnd[17];
+        gethostname(host, sizeof host);
+        host[sizeof host - 1] = '\0';
+        lq_random_hex(rnd, sizeof rnd);
+        snprintf(idbuf, sizeof idbuf, "%s-%d-%.6s", host, (int)getpid(), rnd);
+        id = idbuf;
+    }
+    if (!s_valid_id(id)) {
+        fprintf(stderr, "llmq-worker: --id must be 1-%d printable characters without spaces\n",
+                LQ_MAX_ID);
+        return 1;
+    }
+
+    lq_upstreams_t *ups = lq_upstreams_new();
+    int bad = 0;
+    if (upstream && lq_upstreams_add(ups, "default", upstream, err, sizeof err) < 0)
+        bad = 1;
+    for (size_t i = 0; !bad && i < named.len; i++)
+        if (lq_upstreams_add_spec(ups, named.items[i], err, sizeof err) < 0)
+            bad = 1;
+    for (size_t i = 0; !bad && i < headers.len; i++)
+        if (lq_upstreams_add_header(ups, headers.items[i], err, sizeof err) < 0)
+            bad = 1;
+    if (!bad && lq_upstreams_count(ups) == 0) {
+        snprintf(err, sizeof err,
+                 "no upstream: give --upstream URL (or LLMQ_UPSTREAM_URL) or --upstream-named");
+        bad = 1;
+    }
+    if (!bad && lq_upstreams_finish(ups, err, sizeof err) < 0)
+        bad = 1;
+    lq_strlist_free(&named);
+    lq_strlist_free(&headers);
+    if (bad) {
+        fprintf(stderr, "llmq-worker: %s\n", err);
+        lq_upstreams_destroy(&ups);
+        return 1;
+    }
+    char curve_pub[41] = "", curve_sec[41] = "";
+    if (curve_server_key && s_curve_keys(curve_server_key, curve_pub, curve_sec) < 0) {
+        lq_upstreams_destroy(&ups);
+        return 1;
+    }
+
+    s_raise_nofile(concurrency);
+    signal(SIGPIPE, SIG_IGN);
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+        fprintf(stderr, "llmq-worker: libcurl initialisation failed\n");
+        return 2;
+    }
+
+    size_t nups = lq_upstreams_count(ups);
+    const char **names = xcalloc(nups, sizeof *names);
+    LQ_INFO("llmq-worker %s starting: broker %s, concurrency %lld, %zu upstream(s)", id, broker,
+            concurrency, nups);
+    for (size_t i = 0; i < nups; i++) {
+        const lq_upstream_t *u = lq_upstreams_at(ups, i);
+        names[i] = u->name;
+        char *shown = s_redact_url(u->base_url);
+        LQ_INFO("upstream %s = %s (API key %s)", u->name, shown, u->key ? "set" : "none");
+        free(shown);
+    }
+
+    s_app_t app = {0};
+    app.loop = lq_loop_new();
+    void *zctx = zmq_ctx_new();
+    if (!app.loop || !zctx) {
+        fprintf(stderr, "llmq-worker: cannot create the event loop or ZeroMQ context\n");
+        return 2;
+    }
+    lq_http_config_t hc = {
+        .connect_timeout_ms = (long)connect_timeout_ms,
+        .max_response_bytes = (size_t)max_response,
+        .max_connects = (long)(concurrency < 16 ? 16 : concurrency),
+        .user_agent = "llmq-worker/1",
+    };
+    app.http = lq_http_new(app.loop, &hc);
+    if (!app.http) {
+        fprintf(stderr, "llmq-worker: cannot create the libcurl multi handle\n");
+        return 2;
+    }
+    app.runner = lq_runner_new(app.loop, app.http, ups, timeout_ms, s_done, &app);
+    lq_session_config_t sc = {
+        .endpoint = broker,
+        .id = id,
+        .concurrency = concurrency,
+        .heartbeat_ms = heartbeat_ms,
+        .liveness = liveness,
+        .drain_timeout_ms = drain_timeout * 1000,
+        .upstreams = names,
+        .nupstreams = nups,
+        .curve_server_key = curve_server_key,
+        .curve_public_key = curve_server_key ? curve_pub : NULL,
+        .curve_secret_key = curve_server_key ? curve_sec : NULL,
+    };
+    app.session = lq_session_new(app.loop, zctx, &sc, s_exec, s_exit, &app);
+    lq_loop_add_before_sleep(app.loop, s_before_sleep, &app);
+    lq_loop_on_signal(app.loop, SIGTERM, s_on_signal, &app);
+    lq_loop_on_signal(app.loop, SIGINT, s_on_signal, &app);
+    if (stats_interval > 0) {
+        app.stats_ms = (uint64_t)stats_interval * 1000;
+        lq_timer_init(&app.stats_timer, s_on_stats, &app);
+        lq_timer_start(app.loop, &app.stats_timer, app.stats_ms);
+    }
+    int rc = 0;
+    if (lq_session_start(app.session) < 0) {
+        rc = 1;
+    } else if (lq_loop_run(app.loop) < 0) {
+        LQ_ERROR("event loop failed");
+        rc = 2;
+    } else {
+        rc = app.exit_code;
+    }
+
+    lq_session_stats_t st;
+    lq_session_stats(app.session, &st);
+    LQ_INFO("exiting: %llu jobs done (%llu ok, %llu retryable, %llu fatal), %lld abandoned",
+            (unsigned long long)st.done, (unsigned long long)st.ok,
+            (unsigned long long)st.retryable, (unsigned long long)st.fatal,
+            (long long)st.inflight);
+    if (stats_interval > 0)
+        lq_timer_stop(app.loop, &app.stats_timer);
+    lq_http_destroy(&app.http);
+    lq_session_destroy(&app.session, 500);
+    lq_runner_destroy(&app.runner);
+    zmq_ctx_term(zctx);
+    lq_loop_destroy(&app.loop);
+    free(names);
+    lq_upstreams_destroy(&ups);
+    memset(curve_sec, 0, sizeof curve_sec);
+    curl_global_cleanup();
+    return rc;
+}

@@ -1,0 +1,288 @@
+/* outcome: see outcome.h. */
+#include "outcome.h"
+
+#include "../common/util.h"
+#include "../proto/msg.h"
+
+#include <curl/curl.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+size_t lq_utf8_seq(const unsigned char *s, size_t avail)
+{
+    if (avail == 0)
+        return 0;
+    unsigned c = s[0];
+    if (c < 0x80)
+        return 1;
+    size_t n;
+    unsigned min;
+    if (c >= 0xc2 && c <= 0xdf) {
+        n = 2;
+        min = 0x80;
+    } else if (c >= 0xe0 && c <= 0xef) {
+        n = 3;
+        min = 0x800;
+    } else if (c >= 0xf0 && c <= 0xf4) {
+        n = 4;
+        min = 0x10000;
+    } else {
+        return 0;
+    }
+    if (avail < n)
+        return 0;
+    unsigned cp = c & (0xff >> (n + 1));
+    for (size_t i = 1; i < n; i++) {
+        if ((s[i] & 0xc0) != 0x80)
+            return 0;
+        cp = (cp << 6) | (s[i] & 0x3f);
+    }
+    if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+        return 0;
+    return n;
+}
+
+char *lq_utf8_clean(const char *s, size_t len, size_t max)
+{
+    const unsigned char *u = (const unsigned char *)s;
+    char *out = xmalloc((len < max ? len : max) + 1);
+    size_t o = 0, i = 0;
+    while (i < len) {
+        size_t n = lq_utf8_seq(u + i, len - i);
+        if (n == 0) {
+            if (o + 1 > max)
+                break;
+            out[o++] = '?';
+            i++;
+            continue;
+        }
+        if (o + n > max)
+            break;
+        if (n == 1 && (u[i] < 0x20 || u[i] == 0x7f)) {
+            out[o++] = ' ';
+        }
+        else {
+            memcpy(out + o, s + i, n);
+            o += n;
+        }
+        i += n;
+    }
+    out[o] = '\0';
+    return out;
+}
+
+char *lq_json_quote(const char *s, size_t len, size_t *out_len)
+{
+    const unsigned char *u = (const unsigned char *)s;
+    /* Worst case: every byte becomes \uFFFD (6 bytes). */
+    char *out = xmalloc(len * 6 + 3);
+    size_t o = 0;
+    out[o++] = '"';
+    for (size_t i = 0; i < len;) {
+        size_t n = lq_utf8_seq(u + i, len - i);
+        if (n == 0) {
+            memcpy(out + o, "\\ufffd", 6);
+            o += 6;
+            i++;
+            continue;
+        }
+        unsigned char c = u[i];
+        if (n > 1) {
+            memcpy(out + o, s + i, n);
+            o += n;
+        } else if (c == '"' || c == '\\') {
+            out[o++] = '\\';
+            out[o++] = (char)c;
+        } else if (c == '\n') {
+            out[o++] = '\\';
+            out[o++] = 'n';
+        } else if (c == '\r') {
+            out[o++] = '\\';
+            out[o++] = 'r';
+        } else if (c == '\t') {
+            out[o++] = '\\';
+            out[o++] = 't';
+        } else if (c < 0x20) {
+            o += (size_t)snprintf(out + o, 7, "\\u%04x", c);
+        } else {
+            out[o++] = (char)c;
+        }
+        i += n;
+    }
+    out[o++] = '"';
+    out[o] = '\0';
+    *out_len = o;
+    return out;
+}
+
+/* Parses body as any JSON value. Returns a new reference or NULL. */
+static json_t *s_parse(const char *body, size_t len)
+{
+    if (len == 0)
+        return NULL;
+    json_error_t err;
+    return json_loadb(body, len, JSON_DECODE_ANY | JSON_ALLOW_NUL, &err);
+}
+
+/* Like lq_json_body() but reuses an already parsed value (NULL: body is
+ * not valid JSON). */
+static char *s_json_body(const char *body, size_t len, const json_t *parsed, size_t *out_len)
+{
+    size_t a = 0, b = len;
+    while (a < b && (body[a] == ' ' || body[a] == '\t' || body[a] == '\r' || body[a] == '\n'))
+        a++;
+    while (b > a &&
+           (body[b - 1] == ' ' || body[b - 1] == '\t' || body[b - 1] == '\r' || body[b - 1] == '\n'))
+        b--;
+    if (a == b) {
+        *out_len = 0;
+        return NULL;
+    }
+    if (!parsed)
+        return lq_json_quote(body + a, b - a, out_len);
+    /* Valid JSON can hold CR/LF only as insignificant whitespace. */
+    char *out = xstrndup(body + a, b - a);
+    for (size_t i = 0; i < b - a; i++)
+        if (out[i] == '\n' || out[i] == '\r')
+            out[i] = ' ';
+    *out_len = b - a;
+    return out;
+}
+
+char *lq_json_body(const char *body, size_t len, size_t *out_len)
+{
+    json_t *j = s_parse(body, len);
+    char *out = s_json_body(body, len, j, out_len);
+    json_decref(j);
+    return out;
+}
+
+/* Reads a non-negative integer member of obj, or -1. */
+static int64_t s_int_member(const json_t *obj, const char *key)
+{
+    const json_t *v = json_object_get(obj, key);
+    if (!json_is_integer(v) || json_integer_value(v) < 0)
+        return -1;
+    return (int64_t)json_integer_value(v);
+}
+
+/* Finds an error message in a parsed error body: error.message, a string
+ * "error", or a top-level "message". Returns a borrowed string or NULL. */
+static const char *s_body_message(const json_t *j, size_t *len)
+{
+    if (!json_is_object(j))
+        return NULL;
+    const json_t *e = json_object_get(j, "error");
+    const json_t *m = NULL;
+    if (json_is_object(e))
+        m = json_object_get(e, "message");
+    else if (json_is_string(e))
+        m = e;
+    if (!json_is_string(m))
+        m = json_object_get(j, "message");
+    if (!json_is_string(m) || json_string_length(m) == 0)
+        return NULL;
+    *len = json_string_length(m);
+    return json_string_value(m);
+}
+
+void lq_outcome_local(lq_outcome_res_t *out, int outcome, const char *code, const char *message)
+{
+    memset(out, 0, sizeof *out);
+    out->outcome = outcome;
+    out->error_code = xstrdup(code);
+    out->error_message = lq_utf8_clean(message, strlen(message), LQ_ERROR_MESSAGE_MAX);
+    out->prompt_tokens = -1;
+    out->completion_tokens = -1;
+}
+
+/* Fills a transport-error result from a CURLcode. Can't fail. */
+static void s_transport(const lq_outcome_in_t *in, lq_outcome_res_t *out)
+{
+    CURLcode cc = (CURLcode)in->curl_code;
+    const char *code = "connection_error";
+    int outcome = LQ_OUTCOME_RETRYABLE;
+    if (cc == CURLE_OPERATION_TIMEDOUT) {
+        code = "timeout";
+    } else if (cc == CURLE_URL_MALFORMAT || cc == CURLE_UNSUPPORTED_PROTOCOL) {
+        code = "invalid_url";
+        outcome = LQ_OUTCOME_FATAL;
+    }
+    const char *detail = in->curl_detail && in->curl_detail[0] ? in->curl_detail : NULL;
+    char *msg = detail ? xasprintf("%s: %s", curl_easy_strerror(cc), detail)
+                       : xasprintf("%s", curl_easy_strerror(cc));
+    lq_outcome_local(out, outcome, code, msg);
+    free(msg);
+}
+
+void lq_outcome_classify(const lq_outcome_in_t *in, lq_outcome_res_t *out)
+{
+    memset(out, 0, sizeof *out);
+    out->prompt_tokens = -1;
+    out->completion_tokens = -1;
+    if (in->too_large) {
+        lq_outcome_local(out, LQ_OUTCOME_FATAL, "response_too_large",
+                         "response body exceeded the worker's --max-response-bytes");
+        return;
+    }
+    if (in->curl_code != 0) {
+        s_transport(in, out);
+        return;
+    }
+    long st = in->status;
+    if (st <= 0) {
+        lq_outcome_local(out, LQ_OUTCOME_RETRYABLE, "connection_error",
+                         "no HTTP status in the response");
+        return;
+    }
+    json_t *j = s_parse(in->body, in->body_len);
+    out->body = s_json_body(in->body, in->body_len, j, &out->body_len);
+    if (out->body_len > LQ_MAX_TEXT) {
+        json_decref(j);
+        lq_outcome_res_clear(out);
+        lq_outcome_local(out, LQ_OUTCOME_FATAL, "response_too_large",
+                         "response body too large for a result message once encoded");
+        return;
+    }
+    if (st >= 200 && st <= 299) {
+        out->outcome = LQ_OUTCOME_OK;
+        const json_t *usage = json_is_object(j) ? json_object_get(j, "usage") : NULL;
+        if (json_is_object(usage)) {
+            out->prompt_tokens = s_int_member(usage, "prompt_tokens");
+            if (out->prompt_tokens < 0)
+                out->prompt_tokens = s_int_member(usage, "input_tokens");
+            out->completion_tokens = s_int_member(usage, "completion_tokens");
+            if (out->completion_tokens < 0)
+                out->completion_tokens = s_int_member(usage, "output_tokens");
+        }
+        json_decref(j);
+        return;
+    }
+    int retryable = st == 408 || st == 409 || st == 429 || (st >= 500 && st <= 599);
+    out->outcome = retryable ? LQ_OUTCOME_RETRYABLE : LQ_OUTCOME_FATAL;
+    out->error_code = xasprintf("http_%ld", st);
+    size_t mlen = 0;
+    const char *m = s_body_message(j, &mlen);
+    if (m) {
+        out->error_message = lq_utf8_clean(m, mlen, LQ_ERROR_MESSAGE_MAX);
+    } else if (!j && in->body_len > 0) {
+        char *snippet = lq_utf8_clean(in->body, in->body_len, 200);
+        out->error_message = xasprintf("HTTP %ld: %s", st, snippet);
+        free(snippet);
+    } else {
+        out->error_message = xasprintf("HTTP %ld", st);
+    }
+    json_decref(j);
+}
+
+void lq_outcome_res_clear(lq_outcome_res_t *r)
+{
+    free(r->error_code);
+    free(r->error_message);
+    free(r->body);
+    memset(r, 0, sizeof *r);
+    r->prompt_tokens = -1;
+    r->completion_tokens = -1;
+}
