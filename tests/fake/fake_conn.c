@@ -82,6 +82,7 @@ struct lq_fake_srv {
 };
 
 static void s_on_event(lq_loop_t *loop, int fd, int events, void *arg);
+static void s_close(s_conn_t *c);
 static void s_settle(s_conn_t *c);
 static void s_process(s_conn_t *c);
 
@@ -117,7 +118,8 @@ static void s_watch(s_conn_t *c)
         lq_loop_unwatch(c->srv->loop, c->fd);
     } else if (lq_loop_watch(c->srv->loop, c->fd, ev, s_on_event, c) < 0) {
         LQ_WARN("epoll registration of fd %d failed: %s", c->fd, strerror(errno));
-        ev = 0;
+        s_close(c);
+        return;
     }
     c->watched = ev;
 }
@@ -248,7 +250,9 @@ static void s_flush_slots(s_conn_t *c)
     }
 }
 
-/* Slot timer: the response's delay is over. */
+/* Slot timer: the response's delay is over. The slot is freed inside its
+ * own callback, which the loop allows (it does not touch a timer after
+ * calling it); the connection is only ever freed by s_reap. */
 static void s_on_slot_timer(lq_loop_t *loop, lq_timer_t *t, void *arg)
 {
     (void)loop;
