@@ -239,6 +239,7 @@ static void s_on_ready(lq_broker_t *b, const uint8_t *ident, size_t len, const l
         free(w->upstreams);
     }
     snprintf(w->id, sizeof w->id, "%s", r->worker);
+    w->last_seen_ms = lq_loop_now(b->loop);
     w->concurrency = r->concurrency;
     b->total_credit += r->credit - w->credit;
     w->credit = r->credit;
