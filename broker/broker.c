@@ -506,9 +506,26 @@ static int s_want_send(const lq_broker_t *b, const lq_batch_t *x)
     return x->queued > 0 && !x->cancelled && !x->rr_skip;
 }
 
+/* Strict priority for leasing: only batches of the highest priority that
+ * has work (or a lease call in progress) may lease (b->fetch_priority). */
 static int s_want_fetch(const lq_broker_t *b, const lq_batch_t *x)
 {
-    return x->maybe_ready && !x->fetching && !x->cancelled && s_has_worker_for(b, x->upstream);
+    return x->maybe_ready && !x->fetching && !x->cancelled && x->priority >= b->fetch_priority &&
+           s_has_worker_for(b, x->upstream);
+}
+
+static int64_t s_top_priority(const lq_broker_t *b)
+{
+    int64_t top = INT64_MIN;
+    size_t pos = 0;
+    void *v;
+    while (lq_map_next(b->batches, &pos, NULL, NULL, &v)) {
+        const lq_batch_t *x = v;
+        if ((x->maybe_ready || x->fetching) && !x->cancelled && x->priority > top &&
+            s_has_worker_for(b, x->upstream))
+            top = x->priority;
+    }
+    return top;
 }
 
 static void s_on_lease(lq_redis_t *r, redisReply *reply, void *arg)
@@ -642,6 +659,7 @@ static void s_dispatch(lq_broker_t *b)
     if (!lq_redis_up(b->redis))
         return;
     int64_t need = b->total_credit + b->opts.prefetch - b->queued_total;
+    b->fetch_priority = s_top_priority(b);
     while (need > 0 && b->fetches < 8) {
         lq_batch_t *batch = s_next_batch(b, s_want_fetch);
         if (!batch)

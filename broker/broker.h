@@ -90,6 +90,7 @@ typedef struct {
     int64_t total_credit;
     int64_t queued_total;
     int fetches;
+    int64_t fetch_priority; /* only batches this important may lease now */
     uint64_t rr_clock;
     /* pending result reports, flushed as one REPORT call per iteration */
     struct s_report *reports;

@@ -254,11 +254,9 @@ class ClusterTest(unittest.TestCase):
         c = getattr(self, "c", None)
         if c is None:
             return
-        failed = any(e for _, e in (getattr(self._outcome, "errors", None) or [])) if hasattr(
-            self, "_outcome") else False
-        result = getattr(self._outcome, "result", None)
-        if result is not None and (result.failures or result.errors):
-            failed = True
+        result = getattr(getattr(self, "_outcome", None), "result", None)
+        failed = result is not None and any(
+            t is self for t, _ in list(result.failures) + list(result.errors))
         if failed:
             for name in ("broker.log", "worker0.log", "worker1.log", "fake.log"):
                 print(f"---- {name} ----\n{c.tail(name)}", file=sys.stderr)
