@@ -256,7 +256,7 @@ int lq_cmd_wait(const lq_client_opts_t *o, const char *batch)
     uint64_t last_log = 0, start = lq_mono_ms();
     int64_t start_done = -1;
     double rate = 0;
-    int rc, first = 1;
+    int rc, first = 1, poll_ms = 10;
     for (;;) {
         lq_msg_t reply;
         rc = s_status_once(rpc, o, batch, &reply, first);
@@ -268,7 +268,7 @@ int lq_cmd_wait(const lq_client_opts_t *o, const char *batch)
         uint64_t now = lq_mono_ms();
         if (start_done < 0)
             start_done = done;
-        if (now > start + 500)
+        if (now > start + 50)
             rate = (double)(done - start_done) * 1000.0 / (double)(now - start);
         int fin = s_finished(b->state);
         if (tty)
@@ -291,9 +291,11 @@ int lq_cmd_wait(const lq_client_opts_t *o, const char *batch)
             break;
         }
         lq_msg_destroy(&reply);
-        /* Sleep ~200 ms on a terminal, 1 s otherwise, watching for Ctrl-C. */
+        /* Poll quickly at first (small batches finish fast), then every
+         * 200 ms on a terminal or 1 s otherwise, watching for Ctrl-C. */
         lq_msg_t dummy;
-        if (lq_rpc_recv(rpc, UINT64_MAX, UINT64_MAX, &dummy, tty ? 200 : 1000) < 0) {
+        poll_ms = poll_ms * 2 > (tty ? 200 : 1000) ? (tty ? 200 : 1000) : poll_ms * 2;
+        if (lq_rpc_recv(rpc, UINT64_MAX, UINT64_MAX, &dummy, poll_ms) < 0) {
             rc = LQ_EXIT_INTERRUPTED;
             break;
         }
