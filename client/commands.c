@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -221,27 +222,54 @@ static void s_fmt_duration(char *buf, size_t n, double s)
         snprintf(buf, n, "%dh%02dm", (int)s / 3600, ((int)s % 3600) / 60);
 }
 
-/* One progress line: bar, done/total, percent, rate, ETA, failed, retried. */
+/* Columns of the terminal on stderr; 80 if unknown. Can't fail. */
+static int s_term_width(void)
+{
+    struct winsize ws;
+    if (ioctl(STDERR_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 0)
+        return ws.ws_col;
+    return 80;
+}
+
+/* One progress line: bar, done/total, percent, rate, ETA, failed, retried.
+ * rate < 0: not known yet (shown as --). On a terminal the line is redrawn
+ * in place and must never wrap (a wrapped line cannot be rewritten with \r:
+ * every redraw would leave a stale row behind), so it is cut to the width
+ * less one column, the bar shrinking (or going) first. */
 static void s_progress(const lq_batch_info_t *b, double rate, int tty)
 {
     int64_t done = b->completed + b->failed;
     double pct = b->total > 0 ? 100.0 * (double)done / (double)b->total : 0.0;
-    char eta[32];
+    char eta[32], rtxt[32];
     s_fmt_duration(eta, sizeof eta, rate > 0 ? (double)(b->total - done) / rate : -1);
+    if (rate >= 0)
+        snprintf(rtxt, sizeof rtxt, "%.0f", rate);
+    else
+        snprintf(rtxt, sizeof rtxt, "--");
     if (tty) {
-        char bar[31];
-        int fill = (int)(pct * 30 / 100);
-        for (int i = 0; i < 30; i++)
-            bar[i] = i < fill ? '#' : '.';
-        bar[30] = '\0';
-        fprintf(stderr,
-                "\r[%s] %lld/%lld %5.1f%%  %.0f jobs/s  ETA %s  failed %lld  retried %lld\x1b[K",
-                bar, (long long)done, (long long)b->total, pct, rate, eta, (long long)b->failed,
-                (long long)b->retried);
+        char text[256], line[320];
+        snprintf(text, sizeof text,
+                 "%lld/%lld %5.1f%%  %s jobs/s  ETA %s  failed %lld  retried %lld", (long long)done,
+                 (long long)b->total, pct, rtxt, eta, (long long)b->failed, (long long)b->retried);
+        int width = s_term_width() - 1;
+        int barw = width - (int)strlen(text) - 3; /* "[" bar "] " */
+        if (barw > 30)
+            barw = 30;
+        size_t o = 0;
+        if (barw >= 10) {
+            int fill = (int)(pct * barw / 100);
+            line[o++] = '[';
+            for (int i = 0; i < barw; i++)
+                line[o++] = i < fill ? '#' : '.';
+            line[o++] = ']';
+            line[o++] = ' ';
+        }
+        snprintf(line + o, sizeof line - o, "%s", text);
+        fprintf(stderr, "\r%.*s\x1b[K", width > 0 ? width : 0, line);
     } else {
         fprintf(stderr,
-                "llmq: %s %s %lld/%lld (%.1f%%) %.0f jobs/s eta %s failed %lld retried %lld\n",
-                b->id, b->state, (long long)done, (long long)b->total, pct, rate, eta,
+                "llmq: %s %s %lld/%lld (%.1f%%) %s jobs/s eta %s failed %lld retried %lld\n", b->id,
+                b->state, (long long)done, (long long)b->total, pct, rtxt, eta,
                 (long long)b->failed, (long long)b->retried);
     }
     fflush(stderr);
@@ -254,8 +282,10 @@ int lq_cmd_wait(const lq_client_opts_t *o, const char *batch)
         return LQ_EXIT_RUNTIME;
     int tty = isatty(STDERR_FILENO) && !o->quiet;
     uint64_t last_log = 0, start = lq_mono_ms();
-    int64_t start_done = -1;
-    double rate = 0;
+    /* Rate over a sliding window of 10-20 s: anchor a (older) and b. */
+    uint64_t ta = start, tb = start;
+    int64_t da = -1, db = -1;
+    double rate = -1;
     int rc, first = 1, poll_ms = 10;
     for (;;) {
         lq_msg_t reply;
@@ -266,11 +296,15 @@ int lq_cmd_wait(const lq_client_opts_t *o, const char *batch)
         lq_batch_info_t *b = &reply.u.batch.info;
         int64_t done = b->completed + b->failed;
         uint64_t now = lq_mono_ms();
-        if (start_done < 0)
-            start_done = done;
-        if (now > start + 50)
-            rate = (double)(done - start_done) * 1000.0 / (double)(now - start);
         int fin = s_finished(b->state);
+        if (da < 0)
+            da = db = done;
+        if (now >= tb + 10000) {
+            ta = tb, da = db;
+            tb = now, db = done;
+        }
+        if (now >= start + 2000 || (fin && now > ta)) /* shorter: too noisy for an ETA */
+            rate = (double)(done - da) * 1000.0 / (double)(now - ta);
         if (tty)
             s_progress(b, rate, 1);
         else if (!o->quiet && (fin || now - last_log >= 5000)) {
@@ -301,8 +335,9 @@ int lq_cmd_wait(const lq_client_opts_t *o, const char *batch)
         }
     }
     if (rc == LQ_EXIT_INTERRUPTED || lq_rpc_interrupted(rpc))
-        fprintf(stderr, "\nllmq: stopped waiting; batch %s keeps running. Resume with: llmq wait %s\n",
-                batch, batch);
+        fprintf(stderr,
+                "%sllmq: stopped waiting; batch %s keeps running. Resume with: llmq wait %s\n",
+                tty ? "\n" : "", batch, batch);
     lq_rpc_destroy(&rpc);
     return rc;
 }
