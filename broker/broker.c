@@ -166,6 +166,33 @@ void lq_broker_cancel_local(lq_broker_t *b, const char *id)
     batch->queued = 0;
 }
 
+/* ---- rate limits ---- */
+
+lq_rl_t *lq_broker_limiter(lq_broker_t *b, const char *upstream)
+{
+    lq_rl_t *rl = lq_map_gets(b->limiters, upstream);
+    if (rl)
+        return rl;
+    lq_rl_config_t cfg = {0, 0, 1};
+    size_t nlen = strlen(upstream);
+    for (size_t i = 0; i < b->opts.nlimits; i++) {
+        const char *spec = b->opts.limits[i];
+        if (strncmp(spec, upstream, nlen) == 0 && spec[nlen] == ':')
+            lq_rl_parse(spec + nlen + 1, &cfg); /* validated at start-up */
+    }
+    cfg.use_headers = !b->opts.ignore_ratelimit_headers;
+    rl = lq_rl_new(&cfg, lq_loop_now(b->loop));
+    lq_map_puts(b->limiters, upstream, rl);
+    return rl;
+}
+
+static void s_on_rl_timer(lq_loop_t *loop, lq_timer_t *t, void *arg)
+{
+    (void)loop;
+    (void)t;
+    s_dispatch(arg);
+}
+
 /* ---- workers ---- */
 
 static lq_worker_t *s_worker(lq_broker_t *b, const uint8_t *ident, size_t len)
@@ -211,6 +238,8 @@ static void s_worker_remove(lq_broker_t *b, lq_worker_t *w, const char *why)
     s_requeue(b, members, n, "worker_lost", "the worker running this job was lost");
     for (size_t i = 0; i < n; i++) {
         lq_batch_t *batch = jobs[i]->batch;
+        if (jobs[i]->admitted && batch)
+            lq_rl_on_lost(lq_broker_limiter(b, batch->upstream));
         lq_map_dels(b->inflight, jobs[i]->member);
         s_bjob_free(jobs[i]);
         if (batch && !batch->cancelled)
@@ -379,6 +408,23 @@ static void s_on_result(lq_broker_t *b, const uint8_t *ident, size_t len, lq_wor
     snprintf(member, sizeof member, "%s|%lld", res->batch, (long long)res->index);
     lq_bjob_t *j = lq_map_gets(b->inflight, member);
     if (j && j->worker == w) {
+        if (j->admitted && j->batch) {
+            lq_rl_result_t rr = {
+                .status = (int)res->status,
+                .retry_after_ms = res->retry_after_ms,
+                .est_tokens = j->est_tokens,
+                .used_tokens = res->prompt_tokens >= 0 && res->completion_tokens >= 0
+                                   ? res->prompt_tokens + res->completion_tokens
+                                   : -1,
+                .limit_requests = res->rl_limit_requests > 0 ? res->rl_limit_requests : -1,
+                .limit_tokens = res->rl_limit_tokens > 0 ? res->rl_limit_tokens : -1,
+                .remaining_requests = res->rl_remaining_requests,
+                .remaining_tokens = res->rl_remaining_tokens,
+                .reset_requests_ms = res->rl_reset_requests_ms,
+                .reset_tokens_ms = res->rl_reset_tokens_ms,
+            };
+            lq_rl_on_result(lq_broker_limiter(b, j->batch->upstream), lq_loop_now(b->loop), &rr);
+        }
         lq_map_dels(b->inflight, member);
         if (w)
             w->inflight--;
@@ -644,6 +690,16 @@ static void s_dispatch(lq_broker_t *b)
             batch->rr_skip = 1;
             continue;
         }
+        uint64_t retry_ms;
+        uint64_t now = lq_loop_now(b->loop);
+        if (!lq_rl_admit(lq_broker_limiter(b, batch->upstream), now, batch->head->est_tokens,
+                         &retry_ms)) {
+            batch->rr_skip = 1;
+            if (!lq_timer_active(&b->rl_timer) || b->rl_timer.due_ms > now + retry_ms)
+                lq_timer_start(b->loop, &b->rl_timer, retry_ms);
+            continue;
+        }
+        batch->head->admitted = 1;
         lq_bjob_t *j = batch->head;
         batch->head = j->next;
         if (!batch->head)
@@ -946,6 +1002,8 @@ lq_broker_t *lq_broker_new(lq_loop_t *loop, const lq_broker_opts_t *opts, char *
     b->workers = lq_map_new();
     b->batches = lq_map_new();
     b->inflight = lq_map_new();
+    b->limiters = lq_map_new();
+    lq_timer_init(&b->rl_timer, s_on_rl_timer, b);
     b->zctx = zmq_ctx_new();
     b->front = lq_zsock_new(loop, b->zctx, ZMQ_ROUTER, s_on_frontend, b);
     b->back = lq_zsock_new(loop, b->zctx, ZMQ_ROUTER, s_on_backend, b);
@@ -994,6 +1052,7 @@ void lq_broker_destroy(lq_broker_t **p)
     lq_timer_stop(b->loop, &b->renew_timer);
     lq_timer_stop(b->loop, &b->expire_timer);
     lq_timer_stop(b->loop, &b->promote_timer);
+    lq_timer_stop(b->loop, &b->rl_timer);
     lq_redis_destroy(&b->redis);
     size_t pos = 0;
     void *v;
@@ -1017,6 +1076,12 @@ void lq_broker_destroy(lq_broker_t **p)
         free(b->reports[i].err);
     }
     free(b->reports);
+    pos = 0;
+    while (lq_map_next(b->limiters, &pos, NULL, NULL, &v)) {
+        lq_rl_t *rl = v;
+        lq_rl_destroy(&rl);
+    }
+    lq_map_destroy(&b->limiters);
     lq_map_destroy(&b->inflight);
     lq_map_destroy(&b->batches);
     lq_map_destroy(&b->workers);

@@ -14,6 +14,7 @@
 #include "../common/map.h"
 #include "../proto/msg.h"
 #include "../wire/zsock.h"
+#include "ratelimit.h"
 #include "redis.h"
 
 #include <stdint.h>
@@ -33,6 +34,7 @@ struct lq_bjob {
     size_t body_len;
     int64_t est_tokens;
     lq_worker_t *worker;
+    int admitted; /* counted in flight by its upstream's limiter */
     char member[LQ_MAX_ID + 24]; /* "batch|index", the lease member */
 };
 
@@ -76,6 +78,9 @@ typedef struct {
     int64_t prefetch;
     int64_t retry_base_ms;
     int64_t retry_cap_ms;
+    const char **limits; /* "NAME:rpm=N,tpm=N" */
+    size_t nlimits;
+    int ignore_ratelimit_headers;
 } lq_broker_opts_t;
 
 typedef struct {
@@ -87,6 +92,8 @@ typedef struct {
     lq_map_t *workers;  /* ident -> lq_worker_t */
     lq_map_t *batches;  /* id -> lq_batch_t */
     lq_map_t *inflight; /* member -> lq_bjob_t (sent to a worker) */
+    lq_map_t *limiters; /* upstream name -> lq_rl_t */
+    lq_timer_t rl_timer; /* dispatch again when a limiter allows */
     int64_t total_credit;
     int64_t queued_total;
     int fetches;
@@ -115,6 +122,9 @@ void lq_broker_cancel_local(lq_broker_t *b, const char *id);
 
 /* frontend.c: handles one client message. */
 void lq_frontend_handle(lq_broker_t *b, const uint8_t *ident, size_t ident_len, lq_msg_t *m);
+
+/* The limiter of an upstream (created on first use). */
+lq_rl_t *lq_broker_limiter(lq_broker_t *b, const char *upstream);
 
 /* Fills info from a flat HGETALL-style array of Redis strings. */
 void lq_batch_info_from_reply(lq_batch_info_t *info, const char *id, redisReply *flat);

@@ -424,12 +424,34 @@ static void s_workers(lq_broker_t *b, const uint8_t *ident, size_t len, uint64_t
         infos[k].last_seen_ms = (int64_t)(now - w->last_seen_ms);
         k++;
     }
+    size_t nup = lq_map_len(b->limiters), ku = 0;
+    lq_upstream_info_t *ups = xcalloc(nup + 1, sizeof *ups);
+    pos = 0;
+    const void *key;
+    while (lq_map_next(b->limiters, &pos, &key, NULL, &v) && ku < nup) {
+        lq_rl_stats_t st;
+        lq_rl_stats(v, now, &st);
+        ups[ku].name = key;
+        ups[ku].limit_rpm = (int64_t)(st.rate_limit * 60.0);
+        ups[ku].learned_rpm = (int64_t)(st.learned_rps * 60.0);
+        ups[ku].ok_rpm = (int64_t)(st.ok_rps * 60.0);
+        ups[ku].inflight = st.inflight;
+        ups[ku].window = (int64_t)st.window;
+        ups[ku].n429 = st.n429;
+        ups[ku].nok = st.nok;
+        ups[ku].nerr = st.nerr;
+        ups[ku].paused_ms = st.paused_ms;
+        ku++;
+    }
     lq_msg_t m = {0};
     m.cmd = LQ_C_WORKERS_REPLY;
     m.u.workers_reply.req = req;
     m.u.workers_reply.workers = infos;
     m.u.workers_reply.nworkers = k;
+    m.u.workers_reply.upstreams = ups;
+    m.u.workers_reply.nupstreams = ku;
     lq_zsock_send(b->front, ident, len, &m);
+    free(ups);
     free(infos);
 }
 

@@ -6,6 +6,7 @@
 #include "broker.h"
 
 #include <signal.h>
+#include <string.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
@@ -25,6 +26,8 @@ int main(int argc, char **argv)
     const char *log_level = "info", *metrics = NULL;
     long long heartbeat_ms = 1000, liveness = 3, lease_ms = 15000, prefetch = 256;
     long long retry_base_ms = 500, retry_cap_ms = 60000;
+    lq_strlist_t limits = {0};
+    int ignore_headers = 0;
     const lq_opt_t opts[] = {
         {"frontend", "LLMQ_FRONTEND", LQ_OPT_STR, &frontend, "ENDPOINT",
          "client endpoint to bind (default tcp://*:5555)"},
@@ -49,6 +52,10 @@ int main(int argc, char **argv)
          "first retry backoff ceiling (default 500)", 0, 3600000},
         {"retry-cap-ms", "LLMQ_RETRY_CAP_MS", LQ_OPT_INT, &retry_cap_ms, "MS",
          "largest retry backoff (default 60000)", 0, 86400000},
+        {"limit", NULL, LQ_OPT_LIST, &limits, "NAME:rpm=N,tpm=N",
+         "budget of an upstream, repeatable (env LLMQ_LIMITS, ';'-separated)"},
+        {"ignore-ratelimit-headers", "LLMQ_IGNORE_RATELIMIT_HEADERS", LQ_OPT_FLAG,
+         &ignore_headers, NULL, "pace from 429s only, not from x-ratelimit-* headers"},
         {"log-level", "LLMQ_LOG_LEVEL", LQ_OPT_STR, &log_level, "LEVEL",
          "debug, info, warn, error (default info)"},
         {NULL},
@@ -73,6 +80,23 @@ int main(int argc, char **argv)
     if (res.npositionals > 0) {
         fprintf(stderr, "llmq-broker: unexpected argument '%s'\n", res.positionals[0]);
         return 1;
+    }
+    char *env_limits = getenv("LLMQ_LIMITS") ? xstrdup(getenv("LLMQ_LIMITS")) : NULL;
+    if (env_limits && limits.len == 0) {
+        char *save = NULL;
+        for (char *t = strtok_r(env_limits, ";", &save); t; t = strtok_r(NULL, ";", &save)) {
+            limits.items = xrealloc(limits.items, (limits.len + 1) * sizeof *limits.items);
+            limits.items[limits.len++] = t;
+        }
+    }
+    for (size_t i = 0; i < limits.len; i++) {
+        const char *colon = strchr(limits.items[i], ':');
+        lq_rl_config_t cfg;
+        if (!colon || colon == limits.items[i] || lq_rl_parse(colon + 1, &cfg) < 0) {
+            fprintf(stderr, "llmq-broker: bad --limit '%s' (want NAME:rpm=N,tpm=N)\n",
+                    limits.items[i]);
+            return 1;
+        }
     }
     lq_log_level_t level;
     if (lq_log_parse_level(log_level, &level) < 0) {
@@ -100,6 +124,9 @@ int main(int argc, char **argv)
         .prefetch = prefetch,
         .retry_base_ms = retry_base_ms,
         .retry_cap_ms = retry_cap_ms,
+        .limits = limits.items,
+        .nlimits = limits.len,
+        .ignore_ratelimit_headers = ignore_headers,
     };
     lq_broker_t *b = lq_broker_new(loop, &bo, err, sizeof err);
     if (!b) {
@@ -114,5 +141,7 @@ int main(int argc, char **argv)
     lq_loop_run(loop);
     lq_broker_destroy(&b);
     lq_loop_destroy(&loop);
+    lq_strlist_free(&limits);
+    free(env_limits);
     return 0;
 }

@@ -326,9 +326,9 @@ int lq_cmd_wait(const lq_client_opts_t *o, const char *batch)
         }
         lq_msg_destroy(&reply);
         /* Poll quickly at first (small batches finish fast), then every
-         * 200 ms on a terminal or 1 s otherwise, watching for Ctrl-C. */
+         * 200 ms (the log lines stay every 5 s), watching for Ctrl-C. */
         lq_msg_t dummy;
-        poll_ms = poll_ms * 2 > (tty ? 200 : 1000) ? (tty ? 200 : 1000) : poll_ms * 2;
+        poll_ms = poll_ms * 2 > 200 ? 200 : poll_ms * 2;
         if (lq_rpc_recv(rpc, UINT64_MAX, UINT64_MAX, &dummy, poll_ms) < 0) {
             rc = LQ_EXIT_INTERRUPTED;
             break;
@@ -516,10 +516,23 @@ int lq_cmd_workers(const lq_client_opts_t *o)
                                (json_int_t)w->workers[i].credit, "completed",
                                (json_int_t)w->workers[i].completed, "last_seen_ms",
                                (json_int_t)w->workers[i].last_seen_ms));
-        char *s = json_dumps(arr, JSON_INDENT(2));
+        json_t *ups = json_array();
+        for (size_t i = 0; i < w->nupstreams; i++) {
+            const lq_upstream_info_t *u = &w->upstreams[i];
+            json_array_append_new(
+                ups, json_pack("{s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I}", "name", u->name,
+                               "limit_rpm", (json_int_t)u->limit_rpm, "learned_rpm",
+                               (json_int_t)u->learned_rpm, "ok_rpm", (json_int_t)u->ok_rpm,
+                               "in_flight", (json_int_t)u->inflight, "window",
+                               (json_int_t)u->window, "responses_429", (json_int_t)u->n429,
+                               "responses_ok", (json_int_t)u->nok, "responses_other",
+                               (json_int_t)u->nerr, "paused_ms", (json_int_t)u->paused_ms));
+        }
+        json_t *top = json_pack("{s:o,s:o}", "workers", arr, "upstreams", ups);
+        char *s = json_dumps(top, JSON_INDENT(2));
         printf("%s\n", s);
         free(s);
-        json_decref(arr);
+        json_decref(top);
     } else {
         printf("%-32s %11s %9s %7s %10s %9s\n", "WORKER", "CONCURRENCY", "IN_FLIGHT", "CREDIT",
                "COMPLETED", "SEEN_MS");
@@ -528,6 +541,21 @@ int lq_cmd_workers(const lq_client_opts_t *o)
                    (long long)w->workers[i].concurrency, (long long)w->workers[i].inflight,
                    (long long)w->workers[i].credit, (long long)w->workers[i].completed,
                    (long long)w->workers[i].last_seen_ms);
+        if (w->nupstreams > 0) {
+            printf("\n%-16s %11s %11s %9s %9s %8s %9s %9s\n", "UPSTREAM", "LIMIT_RPM",
+                   "LEARNED_RPM", "OK_RPM", "IN_FLIGHT", "429S", "OK", "PAUSED_MS");
+            for (size_t i = 0; i < w->nupstreams; i++) {
+                const lq_upstream_info_t *u = &w->upstreams[i];
+                char limit[24];
+                if (u->limit_rpm > 0)
+                    snprintf(limit, sizeof limit, "%lld", (long long)u->limit_rpm);
+                else
+                    snprintf(limit, sizeof limit, "none");
+                printf("%-16s %11s %11lld %9lld %9lld %8lld %9lld %9lld\n", u->name, limit,
+                       (long long)u->learned_rpm, (long long)u->ok_rpm, (long long)u->inflight,
+                       (long long)u->n429, (long long)u->nok, (long long)u->paused_ms);
+            }
+        }
     }
     lq_msg_destroy(&reply);
     lq_rpc_destroy(&rpc);

@@ -232,9 +232,27 @@ static const s_field s_worker_f[] = {
 };
 SCHEMA(s_worker, lq_worker_info_t, s_worker_f);
 
+#define UI lq_upstream_info_t
+static const s_field s_upstream_f[] = {
+    STR(UI, "name", name, F_REQ, LQ_MAX_ID),
+    NNEG(UI, "limit_rpm", limit_rpm, 0),
+    NNEG(UI, "learned_rpm", learned_rpm, 0),
+    NNEG(UI, "ok_rpm", ok_rpm, 0),
+    NNEG(UI, "inflight", inflight, 0),
+    NNEG(UI, "window", window, 0),
+    NNEG(UI, "n429", n429, 0),
+    NNEG(UI, "nok", nok, 0),
+    NNEG(UI, "nerr", nerr, 0),
+    NNEG(UI, "paused_ms", paused_ms, 0),
+};
+SCHEMA(s_upstream, UI, s_upstream_f);
+#undef UI
+
 static const s_field s_workers_reply_f[] = {
     U64(lq_c_workers_reply_t, "req", req, F_REQ),
     ARR(lq_c_workers_reply_t, "workers", workers, nworkers, F_REQ, 0, LQ_MAX_ARRAY, s_worker),
+    ARR(lq_c_workers_reply_t, "upstreams", upstreams, nupstreams, 0, 0, LQ_MAX_ARRAY,
+        s_upstream),
 };
 SCHEMA(s_workers_reply, lq_c_workers_reply_t, s_workers_reply_f);
 
@@ -287,6 +305,8 @@ static const s_field s_result_f[] = {
     UNK(WR, "rl_tokens", rl_remaining_tokens),
     UNK(WR, "rl_reset_requests_ms", rl_reset_requests_ms),
     UNK(WR, "rl_reset_tokens_ms", rl_reset_tokens_ms),
+    UNK(WR, "rl_limit_requests", rl_limit_requests),
+    UNK(WR, "rl_limit_tokens", rl_limit_tokens),
     NNEG(WR, "latency_ms", latency_ms, 0),
 };
 SCHEMA(s_result, WR, s_result_f);

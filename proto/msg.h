@@ -172,10 +172,23 @@ typedef struct {
     int64_t concurrency, inflight, credit, completed, last_seen_ms;
 } lq_worker_info_t;
 
+/* Rate-limit state of one upstream, as the broker paces it. */
+typedef struct {
+    const char *name;
+    int64_t limit_rpm;   /* requests/min enforced now, 0 = unlimited */
+    int64_t learned_rpm; /* from the provider's headers or its 429s, 0 = none */
+    int64_t ok_rpm;      /* successes over the last second, per minute */
+    int64_t inflight, window;
+    int64_t n429, nok, nerr;
+    int64_t paused_ms; /* Retry-After pause left */
+} lq_upstream_info_t;
+
 typedef struct {
     uint64_t req;
     lq_worker_info_t *workers;
     size_t nworkers;
+    lq_upstream_info_t *upstreams; /* optional */
+    size_t nupstreams;
 } lq_c_workers_reply_t;
 
 typedef struct {
@@ -222,6 +235,7 @@ typedef struct {
     int64_t prompt_tokens, completion_tokens; /* -1: unknown */
     int64_t rl_remaining_requests, rl_remaining_tokens; /* -1: unknown */
     int64_t rl_reset_requests_ms, rl_reset_tokens_ms;   /* -1: unknown */
+    int64_t rl_limit_requests, rl_limit_tokens;         /* -1: unknown */
     int64_t latency_ms;
 } lq_w_result_t;
 

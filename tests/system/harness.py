@@ -231,7 +231,7 @@ class Cluster:
     def wait_workers(self, n, timeout=15):
         def ok():
             r = self.llmq("workers", "--json", "--connect-timeout", "2")
-            return r.returncode == 0 and len(json.loads(r.stdout)) >= n
+            return r.returncode == 0 and len(json.loads(r.stdout)["workers"]) >= n
         self._wait(ok, f"{n} workers to register", timeout)
 
     def fake_get(self, path):
