@@ -4,6 +4,7 @@
 #include "../common/opts.h"
 #include "../common/util.h"
 #include "broker.h"
+#include "metrics.h"
 
 #include <signal.h>
 #include <string.h>
@@ -38,7 +39,7 @@ int main(int argc, char **argv)
         {"prefix", "LLMQ_REDIS_PREFIX", LQ_OPT_STR, &prefix, "PREFIX",
          "prefix of every Redis key (default llmq:)"},
         {"metrics", "LLMQ_METRICS", LQ_OPT_STR, &metrics, "HOST:PORT",
-         "serve Prometheus metrics (not yet implemented)"},
+         "serve Prometheus metrics at http://HOST:PORT/metrics"},
         {"heartbeat-ms", "LLMQ_HEARTBEAT_MS", LQ_OPT_INT, &heartbeat_ms, "MS",
          "heartbeat interval (default 1000)", 10, 600000},
         {"heartbeat-liveness", "LLMQ_HEARTBEAT_LIVENESS", LQ_OPT_INT, &liveness, "N",
@@ -104,8 +105,6 @@ int main(int argc, char **argv)
         return 1;
     }
     lq_log_set_level(level);
-    if (metrics)
-        LQ_WARN("--metrics is not implemented yet; ignoring %s", metrics);
     srandom((unsigned)(time(NULL) ^ getpid()));
 
     lq_loop_t *loop = lq_loop_new();
@@ -134,11 +133,19 @@ int main(int argc, char **argv)
         lq_loop_destroy(&loop);
         return 2;
     }
+    lq_metrics_t *mx = NULL;
+    if (metrics && !(mx = lq_metrics_new(b, metrics, err, sizeof err))) {
+        fprintf(stderr, "llmq-broker: %s\n", err);
+        lq_broker_destroy(&b);
+        lq_loop_destroy(&loop);
+        return 2;
+    }
     lq_loop_on_signal(loop, SIGTERM, s_on_stop, NULL);
     lq_loop_on_signal(loop, SIGINT, s_on_stop, NULL);
     signal(SIGPIPE, SIG_IGN);
     LQ_INFO("listening: clients %s, workers %s", frontend, backend);
     lq_loop_run(loop);
+    lq_metrics_destroy(&mx);
     lq_broker_destroy(&b);
     lq_loop_destroy(&loop);
     lq_strlist_free(&limits);
