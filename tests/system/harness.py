@@ -72,6 +72,7 @@ def read_jsonl(path):
 class Proc:
     def __init__(self, name, argv, log_path, env=None):
         self.name, self.argv, self.log_path = name, argv, log_path
+        self.killed = False
         self.log = open(log_path, "ab")
         self.p = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT,
                                   stdin=subprocess.DEVNULL, env=env, start_new_session=True)
@@ -86,17 +87,26 @@ class Proc:
             except ProcessLookupError:
                 pass
 
-    def stop(self, timeout=5):
+    def stop(self, timeout=10):
+        """SIGTERM, then SIGKILL after timeout. Returns the exit status, or
+        None if the process had already died (or was killed) before."""
+        rc = None
         if self.alive():
             self.signal(signal.SIGTERM)
             try:
-                self.p.wait(timeout)
+                rc = self.p.wait(timeout)
             except subprocess.TimeoutExpired:
                 self.signal(signal.SIGKILL)
                 self.p.wait()
-        self.log.close()
+                rc = "hung"
+        elif not self.killed:
+            rc = self.p.returncode  # died by itself: a crash unless 0
+        if not self.log.closed:
+            self.log.close()
+        return rc
 
     def kill9(self):
+        self.killed = True
         self.signal(signal.SIGKILL)
         self.p.wait()
 
@@ -117,6 +127,8 @@ class Cluster:
         self.worker_env = worker_env or {}
         self.redis = self.fake = self.broker = None
         self.workers = []
+        self.old_procs = []  # replaced by a restart; still stopped at close
+        self.bad_exits = []
         self.nworkers = workers
         _LIVE.append(self)
         if start:
@@ -135,6 +147,8 @@ class Cluster:
 
     # ---- processes ----
     def start_redis(self):
+        if self.redis:
+            self.old_procs.append(self.redis)
         argv = ["redis-server", "--port", str(self.redis_port), "--bind", "127.0.0.1",
                 "--save", "", "--dir", self.dir, "--daemonize", "no",
                 "--appendonly", "yes" if self.aof else "no",
@@ -167,6 +181,8 @@ class Cluster:
             self.fake_port = int(f.read().strip())
 
     def start_broker(self):
+        if self.broker:
+            self.old_procs.append(self.broker)
         argv = [os.path.join(BIN, "llmq-broker"), "--frontend", self.front,
                 "--backend", self.back, "--redis", f"redis://127.0.0.1:{self.redis_port}/0",
                 *self.broker_args]
@@ -186,15 +202,21 @@ class Cluster:
         self.workers.append(w)
         return w
 
-    def close(self):
-        for p in [*self.workers, self.broker, self.fake, self.redis]:
+    def close(self, keep_dir=False):
+        """Stops everything; records in self.bad_exits our processes that did
+        not exit 0 (crashes, sanitizer reports, hangs on SIGTERM)."""
+        bad = []
+        for p in [*self.workers, *self.old_procs, self.broker, self.fake, self.redis]:
             if p:
-                p.stop()
+                rc = p.stop()
+                if p.name != "redis" and rc not in (None, 0):
+                    bad.append((p.name, rc, p.log_path))
+        self.bad_exits = bad
         if self in _LIVE:
             _LIVE.remove(self)
         if os.environ.get("LLMQ_KEEP_TEST_DIR"):
             print(f"test dir kept: {self.dir}", file=sys.stderr)
-        else:
+        elif not keep_dir:
             shutil.rmtree(self.dir, ignore_errors=True)
 
     def _wait(self, cond, what, timeout=15):
@@ -260,7 +282,14 @@ class ClusterTest(unittest.TestCase):
         if failed:
             for name in ("broker.log", "worker0.log", "worker1.log", "fake.log"):
                 print(f"---- {name} ----\n{c.tail(name)}", file=sys.stderr)
-        c.close()
+        c.close(keep_dir=True)
+        bad = c.bad_exits
+        logs = {path: c.tail(os.path.basename(path), 40) for _, _, path in bad}
+        if not os.environ.get("LLMQ_KEEP_TEST_DIR"):
+            shutil.rmtree(c.dir, ignore_errors=True)
+        if bad and not failed:
+            details = "\n".join(f"{n} exited {rc}:\n{logs[p]}" for n, rc, p in bad)
+            self.fail(f"processes did not exit cleanly on SIGTERM:\n{details}")
 
 
 def main():
