@@ -178,6 +178,8 @@ void lq_headers_init(lq_resp_headers_t *h)
     h->rl_remaining_tokens = -1;
     h->rl_reset_requests_ms = -1;
     h->rl_reset_tokens_ms = -1;
+    h->rl_limit_requests = -1;
+    h->rl_limit_tokens = -1;
     h->content_length = -1;
 }
 
@@ -238,6 +240,12 @@ void lq_headers_feed(lq_resp_headers_t *h, const char *line, size_t len, int64_t
     } else if (s_is(name, nlen, "x-ratelimit-reset-tokens")) {
         if (lq_parse_duration_ms(v, vlen, &x) == 0)
             h->rl_reset_tokens_ms = x;
+    } else if (s_is(name, nlen, "x-ratelimit-limit-requests")) {
+        if (lq_parse_count(v, vlen, &x) == 0)
+            h->rl_limit_requests = x;
+    } else if (s_is(name, nlen, "x-ratelimit-limit-tokens")) {
+        if (lq_parse_count(v, vlen, &x) == 0)
+            h->rl_limit_tokens = x;
     } else if (s_is(name, nlen, "content-length")) {
         if (lq_parse_count(v, vlen, &x) == 0)
             h->content_length = x;

@@ -3,7 +3,8 @@
  * Owns nothing but the fixed-size lq_resp_headers_t the caller embeds: the
  * request id, the retry hints (Retry-After as delta-seconds or an HTTP date,
  * retry-after-ms) and the OpenAI rate-limit headers
- * (x-ratelimit-{remaining,reset}-{requests,tokens}, durations such as "1s",
+ * (x-ratelimit-{limit,remaining,reset}-{requests,tokens}; resets are
+ * durations such as "1s",
  * "6m0s", "250ms", "1h2m3.5s"). No I/O, no allocation, no clock: "now" is a
  * parameter, so every function here is deterministic and unit-tested. */
 #ifndef LQ_WORKER_HEADERS_H
@@ -23,6 +24,7 @@ typedef struct {
     int64_t retry_after_ms_hdr; /* from retry-after-ms, -1 when absent/invalid */
     int64_t rl_remaining_requests, rl_remaining_tokens; /* -1 unknown */
     int64_t rl_reset_requests_ms, rl_reset_tokens_ms;   /* -1 unknown */
+    int64_t rl_limit_requests, rl_limit_tokens;         /* -1 unknown */
     int64_t content_length;                             /* -1 unknown */
     int have_x_request_id; /* x-request-id seen (wins over request-id) */
 } lq_resp_headers_t;

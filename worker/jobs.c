@@ -70,6 +70,8 @@ void lq_wjob_result_msg(const lq_wjob_t *j, lq_msg_t *out)
     r->rl_remaining_tokens = j->hdr.rl_remaining_tokens;
     r->rl_reset_requests_ms = j->hdr.rl_reset_requests_ms;
     r->rl_reset_tokens_ms = j->hdr.rl_reset_tokens_ms;
+    r->rl_limit_requests = j->hdr.rl_limit_requests;
+    r->rl_limit_tokens = j->hdr.rl_limit_tokens;
     r->latency_ms = j->latency_ms;
 }
 

@@ -136,6 +136,8 @@ static void test_header_lines(void **state)
     feed(&h, "x-ratelimit-remaining-tokens: 149984", 0);
     feed(&h, "x-ratelimit-reset-requests: 1s", 0);
     feed(&h, "x-ratelimit-reset-tokens: 6m0s", 0);
+    feed(&h, "x-ratelimit-limit-requests: 60", 0);
+    feed(&h, "x-ratelimit-limit-tokens: 150000", 0);
     feed(&h, "content-length: 77", 0);
     feed(&h, "x-unrelated: 5", 0);
     feed(&h, "no colon here", 0);
@@ -144,6 +146,8 @@ static void test_header_lines(void **state)
     assert_int_equal(h.rl_remaining_tokens, 149984);
     assert_int_equal(h.rl_reset_requests_ms, 1000);
     assert_int_equal(h.rl_reset_tokens_ms, 360000);
+    assert_int_equal(h.rl_limit_requests, 60);
+    assert_int_equal(h.rl_limit_tokens, 150000);
     assert_int_equal(h.content_length, 77);
     /* request-id alone is used; bad counters are ignored. */
     lq_headers_init(&h);
