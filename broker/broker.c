@@ -8,6 +8,7 @@
 #include "../common/log.h"
 #include "../common/util.h"
 #include "scripts.h"
+#include "../wire/curve.h"
 
 #include <errno.h>
 #include <jansson.h>
@@ -1012,6 +1013,18 @@ lq_broker_t *lq_broker_new(lq_loop_t *loop, const lq_broker_opts_t *opts, char *
         lq_broker_destroy(&b);
         return NULL;
     }
+    if (opts->curve_clients_file &&
+        !(b->zap = lq_zap_new(loop, b->zctx, opts->curve_clients_file, err, errlen))) {
+        lq_broker_destroy(&b);
+        return NULL;
+    }
+    if (opts->curve_secret &&
+        (lq_curve_server(b->front, opts->curve_secret) < 0 ||
+         lq_curve_server(b->back, opts->curve_secret) < 0)) {
+        snprintf(err, errlen, "cannot enable CURVE: %s", zmq_strerror(errno));
+        lq_broker_destroy(&b);
+        return NULL;
+    }
     int hwm = 1000000;
     zmq_setsockopt(lq_zsock_raw(b->back), ZMQ_SNDHWM, &hwm, sizeof hwm);
     zmq_setsockopt(lq_zsock_raw(b->back), ZMQ_RCVHWM, &hwm, sizeof hwm);
@@ -1087,6 +1100,7 @@ void lq_broker_destroy(lq_broker_t **p)
     lq_map_destroy(&b->workers);
     lq_zsock_destroy(&b->front);
     lq_zsock_destroy(&b->back);
+    lq_zap_destroy(&b->zap);
     if (b->zctx)
         zmq_ctx_term(b->zctx);
     free(b);

@@ -81,11 +81,14 @@ typedef struct {
     const char **limits; /* "NAME:rpm=N,tpm=N" */
     size_t nlimits;
     int ignore_ratelimit_headers;
+    const char *curve_secret;       /* Z85 secret key: CURVE on both ports, NULL = off */
+    const char *curve_clients_file; /* allowed client public keys, NULL = any */
 } lq_broker_opts_t;
 
 typedef struct {
     lq_loop_t *loop;
     void *zctx;
+    struct lq_zap *zap;
     lq_zsock_t *front, *back;
     lq_redis_t *redis;
     lq_broker_opts_t opts;

@@ -5,6 +5,7 @@
 #include "../common/util.h"
 #include "broker.h"
 #include "metrics.h"
+#include "../wire/curve.h"
 
 #include <signal.h>
 #include <string.h>
@@ -28,6 +29,7 @@ int main(int argc, char **argv)
     long long heartbeat_ms = 1000, liveness = 3, lease_ms = 15000, prefetch = 256;
     long long retry_base_ms = 500, retry_cap_ms = 60000;
     lq_strlist_t limits = {0};
+    const char *curve_secret_file = NULL, *curve_clients = NULL;
     int ignore_headers = 0;
     const lq_opt_t opts[] = {
         {"frontend", "LLMQ_FRONTEND", LQ_OPT_STR, &frontend, "ENDPOINT",
@@ -57,6 +59,10 @@ int main(int argc, char **argv)
          "budget of an upstream, repeatable (env LLMQ_LIMITS, ';'-separated)"},
         {"ignore-ratelimit-headers", "LLMQ_IGNORE_RATELIMIT_HEADERS", LQ_OPT_FLAG,
          &ignore_headers, NULL, "pace from 429s only, not from x-ratelimit-* headers"},
+        {"curve-secret-file", "LLMQ_CURVE_SECRET_FILE", LQ_OPT_STR, &curve_secret_file, "FILE",
+         "CURVE-encrypt both ports with this secret key (llmq keygen makes one)"},
+        {"curve-clients", "LLMQ_CURVE_CLIENTS", LQ_OPT_STR, &curve_clients, "FILE",
+         "only accept clients and workers whose public key is listed here"},
         {"log-level", "LLMQ_LOG_LEVEL", LQ_OPT_STR, &log_level, "LEVEL",
          "debug, info, warn, error (default info)"},
         {NULL},
@@ -99,6 +105,16 @@ int main(int argc, char **argv)
             return 1;
         }
     }
+    char curve_secret[41] = "", curve_public[41] = "";
+    if (curve_clients && !curve_secret_file) {
+        fprintf(stderr, "llmq-broker: --curve-clients needs --curve-secret-file\n");
+        return 1;
+    }
+    if (curve_secret_file &&
+        lq_curve_read_secret(curve_secret_file, curve_secret, curve_public, err, sizeof err) < 0) {
+        fprintf(stderr, "llmq-broker: %s\n", err);
+        return 1;
+    }
     lq_log_level_t level;
     if (lq_log_parse_level(log_level, &level) < 0) {
         fprintf(stderr, "llmq-broker: bad --log-level '%s'\n", log_level);
@@ -126,6 +142,8 @@ int main(int argc, char **argv)
         .limits = limits.items,
         .nlimits = limits.len,
         .ignore_ratelimit_headers = ignore_headers,
+        .curve_secret = curve_secret_file ? curve_secret : NULL,
+        .curve_clients_file = curve_clients,
     };
     lq_broker_t *b = lq_broker_new(loop, &bo, err, sizeof err);
     if (!b) {
@@ -143,7 +161,8 @@ int main(int argc, char **argv)
     lq_loop_on_signal(loop, SIGTERM, s_on_stop, NULL);
     lq_loop_on_signal(loop, SIGINT, s_on_stop, NULL);
     signal(SIGPIPE, SIG_IGN);
-    LQ_INFO("listening: clients %s, workers %s", frontend, backend);
+    LQ_INFO("listening: clients %s, workers %s%s%s", frontend, backend,
+            curve_secret_file ? ", CURVE server key " : "", curve_public);
     lq_loop_run(loop);
     lq_metrics_destroy(&mx);
     lq_broker_destroy(&b);

@@ -17,6 +17,8 @@
 
 typedef struct {
     const char *broker;
+    const char *curve_server_key;  /* Z85 public key of the broker, NULL = plain */
+    const char *curve_secret;      /* our Z85 secret key, NULL = ephemeral */
     long long connect_timeout_s; /* first contact with the broker */
     long long retry_window_s;    /* how long wait/results ride out an outage */
     int json;

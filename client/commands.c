@@ -18,7 +18,7 @@
 lq_rpc_t *lq_client_connect(const lq_client_opts_t *o)
 {
     char err[256];
-    lq_rpc_t *rpc = lq_rpc_new(o->broker, err, sizeof err);
+    lq_rpc_t *rpc = lq_rpc_new(o->broker, o->curve_server_key, o->curve_secret, err, sizeof err);
     if (!rpc)
         fprintf(stderr, "llmq: %s\n", err);
     return rpc;

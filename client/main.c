@@ -7,6 +7,7 @@
 #include "common/log.h"
 #include "common/opts.h"
 #include "common/util.h"
+#include "wire/curve.h"
 
 #include <signal.h>
 #include <stdio.h>
@@ -26,7 +27,8 @@ static const char s_usage[] =
     "  run FILE -o OUT [--errors ERRFILE]       submit + wait + results (submit flags too)\n"
     "  cancel BATCH                             stop a batch; finished results stay\n"
     "  list [--json]                            recent batches\n"
-    "  workers [--json]                         connected workers\n"
+    "  workers [--json]                         connected workers and upstream rate limits\n"
+    "  keygen PREFIX                            write a CURVE key pair: PREFIX.key, PREFIX.pub\n"
     "\n"
     "Exit status: 0 all succeeded, 3 finished with failed jobs, 1 bad usage or input,\n"
     "2 broker unreachable or other runtime failure.";
@@ -53,6 +55,7 @@ int main(int argc, char **argv)
     };
     const char *log_level = "warn";
     const char *out_short = NULL;
+    const char *curve_secret_file = NULL;
     const lq_opt_t opts[] = {
         {"broker", "LLMQ_BROKER", LQ_OPT_STR, &o.broker, "ENDPOINT",
          "broker client endpoint (default tcp://127.0.0.1:5555)"},
@@ -79,6 +82,10 @@ int main(int argc, char **argv)
         {"output", NULL, LQ_OPT_STR, &o.out, "OUT", "results file (also -o; '-' = stdout)"},
         {"o", NULL, LQ_OPT_STR, &out_short, "OUT", "same as --output"},
         {"errors", NULL, LQ_OPT_STR, &o.errors, "ERRFILE", "write failed jobs here instead"},
+        {"curve-server-key", "LLMQ_CURVE_SERVER_KEY", LQ_OPT_STR, &o.curve_server_key, "KEY",
+         "the broker's CURVE public key (Z85): encrypt the connection"},
+        {"curve-secret-file", "LLMQ_CURVE_SECRET_FILE", LQ_OPT_STR, &curve_secret_file, "FILE",
+         "our CURVE secret key, for brokers that allow-list clients"},
         {"log-level", "LLMQ_LOG_LEVEL", LQ_OPT_STR, &log_level, "LEVEL", "default warn"},
         {NULL},
     };
@@ -109,6 +116,25 @@ int main(int argc, char **argv)
     if (nargs > 1) {
         fprintf(stderr, "llmq: unexpected argument '%s'\n", res.positionals[2]);
         return LQ_EXIT_USAGE;
+    }
+    char curve_secret[41], curve_public[41];
+    if (curve_secret_file) {
+        if (lq_curve_read_secret(curve_secret_file, curve_secret, curve_public, err,
+                                 sizeof err) < 0) {
+            fprintf(stderr, "llmq: %s\n", err);
+            return LQ_EXIT_USAGE;
+        }
+        o.curve_secret = curve_secret;
+    }
+    if (strcmp(cmd, "keygen") == 0) {
+        if (!s_need(1, nargs, cmd, "a PREFIX"))
+            return LQ_EXIT_USAGE;
+        if (lq_curve_keygen(arg1, err, sizeof err) < 0) {
+            fprintf(stderr, "llmq: %s\n", err);
+            return LQ_EXIT_RUNTIME;
+        }
+        printf("wrote %s.key (secret) and %s.pub (public)\n", arg1, arg1);
+        return LQ_EXIT_OK;
     }
     char batch[LQ_MAX_ID + 1] = "";
     if (strcmp(cmd, "submit") == 0) {

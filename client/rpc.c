@@ -4,6 +4,7 @@
 #include "common/log.h"
 #include "common/loop.h"
 #include "common/util.h"
+#include "wire/curve.h"
 #include "wire/zsock.h"
 
 #include <errno.h>
@@ -74,7 +75,8 @@ static void s_on_sigint(lq_loop_t *loop, void *arg)
     ((lq_rpc_t *)arg)->interrupted = 1;
 }
 
-lq_rpc_t *lq_rpc_new(const char *endpoint, char *err, size_t errlen)
+lq_rpc_t *lq_rpc_new(const char *endpoint, const char *server_key, const char *client_secret,
+                     char *err, size_t errlen)
 {
     lq_rpc_t *r = xcalloc(1, sizeof *r);
     r->loop = lq_loop_new();
@@ -82,6 +84,10 @@ lq_rpc_t *lq_rpc_new(const char *endpoint, char *err, size_t errlen)
     r->sock = r->loop && r->zctx ? lq_zsock_new(r->loop, r->zctx, ZMQ_DEALER, s_on_msg, r) : NULL;
     if (!r->sock) {
         snprintf(err, errlen, "cannot create a socket: %s", zmq_strerror(errno));
+        lq_rpc_destroy(&r);
+        return NULL;
+    }
+    if (server_key && lq_curve_client(r->sock, server_key, client_secret, err, errlen) < 0) {
         lq_rpc_destroy(&r);
         return NULL;
     }

@@ -14,8 +14,11 @@
 
 typedef struct lq_rpc lq_rpc_t;
 
-/* Creates the channel and starts connecting. Returns NULL with err set. */
-lq_rpc_t *lq_rpc_new(const char *endpoint, char *err, size_t errlen);
+/* Creates the channel and starts connecting; with server_key (Z85) the
+ * connection is CURVE-encrypted, as client_secret (Z85, NULL = ephemeral).
+ * Returns NULL with err set. */
+lq_rpc_t *lq_rpc_new(const char *endpoint, const char *server_key, const char *client_secret,
+                     char *err, size_t errlen);
 void lq_rpc_destroy(lq_rpc_t **r);
 
 /* Sets the request id of m to a fresh one, sends it without waiting and
