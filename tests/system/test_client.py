@@ -576,5 +576,25 @@ class ClientSlow(_ClassCluster):
         self.assertEqual(self.c.llmq("cancel", "batch_nope").returncode, 1)
 
 
+class ClientLargeResults(_ClassCluster):
+    """Long completions: the fake pads every 200 body to 20 kB (~5000 tokens)."""
+    cluster_args = dict(workers=1, concurrency=200, fake_args=["--body-bytes", "20000"])
+
+    # BUG (broker, reported): a results page holds up to 1000 results
+    # whatever their size (RESULTS script in broker/scripts.c, no byte cap),
+    # so 1000 x 20 kB = 20 MB, over the 16 MiB message limit: the client
+    # never gets the page and `llmq results`/`run` exit 2 saying the broker is
+    # "unreachable". Any batch of >= ~840 long answers cannot be collected.
+    # Fix: cap a page by bytes too (e.g. 4 MiB, at least one result).
+    @unittest.expectedFailure
+    def test_results_of_long_completions(self):
+        inp = harness.gen_batch(self.c.path("long.jsonl"), 1100, prefix="long-")
+        out = self.c.path("long.out")
+        r = self.c.llmq("run", inp, "-o", out, "--connect-timeout", "2")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        res = harness.read_jsonl(out)
+        self.assertEqual([x["custom_id"] for x in res], [f"long-{i}" for i in range(1100)])
+
+
 if __name__ == "__main__":
     harness.main()
