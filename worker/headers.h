@@ -20,8 +20,8 @@
 
 typedef struct {
     char request_id[LQ_REQUEST_ID_MAX + 1]; /* "" when absent */
-    int64_t retry_after_ms;    /* from Retry-After, -1 when absent/invalid */
-    int64_t retry_after_ms_hdr; /* from retry-after-ms, -1 when absent/invalid */
+    int64_t retry_after_ms;                 /* from Retry-After, -1 when absent/invalid */
+    int64_t retry_after_ms_hdr;             /* from retry-after-ms, -1 when absent/invalid */
     int64_t rl_remaining_requests, rl_remaining_tokens; /* -1 unknown */
     int64_t rl_reset_requests_ms, rl_reset_tokens_ms;   /* -1 unknown */
     int64_t rl_limit_requests, rl_limit_tokens;         /* -1 unknown */

@@ -135,8 +135,8 @@ static void s_on_stats(lq_loop_t *loop, lq_timer_t *t, void *arg)
            "stats: in_flight=%lld done=%llu ok=%llu retryable=%llu fatal=%llu unacked=%lld "
            "credit=%lld duplicates=%llu reconnects=%llu connections=%llu%s",
            (long long)st.inflight, (unsigned long long)st.done, (unsigned long long)st.ok,
-           (unsigned long long)st.retryable, (unsigned long long)st.fatal,
-           (long long)st.unacked, (long long)st.credit_out, (unsigned long long)st.duplicates,
+           (unsigned long long)st.retryable, (unsigned long long)st.fatal, (long long)st.unacked,
+           (long long)st.credit_out, (unsigned long long)st.duplicates,
            (unsigned long long)st.reconnects, (unsigned long long)lq_http_connections(app->http),
            st.draining ? " draining" : "");
     app->last_done = st.done;
@@ -233,8 +233,7 @@ int main(int argc, char **argv)
          "missed heartbeats before the broker is deemed dead (default 3)", 1, 100},
         {"drain-timeout", "LLMQ_DRAIN_TIMEOUT", LQ_OPT_INT, &drain_timeout, "SECONDS",
          "longest graceful drain after SIGTERM (default 30)", 0, 86400},
-        {"id", "LLMQ_WORKER_ID", LQ_OPT_STR, &id, "ID",
-         "worker id (default HOSTNAME-PID-RANDOM)"},
+        {"id", "LLMQ_WORKER_ID", LQ_OPT_STR, &id, "ID", "worker id (default HOSTNAME-PID-RANDOM)"},
         {"curve-server-key", "LLMQ_CURVE_SERVER_KEY", LQ_OPT_STR, &curve_server_key, "KEY",
          "broker CURVE public key; own secret from LLMQ_CURVE_SECRET_KEY(_FILE)"},
         {"stats-interval", "LLMQ_STATS_INTERVAL", LQ_OPT_INT, &stats_interval, "SECONDS",
@@ -261,8 +260,7 @@ int main(int argc, char **argv)
         return 0;
     }
     if (res.npositionals > 0) {
-        fprintf(stderr, "llmq-worker: unexpected argument '%s' (try --help)\n",
-                res.positionals[0]);
+        fprintf(stderr, "llmq-worker: unexpected argument '%s' (try --help)\n", res.positionals[0]);
         return 1;
     }
     if (log_level) {
@@ -392,8 +390,7 @@ int main(int argc, char **argv)
     lq_session_stats(app.session, &st);
     LQ_INFO("exiting: %llu jobs done (%llu ok, %llu retryable, %llu fatal), %lld abandoned",
             (unsigned long long)st.done, (unsigned long long)st.ok,
-            (unsigned long long)st.retryable, (unsigned long long)st.fatal,
-            (long long)st.inflight);
+            (unsigned long long)st.retryable, (unsigned long long)st.fatal, (long long)st.inflight);
     if (stats_interval > 0)
         lq_timer_stop(app.loop, &app.stats_timer);
     lq_http_destroy(&app.http);

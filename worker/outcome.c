@@ -62,8 +62,7 @@ char *lq_utf8_clean(const char *s, size_t len, size_t max)
             break;
         if (n == 1 && (u[i] < 0x20 || u[i] == 0x7f)) {
             out[o++] = ' ';
-        }
-        else {
+        } else {
             memcpy(out + o, s + i, n);
             o += n;
         }
@@ -133,8 +132,8 @@ static char *s_json_body(const char *body, size_t len, const json_t *parsed, siz
     size_t a = 0, b = len;
     while (a < b && (body[a] == ' ' || body[a] == '\t' || body[a] == '\r' || body[a] == '\n'))
         a++;
-    while (b > a &&
-           (body[b - 1] == ' ' || body[b - 1] == '\t' || body[b - 1] == '\r' || body[b - 1] == '\n'))
+    while (b > a && (body[b - 1] == ' ' || body[b - 1] == '\t' || body[b - 1] == '\r' ||
+                     body[b - 1] == '\n'))
         b--;
     if (a == b) {
         *out_len = 0;

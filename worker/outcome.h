@@ -39,10 +39,10 @@ typedef struct {
 } lq_outcome_in_t;
 
 typedef struct {
-    int outcome;          /* lq_outcome_t */
-    char *error_code;     /* NULL on OK */
-    char *error_message;  /* NULL on OK; valid UTF-8, one line */
-    char *body;           /* valid JSON text, or NULL */
+    int outcome;         /* lq_outcome_t */
+    char *error_code;    /* NULL on OK */
+    char *error_message; /* NULL on OK; valid UTF-8, one line */
+    char *body;          /* valid JSON text, or NULL */
     size_t body_len;
     int64_t prompt_tokens, completion_tokens; /* -1 unknown */
 } lq_outcome_res_t;

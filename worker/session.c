@@ -38,8 +38,7 @@ struct lq_session {
     lq_session_stats_t st;
 };
 
-static void s_on_msg(lq_zsock_t *z, const uint8_t *ident, size_t ident_len, lq_msg_t *m,
-                     void *arg);
+static void s_on_msg(lq_zsock_t *z, const uint8_t *ident, size_t ident_len, lq_msg_t *m, void *arg);
 static void s_on_heartbeat(lq_loop_t *loop, lq_timer_t *t, void *arg);
 static void s_on_retry(lq_loop_t *loop, lq_timer_t *t, void *arg);
 static void s_on_drain_timeout(lq_loop_t *loop, lq_timer_t *t, void *arg);
@@ -267,8 +266,7 @@ static void s_on_job(lq_session_t *s, const lq_w_job_t *m)
     if (s->inflight > 2 * s->cfg.concurrency) {
         /* More than any credit we granted can explain: refuse, don't run. */
         s->st.overloaded++;
-        LQ_WARN("JOB %s/%lld over twice our concurrency: refused", m->batch,
-                (long long)m->index);
+        LQ_WARN("JOB %s/%lld over twice our concurrency: refused", m->batch, (long long)m->index);
         lq_outcome_local(&j->res, LQ_OUTCOME_RETRYABLE, "worker_overloaded",
                          "the worker received more jobs than the credit it granted");
         j->state = LQ_WJOB_DONE;
@@ -279,8 +277,7 @@ static void s_on_job(lq_session_t *s, const lq_w_job_t *m)
 }
 
 /* Handles every message from the broker. */
-static void s_on_msg(lq_zsock_t *z, const uint8_t *ident, size_t ident_len, lq_msg_t *m,
-                     void *arg)
+static void s_on_msg(lq_zsock_t *z, const uint8_t *ident, size_t ident_len, lq_msg_t *m, void *arg)
 {
     (void)z;
     (void)ident;
@@ -332,8 +329,8 @@ static void s_reconnect(lq_session_t *s, uint64_t silent_ms)
     s->backoff_ms = s->backoff_ms ? s->backoff_ms * 2 : (uint64_t)s->cfg.heartbeat_ms;
     if (s->backoff_ms > S_BACKOFF_MAX_MS)
         s->backoff_ms = S_BACKOFF_MAX_MS;
-    LQ_WARN("broker %s silent for %llu ms: reconnecting (%zu results to re-send)",
-            s->cfg.endpoint, (unsigned long long)silent_ms, s->unacked.len);
+    LQ_WARN("broker %s silent for %llu ms: reconnecting (%zu results to re-send)", s->cfg.endpoint,
+            (unsigned long long)silent_ms, s->unacked.len);
     if (s_connect(s) < 0) {
         s->last_recv_ms = lq_loop_now(s->loop);
         return;
@@ -377,8 +374,7 @@ static void s_on_drain_timeout(lq_loop_t *loop, lq_timer_t *t, void *arg)
     lq_session_t *s = arg;
     LQ_WARN("drain timeout after %lld s: abandoning %lld jobs in flight and %zu "
             "unacknowledged results (the broker re-queues them)",
-            (long long)(s->cfg.drain_timeout_ms / 1000), (long long)s->inflight,
-            s->unacked.len);
+            (long long)(s->cfg.drain_timeout_ms / 1000), (long long)s->inflight, s->unacked.len);
     s_finish(s);
 }
 

@@ -69,8 +69,7 @@ static int s_valid_name(const char *name, size_t len)
     return 1;
 }
 
-int lq_upstreams_add(lq_upstreams_t *u, const char *name, const char *url, char *err,
-                     size_t errlen)
+int lq_upstreams_add(lq_upstreams_t *u, const char *name, const char *url, char *err, size_t errlen)
 {
     if (!s_valid_name(name, strlen(name))) {
         snprintf(err, errlen, "bad upstream name '%.80s' (1-64 of A-Z a-z 0-9 _ . -)", name);
@@ -83,8 +82,7 @@ int lq_upstreams_add(lq_upstreams_t *u, const char *name, const char *url, char 
     }
     for (const char *p = url; *p; p++) {
         if ((unsigned char)*p <= 0x20 || *p == 0x7f) {
-            snprintf(err, errlen, "upstream '%s': URL contains a space or control character",
-                     name);
+            snprintf(err, errlen, "upstream '%s': URL contains a space or control character", name);
             return -1;
         }
     }
@@ -343,7 +341,6 @@ char *lq_url_join(const char *base, const char *url, char *err, size_t errlen)
     }
     const char *query = q ? q + 1 : NULL;
     if (query && *query)
-        return xasprintf("%.*s%s%s%s", (int)blen, base, url, strchr(url, '?') ? "&" : "?",
-                         query);
+        return xasprintf("%.*s%s%s%s", (int)blen, base, url, strchr(url, '?') ? "&" : "?", query);
     return xasprintf("%.*s%s", (int)blen, base, url);
 }

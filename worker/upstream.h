@@ -31,8 +31,8 @@
 typedef struct {
     char *name;
     char *base_url;
-    char *key;                   /* secret: NULL when none; never log */
-    struct curl_slist *headers;  /* built by lq_upstreams_finish() */
+    char *key;                  /* secret: NULL when none; never log */
+    struct curl_slist *headers; /* built by lq_upstreams_finish() */
 } lq_upstream_t;
 
 typedef struct lq_upstreams lq_upstreams_t;

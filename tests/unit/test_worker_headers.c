@@ -2,11 +2,13 @@
  * (worker/headers.c), outcome classification and JSON bodies
  * (worker/outcome.c), URL joining, key files and upstream configuration
  * (worker/upstream.c). */
+// clang-format off
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
+// clang-format on
 
 #include "proto/msg.h"
 #include "worker/headers.h"
@@ -276,11 +278,19 @@ static void test_classify_curl(void **state)
     assert_non_null(strstr(r.error_message, "after 1000 milliseconds"));
     assert_null(r.body);
     lq_outcome_res_clear(&r);
-    const int conn[] = {CURLE_COULDNT_CONNECT,  CURLE_COULDNT_RESOLVE_HOST, CURLE_SSL_CONNECT_ERROR,
-                        CURLE_GOT_NOTHING,      CURLE_PARTIAL_FILE,         CURLE_RECV_ERROR,
-                        CURLE_SEND_ERROR,       CURLE_PEER_FAILED_VERIFICATION,
-                        CURLE_HTTP2,            CURLE_HTTP2_STREAM,         CURLE_SSL_CACERT_BADFILE,
-                        CURLE_COULDNT_RESOLVE_PROXY, CURLE_WEIRD_SERVER_REPLY};
+    const int conn[] = {CURLE_COULDNT_CONNECT,
+                        CURLE_COULDNT_RESOLVE_HOST,
+                        CURLE_SSL_CONNECT_ERROR,
+                        CURLE_GOT_NOTHING,
+                        CURLE_PARTIAL_FILE,
+                        CURLE_RECV_ERROR,
+                        CURLE_SEND_ERROR,
+                        CURLE_PEER_FAILED_VERIFICATION,
+                        CURLE_HTTP2,
+                        CURLE_HTTP2_STREAM,
+                        CURLE_SSL_CACERT_BADFILE,
+                        CURLE_COULDNT_RESOLVE_PROXY,
+                        CURLE_WEIRD_SERVER_REPLY};
     for (size_t i = 0; i < sizeof conn / sizeof *conn; i++) {
         classify_curl(&r, conn[i], i % 2 ? "Connection refused" : "");
         assert_int_equal(r.outcome, LQ_OUTCOME_RETRYABLE);
@@ -298,8 +308,8 @@ static void test_classify_curl(void **state)
     assert_string_equal(r.error_code, "invalid_url");
     lq_outcome_res_clear(&r);
     /* A partial body after a 200 is still a connection error, no body. */
-    lq_outcome_in_t in = {.curl_code = CURLE_PARTIAL_FILE, .status = 200, .body = "{\"a\":",
-                          .body_len = 5};
+    lq_outcome_in_t in = {
+        .curl_code = CURLE_PARTIAL_FILE, .status = 200, .body = "{\"a\":", .body_len = 5};
     lq_outcome_classify(&in, &r);
     assert_int_equal(r.outcome, LQ_OUTCOME_RETRYABLE);
     assert_string_equal(r.error_code, "connection_error");
@@ -520,8 +530,7 @@ static void test_upstreams(void **state)
     assert_int_equal(lq_upstreams_add(u, "ftp", "ftp://x", err, sizeof err), -1);
     assert_int_equal(lq_upstreams_add(u, "nohost", "https://", err, sizeof err), -1);
     assert_int_equal(lq_upstreams_add_header(u, "OpenAI-Organization: org-1", err, sizeof err), 0);
-    assert_int_equal(lq_upstreams_add_header(u, "Authorization: Bearer sk-x", err, sizeof err),
-                     -1);
+    assert_int_equal(lq_upstreams_add_header(u, "Authorization: Bearer sk-x", err, sizeof err), -1);
     assert_null(strstr(err, "sk-x"));
     assert_int_equal(lq_upstreams_add_header(u, "no colon", err, sizeof err), -1);
     assert_int_equal(lq_upstreams_add_header(u, "Bad Name: v", err, sizeof err), -1);

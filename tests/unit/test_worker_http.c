@@ -4,11 +4,13 @@
  * connection reuse, the response size cap (announced and chunked), the
  * per-request timeout, connection refused, unknown upstreams. */
 #define _GNU_SOURCE
+// clang-format off
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
+// clang-format on
 
 #include "common/log.h"
 #include "common/loop.h"
@@ -53,7 +55,8 @@ static void srv_respond(int fd)
     if (srv.mode == MODE_HANG)
         return;
     if (srv.mode == MODE_OK) {
-        const char *body = "{\"id\":\"c1\",\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":4}}";
+        const char *body =
+            "{\"id\":\"c1\",\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":4}}";
         n = snprintf(out, sizeof out,
                      "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nx-request-id: req_%d\r\n"
                      "x-ratelimit-remaining-requests: 99\r\nx-ratelimit-reset-tokens: 1m30s\r\n"
@@ -338,8 +341,14 @@ static void on_runner_done(lq_wjob_t *job, void *arg)
 
 static lq_wjob_t *new_job(const char *upstream, const char *url)
 {
-    lq_w_job_t m = {.batch = "b", .index = 1, .attempt = 1, .upstream = upstream, .url = url,
-                    .body = "{\"x\":1}", .body_len = 7, .timeout_ms = 0};
+    lq_w_job_t m = {.batch = "b",
+                    .index = 1,
+                    .attempt = 1,
+                    .upstream = upstream,
+                    .url = url,
+                    .body = "{\"x\":1}",
+                    .body_len = 7,
+                    .timeout_ms = 0};
     return lq_wjob_new(&m, 0);
 }
 

@@ -2,11 +2,13 @@
  * job table (worker/jobs.c): a real ROUTER on inproc plays the broker, the
  * loop is stepped by hand and its clock injected, so heartbeats, reconnects
  * and the drain timeout are deterministic. */
+// clang-format off
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
+// clang-format on
 
 #include "common/log.h"
 #include "common/loop.h"
@@ -516,8 +518,8 @@ static void test_jobtab(void **state)
     char batch[32];
     for (int i = 0; i < 5000; i++) {
         snprintf(batch, sizeof batch, "batch-%d", i % 7);
-        lq_w_job_t m = {.batch = batch, .index = i, .attempt = 1, .url = "/x", .body = "{}",
-                        .body_len = 2};
+        lq_w_job_t m = {
+            .batch = batch, .index = i, .attempt = 1, .url = "/x", .body = "{}", .body_len = 2};
         lq_wjob_t *j = lq_wjob_new(&m, 0);
         assert_null(lq_jobtab_find(t, batch, i));
         lq_jobtab_insert(t, j);
