@@ -10,6 +10,7 @@
 #include "../common/loop.h"
 #include "../common/opts.h"
 #include "../common/util.h"
+#include "../wire/curve.h"
 #include "http.h"
 #include "runner.h"
 #include "session.h"
@@ -156,46 +157,24 @@ static int s_valid_id(const char *id)
     return 1;
 }
 
-/* Fills the CURVE client keys: the secret from LLMQ_CURVE_SECRET_KEY(_FILE)
- * or a fresh ephemeral pair. Returns 0 or -1 (logged). */
-static int s_curve_keys(const char *server_key, char pub[41], char sec[41])
+/* Fills the CURVE client secret key: from secret_file, or a fresh
+ * ephemeral pair kept for every reconnect. Returns 0 or -1 (printed). */
+static int s_curve_secret(const char *secret_file, char sec[41])
 {
+    char pub[41], err[256];
     if (!zmq_has("curve")) {
-        LQ_ERROR("--curve-server-key given but this libzmq has no CURVE support");
+        fprintf(stderr, "llmq-worker: --curve-server-key given but libzmq has no CURVE\n");
         return -1;
     }
-    if (strlen(server_key) != 40) {
-        LQ_ERROR("--curve-server-key must be a 40-character Z85 public key");
-        return -1;
-    }
-    const char *v = getenv("LLMQ_CURVE_SECRET_KEY");
-    const char *f = getenv("LLMQ_CURVE_SECRET_KEY_FILE");
-    char *secret = NULL;
-    char err[256];
-    if (v && *v) {
-        secret = xstrdup(v);
-    } else if (f && *f) {
-        secret = lq_read_key_file(f, err, sizeof err);
-        if (!secret) {
-            LQ_ERROR("LLMQ_CURVE_SECRET_KEY_FILE: %s", err);
+    if (secret_file) {
+        if (lq_curve_read_secret(secret_file, sec, pub, err, sizeof err) < 0) {
+            fprintf(stderr, "llmq-worker: %s\n", err);
             return -1;
         }
-    }
-    if (!secret) {
-        if (zmq_curve_keypair(pub, sec) < 0) {
-            LQ_ERROR("cannot make a CURVE key pair");
-            return -1;
-        }
-        LQ_INFO("CURVE: using an ephemeral client key %s", pub);
         return 0;
     }
-    int ok = strlen(secret) == 40 && zmq_curve_public(pub, secret) == 0;
-    if (ok)
-        memcpy(sec, secret, 41);
-    memset(secret, 0, strlen(secret));
-    free(secret);
-    if (!ok) {
-        LQ_ERROR("the CURVE secret key must be 40 Z85 characters");
+    if (zmq_curve_keypair(pub, sec) != 0) {
+        fprintf(stderr, "llmq-worker: cannot make a CURVE key pair\n");
         return -1;
     }
     return 0;
@@ -205,7 +184,7 @@ int main(int argc, char **argv)
 {
     lq_log_init("llmq-worker");
     const char *broker = "tcp://127.0.0.1:5556", *upstream = NULL, *id = NULL;
-    const char *log_level = NULL, *curve_server_key = NULL;
+    const char *log_level = NULL, *curve_server_key = NULL, *curve_secret_file = NULL;
     lq_strlist_t named = {0}, headers = {0};
     long long concurrency = 256, connect_timeout_ms = 10000, timeout_ms = 600000;
     long long max_response = 8LL * 1024 * 1024, heartbeat_ms = 1000, liveness = 3;
@@ -235,7 +214,9 @@ int main(int argc, char **argv)
          "longest graceful drain after SIGTERM (default 30)", 0, 86400},
         {"id", "LLMQ_WORKER_ID", LQ_OPT_STR, &id, "ID", "worker id (default HOSTNAME-PID-RANDOM)"},
         {"curve-server-key", "LLMQ_CURVE_SERVER_KEY", LQ_OPT_STR, &curve_server_key, "KEY",
-         "broker CURVE public key; own secret from LLMQ_CURVE_SECRET_KEY(_FILE)"},
+         "the broker's CURVE public key (Z85): encrypt the connection"},
+        {"curve-secret-file", "LLMQ_CURVE_SECRET_FILE", LQ_OPT_STR, &curve_secret_file, "FILE",
+         "our CURVE secret key (default: an ephemeral one)"},
         {"stats-interval", "LLMQ_STATS_INTERVAL", LQ_OPT_INT, &stats_interval, "SECONDS",
          "seconds between stats lines, 0 = none (default 10)", 0, 86400},
         {"log-level", "LLMQ_LOG_LEVEL", LQ_OPT_STR, &log_level, "LEVEL",
@@ -310,8 +291,13 @@ int main(int argc, char **argv)
         lq_upstreams_destroy(&ups);
         return 1;
     }
-    char curve_pub[41] = "", curve_sec[41] = "";
-    if (curve_server_key && s_curve_keys(curve_server_key, curve_pub, curve_sec) < 0) {
+    char curve_sec[41] = "";
+    if (curve_secret_file && !curve_server_key) {
+        fprintf(stderr, "llmq-worker: --curve-secret-file needs --curve-server-key\n");
+        lq_upstreams_destroy(&ups);
+        return 1;
+    }
+    if (curve_server_key && s_curve_secret(curve_secret_file, curve_sec) < 0) {
         lq_upstreams_destroy(&ups);
         return 1;
     }
@@ -325,7 +311,10 @@ int main(int argc, char **argv)
 
     size_t nups = lq_upstreams_count(ups);
     const char **names = xcalloc(nups, sizeof *names);
-    LQ_INFO("llmq-worker %s starting: broker %s, concurrency %lld, %zu upstream(s)", id, broker,
+    LQ_INFO("llmq-worker %s starting: broker %s%s, concurrency %lld, %zu upstream(s)", id, broker,
+            !curve_server_key   ? ""
+            : curve_secret_file ? " (CURVE, our key from --curve-secret-file)"
+                                : " (CURVE, ephemeral key)",
             concurrency, nups);
     for (size_t i = 0; i < nups; i++) {
         const lq_upstream_t *u = lq_upstreams_at(ups, i);
@@ -364,7 +353,6 @@ int main(int argc, char **argv)
         .upstreams = names,
         .nupstreams = nups,
         .curve_server_key = curve_server_key,
-        .curve_public_key = curve_server_key ? curve_pub : NULL,
         .curve_secret_key = curve_server_key ? curve_sec : NULL,
     };
     app.session = lq_session_new(app.loop, zctx, &sc, s_exec, s_exit, &app);

@@ -3,6 +3,7 @@
 
 #include "../common/log.h"
 #include "../common/util.h"
+#include "../wire/curve.h"
 #include "../wire/zsock.h"
 
 #include <errno.h>
@@ -89,13 +90,11 @@ static int s_connect(lq_session_t *s)
     rc |= s_opt(raw, ZMQ_RECONNECT_IVL, &ivl, sizeof ivl, "ZMQ_RECONNECT_IVL");
     rc |= s_opt(raw, ZMQ_RECONNECT_IVL_MAX, &ivl_max, sizeof ivl_max, "ZMQ_RECONNECT_IVL_MAX");
     rc |= s_opt(raw, ZMQ_TCP_KEEPALIVE, &one, sizeof one, "ZMQ_TCP_KEEPALIVE");
-    if (s->cfg.curve_server_key) {
-        rc |= s_opt(raw, ZMQ_CURVE_SERVERKEY, s->cfg.curve_server_key,
-                    strlen(s->cfg.curve_server_key) + 1, "ZMQ_CURVE_SERVERKEY");
-        rc |= s_opt(raw, ZMQ_CURVE_PUBLICKEY, s->cfg.curve_public_key,
-                    strlen(s->cfg.curve_public_key) + 1, "ZMQ_CURVE_PUBLICKEY");
-        rc |= s_opt(raw, ZMQ_CURVE_SECRETKEY, s->cfg.curve_secret_key,
-                    strlen(s->cfg.curve_secret_key) + 1, "ZMQ_CURVE_SECRETKEY");
+    char err[160];
+    if (rc == 0 && s->cfg.curve_server_key &&
+        lq_curve_client(z, s->cfg.curve_server_key, s->cfg.curve_secret_key, err, sizeof err) < 0) {
+        LQ_ERROR("broker socket: %s", err);
+        rc = -1;
     }
     if (rc == 0 && lq_zsock_connect(z, s->cfg.endpoint) < 0) {
         LQ_ERROR("cannot connect to broker %s: %s", s->cfg.endpoint, zmq_strerror(errno));

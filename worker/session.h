@@ -46,9 +46,9 @@ typedef struct {
     const char **upstreams; /* names advertised in READY */
     size_t nupstreams;
     int hwm; /* ZMQ_SNDHWM / ZMQ_RCVHWM; 0: 100000 */
-    /* CURVE (all Z85, 40 characters); server_key NULL: plain TCP. */
+    /* CURVE (Z85, 40 characters): the broker's public key (NULL: plain
+     * TCP) and our secret key (its public key is derived). */
     const char *curve_server_key;
-    const char *curve_public_key;
     const char *curve_secret_key;
 } lq_session_config_t;
 
