@@ -120,7 +120,7 @@ static void s_on_signal(lq_loop_t *loop, void *arg)
     s_app_t *app = arg;
     if (++app->signals > 1) {
         LQ_WARN("second signal: exiting now");
-        exit(130);
+        _exit(130); /* at once: no destructors, no linger */
     }
     lq_session_drain(app->session);
 }
@@ -236,7 +236,10 @@ int main(int argc, char **argv)
             "[OPTIONS]\n\nRuns llmq jobs as HTTP requests to OpenAI-compatible APIs.\n"
             "API keys come only from the environment: LLMQ_API_KEY or LLMQ_API_KEY_FILE\n"
             "(a file holding the key) for the default upstream, LLMQ_API_KEY_<NAME> or\n"
-            "LLMQ_API_KEY_FILE_<NAME> for a named one. SIGTERM drains gracefully.",
+            "LLMQ_API_KEY_FILE_<NAME> for a named one (NAME upper-cased).\n"
+            "A job's url (\"/v1/chat/completions\") is appended to its upstream's URL; when\n"
+            "that URL already ends in the same version segment (\".../v1\") it is not repeated.\n"
+            "SIGTERM drains gracefully (a second SIGTERM exits at once).",
             opts);
         return 0;
     }
