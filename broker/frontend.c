@@ -103,7 +103,17 @@ static void s_on_open(lq_redis_t *r, redisReply *reply, void *arg)
 {
     (void)r;
     s_ctx_t *c = arg;
-    if (!s_bad_reply(c, reply, REDIS_REPLY_ARRAY) && reply->elements == 4) {
+    if (s_bad_reply(c, reply, REDIS_REPLY_ARRAY)) {
+        free(c);
+        return;
+    }
+    if (reply->elements != 4) {
+        s_ctx_error(c, "internal", "unexpected Redis reply");
+    } else if (reply->element[1]->integer < 0) {
+        s_ctx_error(c, "name_conflict",
+                    "a batch with this --name exists for a different input file; "
+                    "use another name");
+    } else {
         const char *id = reply->element[0]->str;
         lq_broker_batch(c->b, id, c->upstream, c->priority, c->timeout_ms);
         lq_msg_t m = {0};
@@ -141,9 +151,9 @@ static void s_open(lq_broker_t *b, const uint8_t *ident, size_t len, const lq_c_
     snprintf(to, sizeof to, "%lld", (long long)o->timeout_ms);
     snprintf(pr, sizeof pr, "%lld", (long long)o->priority);
     snprintf(now, sizeof now, "%lld", (long long)lq_wall_s());
-    const char *argv[8] = {b->opts.prefix, o->name ? o->name : "", c->upstream, ma, to, pr, now,
-                           id};
-    s_eval(c, LQ_SCRIPT_OPEN, s_on_open, 8, argv, NULL);
+    const char *argv[9] = {b->opts.prefix, o->name ? o->name : "", c->upstream, ma, to, pr, now,
+                           id, o->fingerprint ? o->fingerprint : ""};
+    s_eval(c, LQ_SCRIPT_OPEN, s_on_open, 9, argv, NULL);
 }
 
 /* ---- CHUNK ---- */
@@ -243,6 +253,15 @@ static void s_on_status(lq_redis_t *r, redisReply *reply, void *arg)
             } else {
                 m.u.batch.req = c->req;
                 lq_batch_info_from_reply(&m.u.batch.info, c->batch, reply);
+                /* jobs leased into the broker's prefetch queue are not running */
+                lq_batch_t *mem = lq_map_gets(c->b->batches, c->batch);
+                lq_batch_info_t *info = &m.u.batch.info;
+                if (mem && info->inflight >= (int64_t)mem->queued &&
+                    strcmp(info->state, "completed") != 0 &&
+                    strcmp(info->state, "cancelled") != 0) {
+                    info->inflight -= (int64_t)mem->queued;
+                    info->pending += (int64_t)mem->queued;
+                }
             }
             s_reply(c, &m);
         }

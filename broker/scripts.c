@@ -53,16 +53,22 @@
     "  redis.call('ZREM', P..'delayed', member)\n"                                                 \
     "end\n"
 
-/* OPEN(P, name, upstream, max_attempts, timeout_ms, priority, now_s, new_id)
- * -> {id, created(0/1), submitted, state} */
+/* OPEN(P, name, upstream, max_attempts, timeout_ms, priority, now_s, new_id,
+ * fingerprint) -> {id, created(1/0, -1: the name is taken by another input),
+ * submitted, state} */
 static const char s_open[] =
     "local P = ARGV[1]\n"
     "local name = ARGV[2]\n"
     "if name ~= '' then\n"
     "  local existing = redis.call('GET', P..'name:'..name)\n"
     "  if existing then\n"
-    "    local st = redis.call('HMGET', P..'b:'..existing, 'state', 'submitted')\n"
-    "    if st[1] then return {existing, 0, tonumber(st[2]), st[1]} end\n"
+    "    local st = redis.call('HMGET', P..'b:'..existing, 'state', 'submitted', 'fingerprint')\n"
+    "    if st[1] then\n"
+    "      if ARGV[9] ~= '' and st[3] and st[3] ~= '' and st[3] ~= ARGV[9] then\n"
+    "        return {existing, -1, tonumber(st[2]), st[1]}\n"
+    "      end\n"
+    "      return {existing, 0, tonumber(st[2]), st[1]}\n"
+    "    end\n"
     "  end\n"
     "end\n"
     "local id = ARGV[8]\n"
@@ -70,7 +76,7 @@ static const char s_open[] =
     "  'timeout_ms', ARGV[5], 'priority', ARGV[6], 'state', 'submitting', 'closed', 0,\n"
     "  'total', 0, 'submitted', 0, 'cursor', 0, 'completed', 0, 'failed', 0, 'retried', 0,\n"
     "  'duplicates', 0, 'leased', 0, 'prompt_tokens', 0, 'completion_tokens', 0,\n"
-    "  'created_at', ARGV[7], 'finished_at', 0)\n"
+    "  'created_at', ARGV[7], 'finished_at', 0, 'fingerprint', ARGV[9])\n"
     "redis.call('ZADD', P..'batches', ARGV[7], id)\n"
     "redis.call('SADD', P..'active', id)\n"
     "if name ~= '' then redis.call('SET', P..'name:'..name, id) end\n"
@@ -315,7 +321,8 @@ static const char s_list[] =
 
 /* RESULTS(P, id, from, max) -> {meta HGETALL, next, done, idx, line...}
  * Walks indices from 'from'; stops at the first job with no result unless
- * the batch is finished (then missing ones, never run, are skipped). */
+ * the batch is finished (then missing ones, never run, are skipped). A page
+ * holds at most 4 MiB of lines (always at least one), so it fits a message. */
 static const char s_results[] =
     "local P = ARGV[1]\n"
     "local id = ARGV[2]\n"
@@ -332,9 +339,12 @@ static const char s_results[] =
     "for i = from, last do fields[#fields + 1] = i end\n"
     "local got = {}\n"
     "if #fields > 0 then got = redis.call('HMGET', m..':res', unpack(fields)) end\n"
+    "local bytes = 0\n"
     "for k = 1, #fields do\n"
     "  local v = got[k]\n"
+    "  if v and bytes > 0 and bytes + #v > 4194304 then break end\n"
     "  if v then\n"
+    "    bytes = bytes + #v\n"
     "    out[#out + 1] = fields[k]\n"
     "    out[#out + 1] = v\n"
     "  elseif not finished then\n"

@@ -336,8 +336,10 @@ int lq_cmd_wait(const lq_client_opts_t *o, const char *batch)
     }
     if (rc == LQ_EXIT_INTERRUPTED || lq_rpc_interrupted(rpc))
         fprintf(stderr,
-                "%sllmq: stopped waiting; batch %s keeps running. Resume with: llmq wait %s\n",
-                tty ? "\n" : "", batch, batch);
+                "%sllmq: stopped waiting; batch %s keeps running. Resume with: llmq wait %s"
+                "%s%s%s\n",
+                tty ? "\n" : "", batch, batch, o->out ? " && llmq results " : "",
+                o->out ? batch : "", o->out ? " -o OUT" : "");
     lq_rpc_destroy(&rpc);
     return rc;
 }
@@ -427,6 +429,22 @@ int lq_cmd_results(const lq_client_opts_t *o, const char *batch)
         fprintf(stderr, "llmq: writing the results failed: %s\n", strerror(errno));
         rc = LQ_EXIT_RUNTIME;
     }
+    int64_t total = -1;
+    char state[LQ_MAX_ID + 1] = "";
+    if (rc == LQ_EXIT_OK) { /* a cancelled batch gives fewer lines than jobs */
+        lq_msg_t sm = {0}, sr;
+        sm.cmd = LQ_C_STATUS;
+        sm.u.batch_req.batch = batch;
+        lq_rpc_t *rpc2 = lq_client_connect(o);
+        if (rpc2 && lq_rpc_call(rpc2, &sm, &sr, 5000) == 1) {
+            if (sr.cmd == LQ_C_BATCH) {
+                total = sr.u.batch.info.total;
+                snprintf(state, sizeof state, "%s", sr.u.batch.info.state);
+            }
+            lq_msg_destroy(&sr);
+        }
+        lq_rpc_destroy(&rpc2);
+    }
     if (rc == LQ_EXIT_OK) {
         if (tmp_out)
             rename(tmp_out, o->out);
@@ -437,6 +455,12 @@ int lq_cmd_results(const lq_client_opts_t *o, const char *batch)
                     (long long)failed, o->out);
         if (failed > 0)
             rc = LQ_EXIT_FAILED_JOBS;
+        if (total >= 0 && written < total) {
+            if (!o->quiet)
+                fprintf(stderr, "llmq: batch %s is %s: %lld of %lld jobs have a result\n", batch,
+                        state, (long long)written, (long long)total);
+            rc = LQ_EXIT_FAILED_JOBS;
+        }
     } else {
         if (tmp_out)
             unlink(tmp_out);

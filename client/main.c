@@ -155,7 +155,7 @@ int main(int argc, char **argv)
         if (rc != LQ_EXIT_OK)
             return rc;
         if (!o.quiet)
-            fprintf(stderr, "llmq: batch %s submitted\n", batch);
+            fprintf(stderr, "llmq: batch %s %s\n", batch, o.name ? "ready" : "submitted");
         int wrc = lq_cmd_wait(&o, batch);
         if (wrc != LQ_EXIT_OK && wrc != LQ_EXIT_FAILED_JOBS)
             return wrc;

@@ -63,11 +63,24 @@ static uint64_t s_chunk_send(lq_rpc_t *rpc, const char *batch, s_chunk_t *c)
     return c->req;
 }
 
-/* First pass: every line checked, errors listed. Returns total jobs or -1. */
-static long long s_validate(lq_jsonl_t *r, const char *path)
+static uint64_t s_fnv(uint64_t h, const void *p, size_t n)
+{
+    const unsigned char *c = p;
+    for (size_t i = 0; i < n; i++) {
+        h ^= c[i];
+        h *= 1099511628211ull;
+    }
+    return h;
+}
+
+/* First pass: every line checked, errors listed, and a fingerprint of the
+ * jobs (count and a hash of ids, urls and bodies) written to fp, so that a
+ * --name reused for another input is refused. Returns total jobs or -1. */
+static long long s_validate(lq_jsonl_t *r, const char *path, char *fp, size_t fplen)
 {
     lq_job_spec_t job;
     long long errors = 0;
+    uint64_t h = 1469598103934665603ull;
     for (;;) {
         int rc = lq_jsonl_next(r, &job);
         if (rc == LQ_JSONL_EOF)
@@ -80,8 +93,13 @@ static long long s_validate(lq_jsonl_t *r, const char *path)
             if (errors < LQ_MAX_REPORTED_ERRORS)
                 fprintf(stderr, "%s\n", lq_jsonl_error(r));
             errors++;
+            continue;
         }
+        h = s_fnv(h, job.custom_id, strlen(job.custom_id) + 1);
+        h = s_fnv(h, job.url, strlen(job.url) + 1);
+        h = s_fnv(h, job.body, job.body_len);
     }
+    snprintf(fp, fplen, "v1-%lld-%016llx", lq_jsonl_count(r), (unsigned long long)h);
     if (errors > 0) {
         if (errors > LQ_MAX_REPORTED_ERRORS)
             fprintf(stderr, "... and %lld more\n", errors - LQ_MAX_REPORTED_ERRORS);
@@ -112,7 +130,8 @@ int lq_cmd_submit(const lq_client_opts_t *o, const char *file, char *batch_out, 
         return LQ_EXIT_USAGE;
     }
     lq_jsonl_t *r = lq_jsonl_new(path, &jo);
-    long long total = s_validate(r, path);
+    char fingerprint[64];
+    long long total = s_validate(r, path, fingerprint, sizeof fingerprint);
     if (total < 0) {
         lq_jsonl_destroy(&r);
         return LQ_EXIT_USAGE;
@@ -130,6 +149,7 @@ int lq_cmd_submit(const lq_client_opts_t *o, const char *file, char *batch_out, 
     m.u.open.max_attempts = o->max_attempts;
     m.u.open.timeout_ms = o->timeout_s * 1000;
     m.u.open.priority = o->priority;
+    m.u.open.fingerprint = fingerprint;
     s_chunk_t *window = xcalloc(LQ_SUBMIT_WINDOW, sizeof *window);
     int got = lq_client_call(rpc, o, &m, &reply, 1);
     if (got <= 0)
@@ -138,6 +158,7 @@ int lq_cmd_submit(const lq_client_opts_t *o, const char *file, char *batch_out, 
         fprintf(stderr, "llmq: the broker refused the batch: %s (%s)\n", reply.u.error.message,
                 reply.u.error.code);
         rc = LQ_EXIT_USAGE;
+        lq_msg_destroy(&reply);
         goto out;
     }
     if (reply.cmd != LQ_C_OPENED)
@@ -200,8 +221,25 @@ int lq_cmd_submit(const lq_client_opts_t *o, const char *file, char *batch_out, 
         }
         int w = lq_rpc_recv(rpc, lo == UINT64_MAX ? 0 : lo, hi, &reply, 5000);
         if (w < 0) {
-            fprintf(stderr, "\nllmq: interrupted; rerun with --name to resume this batch\n");
             rc = LQ_EXIT_INTERRUPTED;
+            if (o->name) {
+                fprintf(stderr, "\nllmq: interrupted; run the same command again to resume "
+                                "batch %s (--name %s)\n", batch, o->name);
+                goto out;
+            }
+            /* An unnamed half-submitted batch cannot be resumed: cancel it so
+             * that its stored jobs do not run (and cost) for nothing. */
+            lq_msg_t cm = {0}, cr;
+            cm.cmd = LQ_C_CANCEL;
+            cm.u.batch_req.batch = batch;
+            lq_rpc_t *fresh = lq_client_connect(o); /* the old one saw SIGINT */
+            int ok = fresh && lq_rpc_call(fresh, &cm, &cr, 3000) == 1;
+            if (ok)
+                lq_msg_destroy(&cr);
+            lq_rpc_destroy(&fresh);
+            fprintf(stderr, "\nllmq: interrupted; the partly submitted batch %s was %s. "
+                            "Use --name NAME to make a submission resumable.\n",
+                    batch, ok ? "cancelled" : "left behind (cancel it with llmq cancel)");
             goto out;
         }
         if (w == 0 || reply.cmd == LQ_C_ERROR) {

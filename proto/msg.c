@@ -109,6 +109,7 @@ static const s_field s_open_f[] = {
     I64(lq_c_open_t, "max_attempts", max_attempts, F_REQ, 1, 100, 0),
     I64(lq_c_open_t, "timeout_ms", timeout_ms, F_REQ, 1, S_TIMEOUT_MAX, 0),
     I64(lq_c_open_t, "priority", priority, F_REQ, -100, 100, 0),
+    STR(lq_c_open_t, "fingerprint", fingerprint, 0, LQ_MAX_ID),
 };
 SCHEMA(s_open, lq_c_open_t, s_open_f);
 

@@ -74,6 +74,7 @@ typedef struct {
     int64_t max_attempts;   /* 1..100 */
     int64_t timeout_ms;     /* per attempt, 1..86400000 */
     int64_t priority;       /* -100..100, higher first */
+    const char *fingerprint; /* optional (NULL): identifies the input of a named batch */
 } lq_c_open_t;
 
 typedef struct {
