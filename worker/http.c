@@ -228,6 +228,8 @@ static void s_setup(lq_http_t *h, CURL *e, s_xfer_t *x, const lq_http_req_t *req
     curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, req->timeout_ms);
     curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "");
     curl_easy_setopt(e, CURLOPT_USERAGENT, h->cfg.user_agent);
+    if (h->cfg.ca_file)
+        curl_easy_setopt(e, CURLOPT_CAINFO, h->cfg.ca_file);
     curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, s_on_write);
     curl_easy_setopt(e, CURLOPT_WRITEDATA, x);
     curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, s_on_header);

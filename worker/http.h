@@ -33,6 +33,7 @@ typedef struct {
     size_t max_response_bytes; /* body cap; over it the transfer is aborted */
     long max_connects;         /* connection cache size; 0 = libcurl default */
     const char *user_agent;    /* NULL: "llmq-worker" */
+    const char *ca_file;       /* CA bundle for TLS; NULL: the system's */
 } lq_http_config_t;
 
 typedef struct {

@@ -185,6 +185,7 @@ int main(int argc, char **argv)
     lq_log_init("llmq-worker");
     const char *broker = "tcp://127.0.0.1:5556", *upstream = NULL, *id = NULL;
     const char *log_level = NULL, *curve_server_key = NULL, *curve_secret_file = NULL;
+    const char *ca_file = NULL;
     lq_strlist_t named = {0}, headers = {0};
     long long concurrency = 256, connect_timeout_ms = 10000, timeout_ms = 600000;
     long long max_response = 8LL * 1024 * 1024, heartbeat_ms = 1000, liveness = 3;
@@ -204,6 +205,8 @@ int main(int argc, char **argv)
          "per-attempt timeout when a job has none (default 600000)", 1, 86400000},
         {"max-response-bytes", "LLMQ_MAX_RESPONSE_BYTES", LQ_OPT_INT, &max_response, "N",
          "largest response body accepted (default 8 MiB)", 1024, LQ_MAX_TEXT},
+        {"ca-file", "LLMQ_CA_FILE", LQ_OPT_STR, &ca_file, "FILE",
+         "CA certificates (PEM) to verify upstreams with, instead of the system's"},
         {"header", NULL, LQ_OPT_LIST, &headers, "'NAME: VALUE'",
          "extra request header (repeatable; no credentials)"},
         {"heartbeat-ms", "LLMQ_HEARTBEAT_MS", LQ_OPT_INT, &heartbeat_ms, "MS",
@@ -294,6 +297,11 @@ int main(int argc, char **argv)
         lq_upstreams_destroy(&ups);
         return 1;
     }
+    if (ca_file && access(ca_file, R_OK) != 0) {
+        fprintf(stderr, "llmq-worker: --ca-file %s: cannot read it\n", ca_file);
+        lq_upstreams_destroy(&ups);
+        return 1;
+    }
     char curve_sec[41] = "";
     if (curve_secret_file && !curve_server_key) {
         fprintf(stderr, "llmq-worker: --curve-secret-file needs --curve-server-key\n");
@@ -339,6 +347,7 @@ int main(int argc, char **argv)
         .max_response_bytes = (size_t)max_response,
         .max_connects = (long)(concurrency < 16 ? 16 : concurrency),
         .user_agent = "llmq-worker/1",
+        .ca_file = ca_file,
     };
     app.http = lq_http_new(app.loop, &hc);
     if (!app.http) {
