@@ -1025,7 +1025,10 @@ lq_broker_t *lq_broker_new(lq_loop_t *loop, const lq_broker_opts_t *opts, char *
         lq_broker_destroy(&b);
         return NULL;
     }
-    int hwm = 1000000;
+    int hwm = 1000000, one = 1;
+    /* A worker that reconnects with its stable id takes its route over at
+     * once instead of being refused until the old one times out. */
+    zmq_setsockopt(lq_zsock_raw(b->back), ZMQ_ROUTER_HANDOVER, &one, sizeof one);
     zmq_setsockopt(lq_zsock_raw(b->back), ZMQ_SNDHWM, &hwm, sizeof hwm);
     zmq_setsockopt(lq_zsock_raw(b->back), ZMQ_RCVHWM, &hwm, sizeof hwm);
     if (lq_zsock_bind(b->front, opts->frontend) < 0) {
