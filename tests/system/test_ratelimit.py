@@ -49,6 +49,28 @@ class RateLimit(harness.ClusterTest):
     def test_finds_limit_from_429s_alone(self):
         self.check_learned(["--ignore-ratelimit-headers"])
 
+    def test_follows_a_limit_that_drops(self):
+        self.c = c = harness.Cluster(workers=2, concurrency=200,
+                                     fake_args=["--rate-limit", "400", "--latency-ms", "20"])
+        inp = harness.gen_batch(c.path("in.jsonl"), 8000)
+        batch = c.llmq("submit", inp, "--quiet", "--max-attempts", "50", check=0).stdout.strip()
+        time.sleep(3)
+        # the provider lowers its limit: restart the fake at 200/s, same port
+        c.fake.stop()
+        c.fake_args = ["--rate-limit", "200", "--latency-ms", "20"]
+        c.start_fake()
+        time.sleep(3)  # "within a few seconds"
+        a = c.fake_get("/stats")
+        time.sleep(3)
+        b = c.fake_get("/stats")
+        ok = b["by_status"].get("200", 0) - a["by_status"].get("200", 0)
+        n429 = b["by_status"].get("429", 0) - a["by_status"].get("429", 0)
+        print(f"\nafter the drop to 200/s: {ok / 3:.0f} ok/s, {n429} 429s in 3 s",
+              file=sys.stderr)
+        self.assertGreaterEqual(ok / 3, 0.85 * 200)
+        self.assertLessEqual(n429, 0.05 * (ok + n429))
+        c.llmq("cancel", batch, check=0)
+
     def test_configured_budget_below_limit_no_429(self):
         budget = 300  # per second, under the provider's 400
         self.c = c = harness.Cluster(workers=2, concurrency=200,
