@@ -223,11 +223,13 @@ static void s_worker_free(lq_worker_t *w)
 /* Removes a worker; its jobs in flight go back to the queue at once. */
 static void s_worker_remove(lq_broker_t *b, lq_worker_t *w, const char *why)
 {
-    size_t cap = (size_t)(w->inflight > 0 ? w->inflight : 1), n = 0;
-    const char **members = xmalloc(cap * sizeof *members);
-    lq_bjob_t **jobs = xmalloc(cap * sizeof *jobs);
-    size_t pos = 0;
+    size_t cap = 0, n = 0, pos = 0;
     void *v;
+    while (lq_map_next(b->inflight, &pos, NULL, NULL, &v))
+        cap += ((lq_bjob_t *)v)->worker == w;
+    const char **members = xmalloc((cap + 1) * sizeof *members);
+    lq_bjob_t **jobs = xmalloc((cap + 1) * sizeof *jobs);
+    pos = 0;
     while (lq_map_next(b->inflight, &pos, NULL, NULL, &v)) {
         lq_bjob_t *j = v;
         if (j->worker == w && n < cap) {
