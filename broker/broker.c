@@ -108,10 +108,44 @@ lq_batch_t *lq_broker_batch(lq_broker_t *b, const char *id, const char *upstream
     return batch;
 }
 
+/* Puts a batch on the hot list (dispatch ignores the others, so a broker
+ * that has seen many finished batches does not slow down). */
+static void s_heat(lq_broker_t *b, lq_batch_t *batch)
+{
+    if (batch->hot)
+        return;
+    if (b->nhot == b->hot_cap) {
+        b->hot_cap = b->hot_cap ? b->hot_cap * 2 : 16;
+        b->hot = xrealloc(b->hot, b->hot_cap * sizeof *b->hot);
+    }
+    b->hot[b->nhot++] = batch;
+    batch->hot = 1;
+}
+
+static void s_ready(lq_broker_t *b, lq_batch_t *batch)
+{
+    batch->maybe_ready = 1;
+    s_heat(b, batch);
+}
+
+/* Drops batches with nothing queued, nothing to lease and no lease call. */
+static void s_hot_compact(lq_broker_t *b)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < b->nhot; i++) {
+        lq_batch_t *x = b->hot[i];
+        if (x->queued > 0 || x->maybe_ready || x->fetching)
+            b->hot[k++] = x;
+        else
+            x->hot = 0;
+    }
+    b->nhot = k;
+}
+
 void lq_broker_kick(lq_broker_t *b, lq_batch_t *batch)
 {
     if (batch)
-        batch->maybe_ready = 1;
+        s_ready(b, batch);
     s_dispatch(b);
 }
 
@@ -246,7 +280,7 @@ static void s_worker_remove(lq_broker_t *b, lq_worker_t *w, const char *why)
         lq_map_dels(b->inflight, jobs[i]->member);
         s_bjob_free(jobs[i]);
         if (batch && !batch->cancelled)
-            batch->maybe_ready = 1;
+            s_ready(b, batch);
     }
     free(members);
     free(jobs);
@@ -526,10 +560,8 @@ static lq_worker_t *s_pick_worker(lq_broker_t *b, const char *upstream)
 static lq_batch_t *s_next_batch(lq_broker_t *b, int (*want)(const lq_broker_t *, const lq_batch_t *))
 {
     lq_batch_t *best = NULL;
-    size_t pos = 0;
-    void *v;
-    while (lq_map_next(b->batches, &pos, NULL, NULL, &v)) {
-        lq_batch_t *x = v;
+    for (size_t i = 0; i < b->nhot; i++) {
+        lq_batch_t *x = b->hot[i];
         if (!want(b, x))
             continue;
         if (!best || x->priority > best->priority ||
@@ -566,10 +598,8 @@ static int s_want_fetch(const lq_broker_t *b, const lq_batch_t *x)
 static int64_t s_top_priority(const lq_broker_t *b)
 {
     int64_t top = INT64_MIN;
-    size_t pos = 0;
-    void *v;
-    while (lq_map_next(b->batches, &pos, NULL, NULL, &v)) {
-        const lq_batch_t *x = v;
+    for (size_t i = 0; i < b->nhot; i++) {
+        const lq_batch_t *x = b->hot[i];
         if ((x->maybe_ready || x->fetching) && !x->cancelled && x->priority > top &&
             s_has_worker_for(b, x->upstream))
             top = x->priority;
@@ -593,8 +623,10 @@ static void s_on_lease(lq_redis_t *r, redisReply *reply, void *arg)
         free(call);
         return;
     }
-    if (batch)
+    if (batch) {
         batch->maybe_ready = reply->element[0]->integer != 0;
+        s_heat(b, batch);
+    }
     const char **release = NULL;
     size_t nrelease = 0;
     for (size_t i = 1; i + 2 < reply->elements; i += 3) {
@@ -680,10 +712,9 @@ static void s_send_job(lq_broker_t *b, lq_worker_t *w, lq_bjob_t *j)
 static void s_dispatch(lq_broker_t *b)
 {
     /* 1. Hand prefetched jobs to workers with credit. */
-    size_t pos = 0;
-    void *v;
-    while (lq_map_next(b->batches, &pos, NULL, NULL, &v))
-        ((lq_batch_t *)v)->rr_skip = 0;
+    s_hot_compact(b);
+    for (size_t i = 0; i < b->nhot; i++)
+        b->hot[i]->rr_skip = 0;
     while (b->total_credit > 0 && b->queued_total > 0) {
         lq_batch_t *batch = s_next_batch(b, s_want_send);
         if (!batch)
@@ -724,9 +755,8 @@ static void s_dispatch(lq_broker_t *b)
         if (!batch)
             break;
         int peers = 0;
-        pos = 0;
-        while (lq_map_next(b->batches, &pos, NULL, NULL, &v)) {
-            lq_batch_t *x = v;
+        for (size_t i = 0; i < b->nhot; i++) {
+            lq_batch_t *x = b->hot[i];
             if (x->priority == batch->priority && s_want_fetch(b, x))
                 peers++;
         }
@@ -824,9 +854,8 @@ static void s_on_renew(lq_loop_t *loop, lq_timer_t *t, void *arg)
             argc = 3;
         }
     }
-    pos = 0;
-    while (lq_map_next(b->batches, &pos, NULL, NULL, &v)) {
-        for (lq_bjob_t *j = ((lq_batch_t *)v)->head; j; j = j->next) {
+    for (size_t i = 0; i < b->nhot; i++) {
+        for (lq_bjob_t *j = b->hot[i]->head; j; j = j->next) {
             argv[argc++] = deadline;
             argv[argc++] = j->member;
             if (argc == 3 + 2 * LQ_RENEW_BATCH) {
@@ -847,7 +876,7 @@ static void s_kick_ids(lq_broker_t *b, redisReply *reply, size_t first)
             continue;
         lq_batch_t *batch = lq_map_gets(b->batches, e->str);
         if (batch && !batch->cancelled)
-            batch->maybe_ready = 1;
+            s_ready(b, batch);
     }
     s_dispatch(b);
 }
@@ -959,7 +988,7 @@ static void s_on_active(lq_redis_t *r, redisReply *reply, void *arg)
                                             s_field_ll(flat, "timeout_ms"));
         batch->fetching = 0;
         if (strcmp(state, "submitting") == 0 || strcmp(state, "in_progress") == 0)
-            batch->maybe_ready = 1;
+            s_ready(b, batch);
     }
     LQ_INFO("%zu active batches", lq_map_len(b->batches));
     s_dispatch(b);
@@ -1102,6 +1131,7 @@ void lq_broker_destroy(lq_broker_t **p)
     lq_map_destroy(&b->limiters);
     lq_map_destroy(&b->inflight);
     lq_map_destroy(&b->batches);
+    free(b->hot);
     lq_map_destroy(&b->workers);
     lq_zsock_destroy(&b->front);
     lq_zsock_destroy(&b->back);

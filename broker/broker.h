@@ -47,6 +47,7 @@ struct lq_batch {
     int fetching;     /* a LEASE call is outstanding */
     int cancelled;    /* stop dispatching its queue */
     int rr_skip;      /* no worker for it in this dispatch round */
+    int hot;          /* in b->hot: may have work (queued, ready or fetching) */
     lq_bjob_t *head, *tail; /* prefetch queue */
     size_t queued;
     uint64_t rr; /* last time it was served (fair share) */
@@ -94,6 +95,8 @@ typedef struct {
     lq_broker_opts_t opts;
     lq_map_t *workers;  /* ident -> lq_worker_t */
     lq_map_t *batches;  /* id -> lq_batch_t */
+    lq_batch_t **hot;   /* batches that may have work; dispatch looks only here */
+    size_t nhot, hot_cap;
     lq_map_t *inflight; /* member -> lq_bjob_t (sent to a worker) */
     lq_map_t *limiters; /* upstream name -> lq_rl_t */
     lq_timer_t rl_timer; /* dispatch again when a limiter allows */

@@ -32,7 +32,9 @@ struct lq_rl {
     int64_t inflight;
     uint64_t pause_until_ms;
     uint64_t last_decrease_ms, last_growth_ms;
-    int ramping; /* after the first 429: grow fast until the next one */
+    int ramping;    /* after the first 429: grow fast until the next one */
+    int long_pause; /* the current/last pause is long enough to skew rates */
+    int slow_probe; /* the provider pauses us for long: probe gently */
     uint32_t ok_slots[LQ_RL_SLOTS];
     uint64_t slot_epoch; /* index of the current 100 ms slot */
     int64_t n429, nok, nerr;
@@ -126,14 +128,18 @@ static void s_refill(lq_rl_t *rl, uint64_t now_ms)
         if (rl->tok_tokens > tr)
             rl->tok_tokens = tr;
     }
-    /* additive growth of a learned rate while no 429 arrives */
+    /* additive growth of a learned rate while no 429 arrives (and not
+     * while paused: nothing is learned then). A provider that answers 429s
+     * with long pauses makes each probe expensive: probe 10x slower. */
     if (rl->learned_rps > 0) {
         while (now_ms - rl->last_growth_ms >= LQ_RL_SLOT_MS) {
             rl->last_growth_ms += LQ_RL_SLOT_MS;
+            if (rl->last_growth_ms < rl->pause_until_ms)
+                continue;
             if (rl->ramping)
                 rl->learned_rps *= 1.5;
             else if (rl->last_growth_ms > rl->last_decrease_ms + 300)
-                rl->learned_rps *= 1.0 + LQ_RL_GROWTH;
+                rl->learned_rps *= 1.0 + (rl->slow_probe ? LQ_RL_GROWTH / 10 : LQ_RL_GROWTH);
         }
     } else {
         rl->last_growth_ms = now_ms;
@@ -206,7 +212,11 @@ static void s_decrease(lq_rl_t *rl, uint64_t now_ms)
         rl->ramping = 1;
     } else {
         double base = rl->ramping || delivered < rl->learned_rps ? delivered : rl->learned_rps;
-        rl->learned_rps = base * LQ_RL_CUT_STEADY;
+        /* never more than halve at once: a quiet spell (a pause, a slow
+         * upstream) must not be taken for the provider's rate */
+        if (base < rl->learned_rps / 2)
+            base = rl->learned_rps / 2;
+        rl->learned_rps = base * (rl->slow_probe ? LQ_RL_CUT : LQ_RL_CUT_STEADY);
         rl->ramping = 0;
     }
     if (rl->learned_rps < 1.0)
@@ -236,12 +246,27 @@ void lq_rl_on_result(lq_rl_t *rl, uint64_t now_ms, const lq_rl_result_t *res)
     }
     if (res->status == 429) {
         rl->n429++;
-        if (res->retry_after_ms > 0 && now_ms + (uint64_t)res->retry_after_ms > rl->pause_until_ms)
-            rl->pause_until_ms = now_ms + (uint64_t)res->retry_after_ms;
         /* A provider that publishes its limit is paced by it; only guess
-         * from 429s when it does not. */
-        if (rl->header_rps == 0 || !rl->cfg.use_headers)
-            s_decrease(rl, now_ms);
+         * from 429s when it does not. A 429 that comes during or just after
+         * a Retry-After pause says nothing new (the pause was the reaction),
+         * and the successes measured across a pause would be too low. */
+        int recently_paused = rl->long_pause && now_ms < rl->pause_until_ms + 300;
+        if (rl->header_rps == 0 || !rl->cfg.use_headers) {
+            if (!recently_paused)
+                s_decrease(rl, now_ms);
+            else if (rl->learned_rps > 0 && now_ms - rl->last_decrease_ms >= 1000) {
+                /* sent too fast right after a pause: halve, no measurement */
+                rl->last_decrease_ms = now_ms;
+                rl->learned_rps = rl->learned_rps / 2 > 1.0 ? rl->learned_rps / 2 : 1.0;
+                rl->ramping = 0;
+            }
+        }
+        if (res->retry_after_ms >= 250)
+            rl->slow_probe = 1;
+        if (res->retry_after_ms > 0 && now_ms + (uint64_t)res->retry_after_ms > rl->pause_until_ms) {
+            rl->pause_until_ms = now_ms + (uint64_t)res->retry_after_ms;
+            rl->long_pause = res->retry_after_ms >= 250;
+        }
         return;
     }
     if (res->status >= 200 && res->status < 300) {

@@ -17,8 +17,12 @@
  *     after an overload is the provider's rate (multiplicative decrease).
  *     The first 429 only gives a rough rate (90% of the successes so far)
  *     and starts a ramp of +50% per 100 ms that ends at the next 429.
+ *     A 429 during or just after a long pause (Retry-After >= 250 ms) does
+ *     not measure (the pause skews the rate): it halves at most once a second.
  *  4. Growth: a learned rate grows by 1% per 100 ms without a 429 (additive
- *     probing); the concurrency window starts at 32 requests in flight and
+ *     probing), 0.1% when the provider answers 429s with long pauses (each
+ *     probe then costs a pause), never while paused; the concurrency window
+ *     starts at 32 requests in flight and
  *     grows by one per success while it is what limits (slow start), so the
  *     first moments against an unknown provider are not a blast.
  *

@@ -40,6 +40,7 @@ typedef struct {
  * at most `slots` in flight (the workers' concurrency). Headers: when
  * with_headers, each response carries x-ratelimit-limit-requests. */
 static double s_drop_at_ms = 0, s_drop_to = 0;
+static int64_t s_retry_after_ms = 5; /* what the provider's 429s say */
 
 static s_run_t s_simulate(lq_rl_config_t cfg, double rate, int n, int slots, uint64_t latency,
                           int with_headers)
@@ -55,7 +56,7 @@ static s_run_t s_simulate(lq_rl_config_t cfg, double rate, int n, int slots, uin
         /* complete due requests */
         for (int i = 0; i < inflight;) {
             if (due[i] <= now) {
-                lq_rl_result_t res = {status[i], status[i] == 429 ? 5 : -1, 10, 10,
+                lq_rl_result_t res = {status[i], status[i] == 429 ? s_retry_after_ms : -1, 10, 10,
                                       with_headers ? (int64_t)(rate * 60) : -1, -1, -1, -1, -1, -1};
                 lq_rl_on_result(rl, now, &res);
                 if (status[i] == 429) {
@@ -125,6 +126,22 @@ static void test_learns_limit_without_headers(void **state)
         assert_true(r.wall_ms <= ideal * 1.1);
         assert_true((double)r.n429 <= 0.05 * 5000);
     }
+}
+
+/* Providers whose Retry-After is whole seconds (or an HTTP date): each 429
+ * pauses the upstream for a second; the rate must not collapse. */
+static void test_long_retry_after_does_not_collapse_the_rate(void **state)
+{
+    (void)state;
+    lq_rl_config_t cfg = {0, 0, 1};
+    s_retry_after_ms = 1000;
+    s_run_t r = s_simulate(cfg, 200, 5000, 400, 50, 0);
+    s_retry_after_ms = 5;
+    double ideal = 5000.0 / 200.0 * 1000.0;
+    print_message("Retry-After 1 s: wall %.2fx ideal, 429s %lld\n", r.wall_ms / ideal,
+                  (long long)r.n429);
+    assert_true(r.wall_ms <= ideal * 1.25);
+    assert_true((double)r.n429 <= 0.05 * 5000);
 }
 
 static void test_uses_provider_headers(void **state)
@@ -208,6 +225,7 @@ int main(void)
         cmocka_unit_test(test_configured_budget_no_429_and_near_budget),
         cmocka_unit_test(test_learns_limit_without_headers),
         cmocka_unit_test(test_uses_provider_headers),
+        cmocka_unit_test(test_long_retry_after_does_not_collapse_the_rate),
         cmocka_unit_test(test_follows_a_limit_that_drops),
         cmocka_unit_test(test_retry_after_pauses_upstream),
         cmocka_unit_test(test_token_budget_is_corrected_by_usage),
