@@ -6,6 +6,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #define S_INITIAL_BODY 16384
 
@@ -219,7 +220,13 @@ static void s_setup(lq_http_t *h, CURL *e, s_xfer_t *x, const lq_http_req_t *req
     curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len);
     curl_easy_setopt(e, CURLOPT_POSTFIELDS, req->body ? req->body : "");
     curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
-    curl_easy_setopt(e, CURLOPT_PIPEWAIT, 1L);
+    /* PIPEWAIT only where HTTP/2 can be negotiated (ALPN, so the wait ends
+     * with the TLS handshake). On http:// libcurl 7.88 learns that a
+     * connection cannot multiplex only from its first response, so with
+     * PIPEWAIT every other transfer to the host would queue behind that
+     * one response: a slow or hung first request stalls (and times out)
+     * all of them. */
+    curl_easy_setopt(e, CURLOPT_PIPEWAIT, strncasecmp(req->url, "https://", 8) == 0 ? 1L : 0L);
     curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
     curl_easy_setopt(e, CURLOPT_TCP_KEEPIDLE, 60L);
