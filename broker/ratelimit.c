@@ -35,6 +35,7 @@ struct lq_rl {
     int ramping;    /* after the first 429: grow fast until the next one */
     int long_pause; /* the current/last pause is long enough to skew rates */
     int slow_probe; /* the provider pauses us for long: probe gently */
+    uint64_t window_full_ms; /* last time admit() was refused by the window */
     uint32_t ok_slots[LQ_RL_SLOTS];
     uint64_t slot_epoch; /* index of the current 100 ms slot */
     int64_t n429, nok, nerr;
@@ -155,6 +156,7 @@ int lq_rl_admit(lq_rl_t *rl, uint64_t now_ms, int64_t est_tokens, uint64_t *retr
         return 0;
     }
     if ((double)rl->inflight >= rl->window) {
+        rl->window_full_ms = now_ms;
         *retry_ms = 5; /* a result will come; this is just a backstop */
         return 0;
     }
@@ -273,8 +275,9 @@ void lq_rl_on_result(lq_rl_t *rl, uint64_t now_ms, const lq_rl_result_t *res)
         rl->nok++;
         s_roll_slots(rl, now_ms);
         rl->ok_slots[rl->slot_epoch % LQ_RL_SLOTS]++;
-        /* grow only while the window is what limits us */
-        if ((double)rl->inflight + 2.0 >= rl->window)
+        /* grow only while the window is what limits us (it was full
+         * within the last second): one per success, twice per round trip */
+        if (rl->window_full_ms && now_ms - rl->window_full_ms < 1000)
             rl->window += 1.0;
         if (rl->window > LQ_RL_MAX_WINDOW)
             rl->window = LQ_RL_MAX_WINDOW;
