@@ -25,6 +25,7 @@ struct s_report {
     size_t ident_len;
     char batch[LQ_MAX_ID + 1];
     int64_t index, attempt, outcome;
+    char *cid;  /* custom_id if known, else "" (the script reads the payload) */
     char *resp; /* JSON or "" */
     char *err;  /* JSON or "" */
     int64_t ptok, ctok, delay_ms;
@@ -86,6 +87,7 @@ static void s_bjob_free(lq_bjob_t *j)
     if (!j)
         return;
     free(j->url);
+    free(j->cid);
     free(j->body);
     free(j);
 }
@@ -354,6 +356,7 @@ static void s_on_report(lq_redis_t *r, redisReply *reply, void *arg)
                  b->promote_timer.due_ms > lq_loop_now(b->loop) + (uint64_t)rep->delay_ms))
                 lq_timer_start(b->loop, &b->promote_timer, (uint64_t)rep->delay_ms);
         }
+        free(rep->cid);
         free(rep->resp);
         free(rep->err);
     }
@@ -397,6 +400,7 @@ static void s_flush_reports(lq_broker_t *b)
             a[6] = nums[i][3];
             a[7] = nums[i][4];
             a[8] = nums[i][5];
+            a[9] = rep->cid;
         }
         for (size_t i = 0; i < argc; i++)
             lens[i] = strlen(argv[i]);
@@ -410,6 +414,7 @@ static void s_flush_reports(lq_broker_t *b)
             /* Connection just went away: the workers re-send after they
              * re-register, so these can go. */
             for (size_t i = 0; i < n; i++) {
+                free(call->items[i].cid);
                 free(call->items[i].resp);
                 free(call->items[i].err);
             }
@@ -444,6 +449,7 @@ static void s_on_result(lq_broker_t *b, const uint8_t *ident, size_t len, lq_wor
     char member[LQ_MAX_ID + 24];
     snprintf(member, sizeof member, "%s|%lld", res->batch, (long long)res->index);
     lq_bjob_t *j = lq_map_gets(b->inflight, member);
+    char *cid = xstrdup(j && j->cid ? j->cid : "");
     if (j && j->worker == w) {
         if (j->admitted && j->batch) {
             lq_rl_result_t rr = {
@@ -474,6 +480,7 @@ static void s_on_result(lq_broker_t *b, const uint8_t *ident, size_t len, lq_wor
         b->reports = xrealloc(b->reports, b->reports_cap * sizeof *b->reports);
     }
     struct s_report *rep = &b->reports[b->nreports++];
+    rep->cid = cid;
     memcpy(rep->ident, ident, len);
     rep->ident_len = len;
     snprintf(rep->batch, sizeof rep->batch, "%s", res->batch);
@@ -658,6 +665,7 @@ static void s_on_lease(lq_redis_t *r, redisReply *reply, void *arg)
             continue;
         }
         j->url = xstrndup(urlp, n2);
+        j->cid = xstrndup(url - n1, n1); /* the custom_id precedes the url field */
         j->est_tokens = e;
         j->body_len = (size_t)(end - body);
         j->body = xstrndup(body, j->body_len);
@@ -1119,6 +1127,7 @@ void lq_broker_destroy(lq_broker_t **p)
     while (lq_map_next(b->workers, &pos, NULL, NULL, &v))
         s_worker_free(v);
     for (size_t i = 0; i < b->nreports; i++) {
+        free(b->reports[i].cid);
         free(b->reports[i].resp);
         free(b->reports[i].err);
     }

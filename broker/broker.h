@@ -30,6 +30,7 @@ struct lq_bjob {
     int64_t index;
     int64_t attempt;
     char *url;
+    char *cid;  /* custom_id, passed back with the result (saves a Redis read) */
     char *body; /* freed once sent */
     size_t body_len;
     int64_t est_tokens;

@@ -174,7 +174,7 @@ static const char s_lease[] =
     "return out\n";
 
 /* REPORT(P, now_ms, {id, idx, attempt, outcome, resp, err, ptok, ctok,
- * delay_ms}...) -> one code per result: ok, failed, retry, dup, resent, stale,
+ * delay_ms, custom_id or ''}...) -> one code per result: ok, failed, retry, dup, resent, stale,
  * gone. Per result it touches only the job's own keys; batch counters are
  * summed in the script and written once per batch per call. */
 static const char s_report[] = LQ_LUA_LIB
@@ -209,7 +209,7 @@ static const char s_report[] = LQ_LUA_LIB
     "  unlease_x(x, id..'|'..idx)\n"
     "  return 'dup'\n"
     "end\n"
-    "for b = 3, #ARGV, 9 do\n"
+    "for b = 3, #ARGV, 10 do\n"
     "  local id, idx = ARGV[b], ARGV[b + 1]\n"
     "  local attempt, outcome = tonumber(ARGV[b + 2]), tonumber(ARGV[b + 3])\n"
     "  local x = meta_of(id)\n"
@@ -239,10 +239,11 @@ static const char s_report[] = LQ_LUA_LIB
     "    end\n"
     "    if final then\n"
     "      local failed = outcome ~= 0\n"
-    "      local payload = redis.call('HGET', x.m..':jobs', idx) or '0:'\n"
+    "      local cid = ARGV[b + 9]\n"
+    "      if cid == '' then cid = cid_of(redis.call('HGET', x.m..':jobs', idx) or '0:') end\n"
     "      local resp, err = ARGV[b + 4], ARGV[b + 5]\n"
     "      local line = '{\"id\":\"batch_req_'..id..'_'..idx..'\",\"custom_id\":'..\n"
-    "        cjson.encode(cid_of(payload))..',\"response\":'..(resp ~= '' and resp or 'null')..\n"
+    "        cjson.encode(cid)..',\"response\":'..(resp ~= '' and resp or 'null')..\n"
     "        ',\"error\":'..(err ~= '' and err or 'null')..'}'\n"
     "      if redis.call('HSETNX', x.m..':res', idx, (failed and 'F' or 'S')..attempt..'|'..line)\n"
     "         == 1 then\n"

@@ -23,6 +23,6 @@ enum {
 extern const char *const lq_scripts[];
 
 /* Number of fields per result in a REPORT call (after prefix and now). */
-#define LQ_REPORT_FIELDS 9
+#define LQ_REPORT_FIELDS 10
 
 #endif
