@@ -248,13 +248,15 @@ class Semantics(SharedClusterTest):
         print(f"\n{name}: {rc['completed']} of {n} jobs done in {wall:.2f}s at {rate}/s "
               f"(ideal {n / rate:.1f}s), {n429} 429s of {stats['requests']} requests",
               file=sys.stderr)
-        # The fake's bucket starts full (burst 10) and refills at 200/s; the
-        # broker learns the rate from the first 429s and pauses the whole
-        # upstream for each Retry-After: a few dozen 429s, not hundreds.
+        # The fake's bucket starts full (burst 10) and refills at 200/s. The
+        # first contact costs up to the broker's initial window (32 requests
+        # in flight) minus the burst in 429s; after that the broker paces the
+        # upstream from the 429s and pauses it for each Retry-After, so
+        # further 429s are rare probes: a few dozen in all, not hundreds.
         if rc["completed"] + rc["failed"] < n:
             c.llmq("cancel", batch, check=0)
             self.fail(f"{name}: only {rc['completed']} of {n} jobs done after {wall:.1f}s")
-        self.assertLessEqual(n429, 0.1 * n, "429s stay a small fraction")
+        self.assertLessEqual(n429, 32 + 0.05 * n, "429s stay few")
         self.assertEqual(rc["failed"], 0)
         self.assertEqual(stats["by_status"].get("200", 0), n)
 
