@@ -11,6 +11,7 @@
 #define LQ_RL_SLOTS 10         /* delivered-rate window: 10 x 100 ms */
 #define LQ_RL_SLOT_MS 100
 #define LQ_RL_INITIAL_WINDOW 32.0
+#define LQ_RL_WINDOW_DOUBLING_MS 50
 #define LQ_RL_MAX_WINDOW 1e9
 #define LQ_RL_DECREASE_GAP_MS 200
 #define LQ_RL_HEADER_MARGIN 0.97
@@ -155,8 +156,17 @@ int lq_rl_admit(lq_rl_t *rl, uint64_t now_ms, int64_t est_tokens, uint64_t *retr
         *retry_ms = rl->pause_until_ms - now_ms;
         return 0;
     }
-    if ((double)rl->inflight >= rl->window) {
-        rl->window_full_ms = now_ms;
+    /* The window only matters until the provider's limit is known (then the
+     * rate governs): it keeps the first moments from being a blast. */
+    int rate_known = rl->learned_rps > 0 || (rl->header_rps > 0 && rl->cfg.use_headers);
+    if (!rate_known && (double)rl->inflight >= rl->window) {
+        if (!rl->window_full_ms || now_ms - rl->window_full_ms >= LQ_RL_WINDOW_DOUBLING_MS) {
+            /* slow start by the clock, not by answers: LLM answers take
+             * seconds, and doubling per answer would take minutes */
+            if (rl->window_full_ms && rl->window < LQ_RL_MAX_WINDOW / 2)
+                rl->window *= 2;
+            rl->window_full_ms = now_ms;
+        }
         *retry_ms = 5; /* a result will come; this is just a backstop */
         return 0;
     }

@@ -21,10 +21,12 @@
  *     not measure (the pause skews the rate): it halves at most once a second.
  *  4. Growth: a learned rate grows by 1% per 100 ms without a 429 (additive
  *     probing), 0.1% when the provider answers 429s with long pauses (each
- *     probe then costs a pause), never while paused; the concurrency window
- *     starts at 32 requests in flight and
- *     grows by one per success while it is what limits (slow start), so the
- *     first moments against an unknown provider are not a blast.
+ *     probe then costs a pause), never while paused. Until the limit is
+ *     known, a concurrency window starts at 32 requests in flight and
+ *     doubles every 50 ms while full (answers of LLMs take seconds, so
+ *     growing per answer would take minutes) and
+ *     by one per success while full, so the first moments against an
+ *     unknown provider are not a blast of thousands of requests.
  *
  * Times are monotonic milliseconds passed in by the caller (testable). */
 #ifndef LQ_RATELIMIT_H

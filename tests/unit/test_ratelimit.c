@@ -86,7 +86,8 @@ static s_run_t s_simulate(lq_rl_config_t cfg, double rate, int n, int slots, uin
         uint64_t retry;
         while (pending > 0 && inflight < slots && lq_rl_admit(rl, now, 10, &retry)) {
             status[inflight] = s_provider_take(&p, now) ? 200 : 429;
-            due[inflight] = now + latency;
+            /* a 429 comes back at once; an answer takes the latency */
+            due[inflight] = now + (status[inflight] == 429 && latency > 5 ? 5 : latency);
             inflight++;
             pending--;
         }
