@@ -115,7 +115,7 @@ class Cluster:
     """redis + fake upstream + broker + N workers on loopback."""
 
     def __init__(self, workers=2, concurrency=200, fake_args=(), broker_args=(),
-                 worker_args=(), aof=False, start=True, worker_env=None):
+                 worker_args=(), aof=False, start=True, worker_env=None, redis_password=None):
         self.dir = tempfile.mkdtemp(prefix="llmq-test-")
         self.redis_port = free_port()
         self.front = f"tcp://127.0.0.1:{free_port()}"
@@ -123,6 +123,7 @@ class Cluster:
         self.fake_port = None
         self.fake_args, self.broker_args = list(fake_args), list(broker_args)
         self.worker_args, self.aof = list(worker_args), aof
+        self.redis_password = redis_password
         self.concurrency = concurrency
         self.worker_env = worker_env or {}
         self.redis = self.fake = self.broker = None
@@ -153,6 +154,8 @@ class Cluster:
                 "--save", "", "--dir", self.dir, "--daemonize", "no",
                 "--appendonly", "yes" if self.aof else "no",
                 "--appendfsync", "everysec"]
+        if self.redis_password:
+            argv += ["--requirepass", self.redis_password]
         self.redis = Proc("redis", argv, self.path("redis.log"))
         self._wait(lambda: self._redis_ping(), "redis to start")
 
@@ -160,12 +163,14 @@ class Cluster:
         try:
             with socket.create_connection(("127.0.0.1", self.redis_port), 0.2) as s:
                 s.sendall(b"PING\r\n")
-                return s.recv(16).startswith(b"+PONG")
+                reply = s.recv(64)
+                return reply.startswith(b"+PONG") or reply.startswith(b"-NOAUTH")
         except OSError:
             return False
 
     def redis_cli(self, *args):
-        return subprocess.run(["redis-cli", "-p", str(self.redis_port), *args],
+        auth = ["-a", self.redis_password, "--no-auth-warning"] if self.redis_password else []
+        return subprocess.run(["redis-cli", "-p", str(self.redis_port), *auth, *args],
                               capture_output=True, text=True, timeout=30).stdout
 
     def start_fake(self, extra=None):
@@ -180,11 +185,16 @@ class Cluster:
         with open(port_file) as f:
             self.fake_port = int(f.read().strip())
 
+    def redis_url(self, password=None):
+        pw = password if password is not None else self.redis_password
+        auth = f":{pw}@" if pw else ""
+        return f"redis://{auth}127.0.0.1:{self.redis_port}/0"
+
     def start_broker(self):
         if self.broker:
             self.old_procs.append(self.broker)
         argv = [os.path.join(BIN, "llmq-broker"), "--frontend", self.front,
-                "--backend", self.back, "--redis", f"redis://127.0.0.1:{self.redis_port}/0",
+                "--backend", self.back, "--redis", self.redis_url(),
                 *self.broker_args]
         self.broker = Proc("broker", argv, self.path("broker.log"))
         return self.broker

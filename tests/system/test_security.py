@@ -72,6 +72,28 @@ class Curve(harness.ClusterTest):
         p.killed = True  # exited on purpose
 
 
+class RedisAuth(harness.ClusterTest):
+    PASSWORD = "redis-pass-4f9a"
+
+    def test_password_from_the_url(self):
+        self.c = c = harness.Cluster(workers=1, concurrency=20, redis_password=self.PASSWORD)
+        inp = harness.gen_batch(c.path("in.jsonl"), 30)
+        out = c.path("out.jsonl")
+        c.llmq("run", inp, "-o", out, "--quiet", check=0)
+        self.assertEqual(len(harness.read_jsonl(out)), 30)
+        self.assertIn("llmq:batches", c.redis_cli("--scan"))  # really in this Redis
+        self.assertNotIn(self.PASSWORD, c.tail("broker.log", 200))
+        # a wrong password: the broker never becomes ready, clients get exit 2
+        c.broker.stop()
+        c.broker_args = []
+        c.redis_password, good = "wrong", c.redis_password
+        c.start_broker()
+        c.redis_password = good
+        r = c.llmq("list", "--connect-timeout", "2")
+        self.assertEqual(r.returncode, 2)
+        self.assertIn("AUTH failed", c.tail("broker.log", 50))
+
+
 class ApiKey(harness.ClusterTest):
     SECRET = "sk-test-0123456789abcdefSECRET"
 
