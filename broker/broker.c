@@ -40,7 +40,6 @@ typedef struct {
 typedef struct {
     lq_broker_t *b;
     char id[LQ_MAX_ID + 1];
-    int64_t asked;
 } s_lease_call_t;
 
 static void s_dispatch(lq_broker_t *b);
@@ -777,7 +776,6 @@ static void s_dispatch(lq_broker_t *b)
         const char *argv[4] = {b->opts.prefix, batch->id, nbuf, deadline};
         s_lease_call_t *call = xcalloc(1, sizeof *call);
         call->b = b;
-        call->asked = n;
         snprintf(call->id, sizeof call->id, "%s", batch->id);
         if (lq_redis_eval(b->redis, LQ_SCRIPT_LEASE, s_on_lease, call, 0, 4, argv, NULL) < 0) {
             free(call);
