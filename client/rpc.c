@@ -111,7 +111,7 @@ void lq_rpc_destroy(lq_rpc_t **p)
     lq_rpc_t *r = *p;
     while (r->head) {
         s_pending_t *n = r->head->next;
-        lq_msg_destroy(&r->head->msg);
+        lq_msg_clear(&r->head->msg);
         free(r->head);
         r->head = n;
     }
@@ -183,7 +183,7 @@ int lq_rpc_recv(lq_rpc_t *r, uint64_t min_req, uint64_t max_req, lq_msg_t *reply
                     r->head = next;
                 if (r->tail == p)
                     r->tail = prev;
-                lq_msg_destroy(&p->msg);
+                lq_msg_clear(&p->msg);
                 free(p);
             } else {
                 prev = p;

@@ -158,7 +158,7 @@ int lq_cmd_submit(const lq_client_opts_t *o, const char *file, char *batch_out, 
         fprintf(stderr, "llmq: the broker refused the batch: %s (%s)\n", reply.u.error.message,
                 reply.u.error.code);
         rc = LQ_EXIT_USAGE;
-        lq_msg_destroy(&reply);
+        lq_msg_clear(&reply);
         goto out;
     }
     if (reply.cmd != LQ_C_OPENED)
@@ -170,7 +170,7 @@ int lq_cmd_submit(const lq_client_opts_t *o, const char *file, char *batch_out, 
     if (!reply.u.opened.created && !o->quiet)
         fprintf(stderr, "llmq: resuming batch %s (%s, %lld jobs stored)\n", batch,
                 reply.u.opened.state, (long long)next);
-    lq_msg_destroy(&reply);
+    lq_msg_clear(&reply);
     if (already_closed) {
         snprintf(batch_out, batch_len, "%s", batch);
         rc = LQ_EXIT_OK;
@@ -235,7 +235,7 @@ int lq_cmd_submit(const lq_client_opts_t *o, const char *file, char *batch_out, 
             lq_rpc_t *fresh = lq_client_connect(o); /* the old one saw SIGINT */
             int ok = fresh && lq_rpc_call(fresh, &cm, &cr, 3000) == 1;
             if (ok)
-                lq_msg_destroy(&cr);
+                lq_msg_clear(&cr);
             lq_rpc_destroy(&fresh);
             fprintf(stderr, "\nllmq: interrupted; the partly submitted batch %s was %s. "
                             "Use --name NAME to make a submission resumable.\n",
@@ -247,11 +247,11 @@ int lq_cmd_submit(const lq_client_opts_t *o, const char *file, char *batch_out, 
                 strcmp(reply.u.error.code, "unavailable") != 0) {
                 fprintf(stderr, "llmq: the broker refused a chunk: %s (%s)\n",
                         reply.u.error.message, reply.u.error.code);
-                lq_msg_destroy(&reply);
+                lq_msg_clear(&reply);
                 goto out;
             }
             if (w == 1)
-                lq_msg_destroy(&reply);
+                lq_msg_clear(&reply);
             else if (!o->quiet)
                 fprintf(stderr, "llmq: no acknowledgement from the broker; sending again\n");
             /* Re-send everything outstanding, in order. */
@@ -263,7 +263,7 @@ int lq_cmd_submit(const lq_client_opts_t *o, const char *file, char *batch_out, 
         }
         if (reply.cmd == LQ_C_CHUNK_ACK && reply.u.chunk_ack.next_index > acked)
             acked = reply.u.chunk_ack.next_index;
-        lq_msg_destroy(&reply);
+        lq_msg_clear(&reply);
         while (count > 0) {
             s_chunk_t *c = &window[head];
             if (c->first + (int64_t)c->n > acked)
@@ -283,10 +283,10 @@ int lq_cmd_submit(const lq_client_opts_t *o, const char *file, char *batch_out, 
     if (reply.cmd == LQ_C_ERROR) {
         fprintf(stderr, "llmq: closing the batch failed: %s (%s)\n", reply.u.error.message,
                 reply.u.error.code);
-        lq_msg_destroy(&reply);
+        lq_msg_clear(&reply);
         goto out;
     }
-    lq_msg_destroy(&reply);
+    lq_msg_clear(&reply);
     snprintf(batch_out, batch_len, "%s", batch);
     rc = LQ_EXIT_OK;
 out:

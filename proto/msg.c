@@ -19,7 +19,7 @@
  *      caller's buffer).
  *   3. s_dec_map() checks the tree against the schema and copies the values
  *      into the lq_msg_t; strings and arrays go into an arena of a few
- *      blocks hung off m->arena_, freed as a whole by lq_msg_destroy().
+ *      blocks hung off m->arena_, freed as a whole by lq_msg_clear().
  *
  * Ownership: the encoder never keeps a pointer into the message; the
  * decoder's output owns everything it points to via the arena. */
@@ -392,7 +392,7 @@ static void s_setp(void *base, size_t off, const void *p)
 
 /* ---- encoder ----------------------------------------------------------- */
 
-void lq_buf_free(lq_buf_t *b)
+void lq_buf_clear(lq_buf_t *b)
 {
     if (!b)
         return;
@@ -527,6 +527,53 @@ static uint32_t s_be(const uint8_t *p, int n)
     return v;
 }
 
+/* Classifies one msgpack type byte: the payload bytes that follow it
+ * (skip), the child objects it holds (children), or the width of its size
+ * field (lenbytes) and whether an ext type byte follows (extra). Returns 0,
+ * or -1 for the never-used byte 0xc1. */
+static int s_head(uint8_t b, uint64_t *skip, uint64_t *children, int *lenbytes, int *extra)
+{
+    if (b <= 0x7f || b >= 0xe0 || b == 0xc0 || b == 0xc2 || b == 0xc3)
+        return 0; /* fixint, nil, bool: nothing follows */
+    if (b <= 0x8f) {
+        *children = 2u * (b & 0x0f);
+        return 0;
+    }
+    if (b <= 0x9f) {
+        *children = b & 0x0f;
+        return 0;
+    }
+    if (b <= 0xbf) {
+        *skip = b & 0x1f;
+        return 0;
+    }
+    /* clang-format off */
+    switch (b) {
+    case 0xc4: case 0xd9: *lenbytes = 1; break; /* bin8, str8 */
+    case 0xc5: case 0xda: *lenbytes = 2; break;
+    case 0xc6: case 0xdb: *lenbytes = 4; break;
+    case 0xc7: *lenbytes = 1; *extra = 1; break; /* ext8/16/32 */
+    case 0xc8: *lenbytes = 2; *extra = 1; break;
+    case 0xc9: *lenbytes = 4; *extra = 1; break;
+    case 0xca: *skip = 4; break; /* float32 */
+    case 0xcb: *skip = 8; break;
+    case 0xcc: case 0xd0: *skip = 1; break; /* (u)int8..64 */
+    case 0xcd: case 0xd1: *skip = 2; break;
+    case 0xce: case 0xd2: *skip = 4; break;
+    case 0xcf: case 0xd3: *skip = 8; break;
+    case 0xd4: *skip = 2; break; /* fixext 1..16, with the type byte */
+    case 0xd5: *skip = 3; break;
+    case 0xd6: *skip = 5; break;
+    case 0xd7: *skip = 9; break;
+    case 0xd8: *skip = 17; break;
+    case 0xdc: case 0xde: *lenbytes = 2; break; /* array16, map16 */
+    case 0xdd: case 0xdf: *lenbytes = 4; break;
+    default: return -1; /* 0xc1 */
+    }
+    /* clang-format on */
+    return 0;
+}
+
 /* Checks that p[0..len) is exactly one complete msgpack map nested at most
  * S_MAX_DEPTH deep, of at most S_MAX_OBJECTS objects, in which no container
  * declares more elements than bytes remain. Allocates nothing. Returns 0,
@@ -562,39 +609,9 @@ static int s_scan(const uint8_t *p, size_t len, const char **why)
         uint8_t b = p[pos++];
         uint64_t skip = 0, children = 0; /* payload bytes, child objects */
         int lenbytes = 0, extra = 0;     /* size field width; ext type byte */
-        if (b <= 0x7f || b >= 0xe0 || b == 0xc0 || b == 0xc2 || b == 0xc3) {
-            /* fixint, nil, bool: nothing follows */
-        } else if (b <= 0x8f) {
-            children = 2u * (b & 0x0f);
-        } else if (b <= 0x9f) {
-            children = b & 0x0f;
-        } else if (b <= 0xbf) {
-            skip = b & 0x1f;
-        } else {
-            /* clang-format off */
-            switch (b) {
-            case 0xc4: case 0xd9: lenbytes = 1; break; /* bin8, str8 */
-            case 0xc5: case 0xda: lenbytes = 2; break;
-            case 0xc6: case 0xdb: lenbytes = 4; break;
-            case 0xc7: lenbytes = 1; extra = 1; break; /* ext8/16/32 */
-            case 0xc8: lenbytes = 2; extra = 1; break;
-            case 0xc9: lenbytes = 4; extra = 1; break;
-            case 0xca: skip = 4; break; /* float32 */
-            case 0xcb: skip = 8; break;
-            case 0xcc: case 0xd0: skip = 1; break; /* (u)int8..64 */
-            case 0xcd: case 0xd1: skip = 2; break;
-            case 0xce: case 0xd2: skip = 4; break;
-            case 0xcf: case 0xd3: skip = 8; break;
-            case 0xd4: skip = 2; break; /* fixext 1..16, with the type byte */
-            case 0xd5: skip = 3; break;
-            case 0xd6: skip = 5; break;
-            case 0xd7: skip = 9; break;
-            case 0xd8: skip = 17; break;
-            case 0xdc: case 0xde: lenbytes = 2; break; /* array16, map16 */
-            case 0xdd: case 0xdf: lenbytes = 4; break;
-            default: *why = "invalid msgpack byte"; return -1; /* 0xc1 */
-            }
-            /* clang-format on */
+        if (s_head(b, &skip, &children, &lenbytes, &extra) < 0) {
+            *why = "invalid msgpack byte";
+            return -1;
         }
         if (lenbytes) {
             if (len - pos < (size_t)lenbytes) {
@@ -891,7 +908,7 @@ int lq_msg_decode(uint8_t cmd, const void *body, size_t len, lq_msg_t *m, char *
         msgpack_unpacked_destroy(&u);
     }
     if (d.err[0]) {
-        lq_msg_destroy(m);
+        lq_msg_clear(m);
         if (err && errlen)
             snprintf(err, errlen, "%s", d.err);
         return -1;
@@ -899,7 +916,7 @@ int lq_msg_decode(uint8_t cmd, const void *body, size_t len, lq_msg_t *m, char *
     return 0;
 }
 
-void lq_msg_destroy(lq_msg_t *m)
+void lq_msg_clear(lq_msg_t *m)
 {
     if (!m)
         return;

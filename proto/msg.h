@@ -6,7 +6,7 @@
  * body into an lq_msg_t and back; it knows no sockets.
  *
  * Ownership: a decoded lq_msg_t owns every string and array it points to
- * (NUL-terminated copies); lq_msg_destroy() frees them all. For encoding,
+ * (NUL-terminated copies); lq_msg_clear() frees them all. For encoding,
  * the caller fills an lq_msg_t whose pointers it keeps owning.
  *
  * Strictness: the decoder rejects a body that is not exactly one msgpack
@@ -281,7 +281,7 @@ typedef struct {
     size_t len, cap;
 } lq_buf_t;
 
-void lq_buf_free(lq_buf_t *b);
+void lq_buf_clear(lq_buf_t *b);
 
 /* Encodes m's body (the msgpack map) into out (cleared first).
  * Optional strings that are NULL are left out; a required string that is
@@ -296,7 +296,7 @@ int lq_msg_decode(uint8_t cmd, const void *body, size_t len, lq_msg_t *m, char *
 
 /* Frees what a decode allocated and zeroes m. Safe on a zeroed or encoded-
  * only message (frees nothing the caller owns). */
-void lq_msg_destroy(lq_msg_t *m);
+void lq_msg_clear(lq_msg_t *m);
 
 /* Name of a command for logs ("CHUNK"), or "UNKNOWN". */
 const char *lq_cmd_name(uint8_t cmd);
