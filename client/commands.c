@@ -74,7 +74,8 @@ static int s_simple(const lq_client_opts_t *o, lq_msg_t *m, lq_msg_t *reply, lq_
     if (reply->cmd == LQ_C_ERROR) {
         fprintf(stderr, "llmq: %s\n", reply->u.error.message);
         int code = strcmp(reply->u.error.code, "not_found") == 0 ||
-                           strcmp(reply->u.error.code, "bad_request") == 0
+                           strcmp(reply->u.error.code, "bad_request") == 0 ||
+                           strcmp(reply->u.error.code, "active") == 0
                        ? LQ_EXIT_USAGE
                        : LQ_EXIT_RUNTIME;
         lq_msg_clear(reply);
@@ -114,6 +115,8 @@ static json_t *s_batch_json(const lq_batch_info_t *b)
     json_object_set_new(j, "cancelled_at", finished && strcmp(b->state, "cancelled") == 0
                                                ? json_integer(b->finished_at)
                                                : json_null());
+    json_object_set_new(j, "expires_at", b->expires_at > 0 ? json_integer(b->expires_at)
+                                                           : json_null());
     json_t *rc = json_object();
     json_object_set_new(rc, "total", json_integer(b->total));
     json_object_set_new(rc, "completed", json_integer(b->completed));
@@ -159,6 +162,11 @@ static void s_print_batch(const lq_batch_info_t *b)
            (long long)b->completion_tokens);
     printf("  time       created %s  finished %s  elapsed %llds\n", created, finished,
            (long long)(b->created_at > 0 ? end - b->created_at : 0));
+    if (b->expires_at > 0) {
+        char expires[32];
+        s_time(expires, sizeof expires, b->expires_at);
+        printf("  retention  removed from Redis at %s (llmq delete removes it now)\n", expires);
+    }
 }
 
 static int s_finished(const char *state)
@@ -527,6 +535,26 @@ int lq_cmd_cancel(const lq_client_opts_t *o, const char *batch)
     return LQ_EXIT_OK;
 }
 
+int lq_cmd_delete(const lq_client_opts_t *o, const char *const *batches, size_t n)
+{
+    int rc = LQ_EXIT_OK;
+    lq_rpc_t *rpc = NULL;
+    for (size_t i = 0; i < n; i++) {
+        lq_msg_t m = {0}, reply;
+        m.cmd = LQ_C_DELETE;
+        m.u.batch_req.batch = batches[i];
+        int got = s_simple(o, &m, &reply, &rpc);
+        if (got == LQ_EXIT_OK) {
+            printf("%s deleted\n", batches[i]);
+            lq_msg_clear(&reply);
+        } else if (rc == LQ_EXIT_OK || got == LQ_EXIT_RUNTIME) {
+            rc = got;
+        }
+        lq_rpc_destroy(&rpc);
+    }
+    return rc;
+}
+
 int lq_cmd_list(const lq_client_opts_t *o)
 {
     lq_msg_t m = {0}, reply;
@@ -557,6 +585,22 @@ int lq_cmd_list(const lq_client_opts_t *o)
     lq_msg_clear(&reply);
     lq_rpc_destroy(&rpc);
     return LQ_EXIT_OK;
+}
+
+/* One paragraph on Redis memory, admission and the results queue. */
+static void s_print_redis(const lq_redis_state_t *r)
+{
+    if (r->max_bytes > 0)
+        printf("\nredis: %.1f MB used of maxmemory %.1f MB (%lld%%); new batches %s above %lld%%\n",
+               r->used_bytes / 1e6, r->max_bytes / 1e6,
+               (long long)(r->used_bytes * 100 / r->max_bytes),
+               r->accepting ? "accepted up to" : "REFUSED: full", (long long)r->high_water_pct);
+    else
+        printf("\nredis: %.1f MB used, no maxmemory set\n", r->used_bytes / 1e6);
+    if (r->results_blocked)
+        printf("redis: REFUSES RESULTS: %lld results held by the broker, dispatch paused until "
+               "Redis has room (llmq delete finished batches, or raise maxmemory)\n",
+               (long long)r->results_held);
 }
 
 int lq_cmd_workers(const lq_client_opts_t *o)
@@ -590,7 +634,13 @@ int lq_cmd_workers(const lq_client_opts_t *o)
                                "responses_ok", (json_int_t)u->nok, "responses_other",
                                (json_int_t)u->nerr, "paused_ms", (json_int_t)u->paused_ms));
         }
-        json_t *top = json_pack("{s:o,s:o}", "workers", arr, "upstreams", ups);
+        const lq_redis_state_t *r = &w->redis;
+        json_t *red = json_pack("{s:I,s:I,s:I,s:b,s:b,s:I}", "used_bytes", (json_int_t)r->used_bytes,
+                                "maxmemory", (json_int_t)r->max_bytes, "high_water_pct",
+                                (json_int_t)r->high_water_pct, "accepting", r->accepting,
+                                "results_blocked", r->results_blocked, "results_held",
+                                (json_int_t)r->results_held);
+        json_t *top = json_pack("{s:o,s:o,s:o}", "workers", arr, "upstreams", ups, "redis", red);
         char *s = json_dumps(top, JSON_INDENT(2));
         printf("%s\n", s);
         free(s);
@@ -603,6 +653,7 @@ int lq_cmd_workers(const lq_client_opts_t *o)
                    (long long)w->workers[i].concurrency, (long long)w->workers[i].inflight,
                    (long long)w->workers[i].credit, (long long)w->workers[i].completed,
                    (long long)w->workers[i].last_seen_ms);
+        s_print_redis(&w->redis);
         if (w->nupstreams > 0) {
             printf("\n%-16s %11s %11s %9s %9s %8s %9s %9s\n", "UPSTREAM", "LIMIT_RPM",
                    "LEARNED_RPM", "OK_RPM", "IN_FLIGHT", "429S", "OK", "PAUSED_MS");

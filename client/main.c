@@ -28,6 +28,7 @@ static const char s_usage[] =
     "  cancel BATCH                             stop a batch; finished results stay\n"
     "  list [--json]                            recent batches\n"
     "  workers [--json]                         connected workers and upstream rate limits\n"
+    "  delete BATCH...                          remove finished or cancelled batches from Redis\n"
     "  keygen PREFIX                            write a CURVE key pair: PREFIX.key, PREFIX.pub\n"
     "\n"
     "Exit status: 0 all succeeded, 3 finished with failed jobs, 1 bad usage or input,\n"
@@ -38,7 +39,9 @@ typedef struct {
     lq_client_opts_t o;
     const char *log_level, *out_short, *curve_secret_file;
     char curve_secret[41], curve_public[41];
-    const char *cmd, *arg; /* the command and its one argument (or NULL) */
+    const char *cmd, *arg; /* the command and its first argument (or NULL) */
+    const char *const *args; /* all its arguments */
+    int nargs;
 } s_config_t;
 
 /* Parses flags and environment into c. Returns -1 to go on, else the exit
@@ -94,8 +97,8 @@ static int s_parse(s_config_t *c, int argc, char **argv)
     for (int i = 1; i < argc; i++)
         if (strcmp(argv[i], "-o") == 0)
             argv[i] = "--o";
-    lq_opts_main_t m = {"llmq", s_usage, opts, 2, &c->log_level};
-    lq_opts_result_t res;
+    lq_opts_main_t m = {"llmq", s_usage, opts, 64, &c->log_level};
+    static lq_opts_result_t res;
     int rc = lq_opts_main(&m, argc, argv, &res);
     if (rc >= 0)
         return rc;
@@ -107,6 +110,8 @@ static int s_parse(s_config_t *c, int argc, char **argv)
         o->out = c->out_short;
     c->cmd = res.positionals[0];
     c->arg = res.npositionals > 1 ? res.positionals[1] : NULL;
+    c->args = res.positionals + 1;
+    c->nargs = res.npositionals - 1;
     return -1;
 }
 
@@ -195,6 +200,13 @@ static const struct {
 /* Runs the parsed command. Returns the exit status. */
 static int s_dispatch(const s_config_t *c)
 {
+    if (strcmp(c->cmd, "delete") == 0) { /* the one command with many arguments */
+        if (c->nargs == 0) {
+            fprintf(stderr, "llmq: delete needs a BATCH (try llmq --help)\n");
+            return LQ_EXIT_USAGE;
+        }
+        return lq_cmd_delete(&c->o, c->args, (size_t)c->nargs);
+    }
     for (size_t i = 0; i < sizeof s_commands / sizeof *s_commands; i++) {
         if (strcmp(c->cmd, s_commands[i].name) != 0)
             continue;
@@ -205,8 +217,8 @@ static int s_dispatch(const s_config_t *c)
             fprintf(stderr, "llmq: %s needs %s (try llmq --help)\n", c->cmd, s_commands[i].needs);
             return LQ_EXIT_USAGE;
         }
-        if (!s_commands[i].needs && c->arg) {
-            fprintf(stderr, "llmq: unexpected argument '%s'\n", c->arg);
+        if ((!s_commands[i].needs && c->nargs > 0) || (s_commands[i].needs && c->nargs > 1)) {
+            fprintf(stderr, "llmq: unexpected argument '%s'\n", c->args[s_commands[i].needs ? 1 : 0]);
             return LQ_EXIT_USAGE;
         }
         return s_commands[i].run(&c->o, c->arg);

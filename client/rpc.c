@@ -35,6 +35,7 @@ uint64_t lq_msg_req(const lq_msg_t *m)
     case LQ_C_CHUNK_ACK:
         return m->u.chunk_ack.req;
     case LQ_C_CLOSED:
+    case LQ_C_DELETED:
         return m->u.batch_req.req;
     case LQ_C_BATCH:
         return m->u.batch.req;
@@ -137,6 +138,7 @@ static void s_set_req(lq_msg_t *m, uint64_t req)
         break;
     case LQ_C_STATUS:
     case LQ_C_CANCEL:
+    case LQ_C_DELETE:
         m->u.batch_req.req = req;
         break;
     case LQ_C_RESULTS:

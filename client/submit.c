@@ -73,6 +73,36 @@ static uint64_t s_fnv(uint64_t h, const void *p, size_t n)
     return h;
 }
 
+/* Removes an unnamed, half-submitted batch (it cannot be resumed): cancels
+ * it so its stored jobs do not run (and cost) for nothing, then deletes it
+ * once its running jobs are done (up to 10 s). Returns 1 if it is gone, 0 if
+ * it was only cancelled, -1 if not even that. */
+static int s_abandon(const lq_client_opts_t *o, const char *batch)
+{
+    lq_rpc_t *rpc = lq_client_connect(o);
+    if (!rpc)
+        return -1;
+    lq_msg_t m = {0}, r;
+    m.cmd = LQ_C_CANCEL;
+    m.u.batch_req.batch = batch;
+    int gone = -1;
+    if (lq_rpc_call(rpc, &m, &r, 3000) == 1) {
+        gone = 0;
+        lq_msg_clear(&r);
+        m.cmd = LQ_C_DELETE;
+        for (int i = 0; i < 50 && gone == 0; i++) {
+            if (lq_rpc_call(rpc, &m, &r, 3000) != 1)
+                break;
+            gone = r.cmd == LQ_C_DELETED;
+            lq_msg_clear(&r);
+            if (!gone)
+                usleep(200000); /* still cancelling: jobs in flight finish */
+        }
+    }
+    lq_rpc_destroy(&rpc);
+    return gone;
+}
+
 /* First pass: every line checked, errors listed, and a fingerprint of the
  * jobs (count and a hash of ids, urls and bodies) written to fp, so that a
  * --name reused for another input is refused. Returns total jobs or -1. */
@@ -248,6 +278,17 @@ int lq_cmd_submit(const lq_client_opts_t *o, const char *file, char *batch_out, 
                 fprintf(stderr, "llmq: the broker refused a chunk: %s (%s)\n",
                         reply.u.error.message, reply.u.error.code);
                 lq_msg_clear(&reply);
+                if (o->name) {
+                    fprintf(stderr, "llmq: batch %s keeps the jobs stored so far; run the same "
+                                    "command again to resume it (--name %s)\n",
+                            batch, o->name);
+                } else {
+                    int gone = s_abandon(o, batch);
+                    fprintf(stderr, "llmq: the partly submitted batch %s was %s\n", batch,
+                            gone > 0    ? "removed"
+                            : gone == 0 ? "cancelled (remove it with llmq delete)"
+                                        : "left behind (cancel it with llmq cancel)");
+                }
                 goto out;
             }
             if (w == 1)

@@ -178,6 +178,7 @@ static const s_field s_info_f[] = {
     I64(BI, "priority", priority, 0, -100, 100, 0),
     NNEG(BI, "max_attempts", max_attempts, 0),
     NNEG(BI, "timeout_ms", timeout_ms, 0),
+    NNEG(BI, "expires_at", expires_at, 0),
 };
 SCHEMA(s_info, BI, s_info_f);
 #undef BI
@@ -249,11 +250,24 @@ static const s_field s_upstream_f[] = {
 SCHEMA(s_upstream, UI, s_upstream_f);
 #undef UI
 
+#define RS lq_redis_state_t
+static const s_field s_redis_state_f[] = {
+    NNEG(RS, "used", used_bytes, 0),
+    NNEG(RS, "max", max_bytes, 0),
+    I64(RS, "high_water_pct", high_water_pct, 0, 0, 100, 0),
+    BOOL(RS, "accepting", accepting, 0),
+    BOOL(RS, "results_blocked", results_blocked, 0),
+    NNEG(RS, "results_held", results_held, 0),
+};
+SCHEMA(s_redis_state, RS, s_redis_state_f);
+#undef RS
+
 static const s_field s_workers_reply_f[] = {
     U64(lq_c_workers_reply_t, "req", req, F_REQ),
     ARR(lq_c_workers_reply_t, "workers", workers, nworkers, F_REQ, 0, LQ_MAX_ARRAY, s_worker),
     ARR(lq_c_workers_reply_t, "upstreams", upstreams, nupstreams, 0, 0, LQ_MAX_ARRAY,
         s_upstream),
+    OBJ(lq_c_workers_reply_t, "redis", redis, 0, s_redis_state),
 };
 SCHEMA(s_workers_reply, lq_c_workers_reply_t, s_workers_reply_f);
 
@@ -339,6 +353,7 @@ static const s_cmd_t s_cmds[] = {
     {LQ_C_CANCEL, "CANCEL", &s_batch_req},
     {LQ_C_LIST, "LIST", &s_simple},
     {LQ_C_WORKERS, "WORKERS", &s_simple},
+    {LQ_C_DELETE, "DELETE", &s_batch_req},
     {LQ_C_OPENED, "OPENED", &s_opened},
     {LQ_C_CHUNK_ACK, "CHUNK_ACK", &s_chunk_ack},
     {LQ_C_CLOSED, "CLOSED", &s_batch_req},
@@ -346,6 +361,7 @@ static const s_cmd_t s_cmds[] = {
     {LQ_C_RESULTS_PAGE, "RESULTS_PAGE", &s_results_page},
     {LQ_C_LIST_REPLY, "LIST_REPLY", &s_list_reply},
     {LQ_C_WORKERS_REPLY, "WORKERS_REPLY", &s_workers_reply},
+    {LQ_C_DELETED, "DELETED", &s_batch_req},
     {LQ_C_ERROR, "ERROR", &s_error},
     {LQ_W_READY, "READY", &s_ready},
     {LQ_W_CREDIT, "CREDIT", &s_credit},
