@@ -104,10 +104,16 @@ static char *s_render(lq_metrics_t *m, size_t *out_len)
              "# TYPE llmq_results_blocked gauge\nllmq_results_blocked %d\n"
              "# TYPE llmq_results_held gauge\nllmq_results_held %lld\n"
              "# TYPE llmq_results_refused_total counter\nllmq_results_refused_total %llu\n"
-             "# TYPE llmq_batches_expired_total counter\nllmq_batches_expired_total %llu\n",
+             "# TYPE llmq_batches_expired_total counter\nllmq_batches_expired_total %llu\n"
+             "# TYPE llmq_cache_hits_total counter\nllmq_cache_hits_total %lld\n"
+             "# TYPE llmq_cache_misses_total counter\nllmq_cache_misses_total %lld\n"
+             "# TYPE llmq_cache_stores_total counter\nllmq_cache_stores_total %lld\n"
+             "# TYPE llmq_cache_tokens_saved_total counter\nllmq_cache_tokens_saved_total %lld\n",
              (long long)st.redis.used_bytes, (long long)st.redis.max_bytes, st.redis.accepting,
              st.redis.results_blocked, (long long)st.redis.results_held,
-             (unsigned long long)st.results_refused, (unsigned long long)st.batches_expired);
+             (unsigned long long)st.results_refused, (unsigned long long)st.batches_expired,
+             (long long)st.cache_hits, (long long)st.cache_misses, (long long)st.cache_stores,
+             (long long)st.cache_tokens_saved);
     s_append(&s, &len, &cap,
              "# TYPE llmq_upstream_limit_rpm gauge\n# TYPE llmq_upstream_learned_rpm gauge\n"
              "# TYPE llmq_upstream_in_flight gauge\n# TYPE llmq_upstream_responses_total "

@@ -141,6 +141,10 @@ static json_t *s_batch_json(const lq_batch_info_t *b)
     json_object_set_new(x, "max_attempts", json_integer(b->max_attempts));
     json_object_set_new(x, "timeout_ms", json_integer(b->timeout_ms));
     json_object_set_new(x, "upstream", json_string(b->upstream));
+    json_object_set_new(x, "cache", json_boolean(b->cache));
+    json_object_set_new(x, "cached", json_integer(b->cached));
+    json_object_set_new(x, "cached_prompt_tokens", json_integer(b->cached_prompt_tokens));
+    json_object_set_new(x, "cached_completion_tokens", json_integer(b->cached_completion_tokens));
     json_object_set_new(j, "llmq", x);
     return j;
 }
@@ -160,6 +164,11 @@ static void s_print_batch(const lq_batch_info_t *b)
            (long long)b->retried, (long long)b->duplicates, (long long)b->max_attempts);
     printf("  tokens     prompt %lld  completion %lld\n", (long long)b->prompt_tokens,
            (long long)b->completion_tokens);
+    if (b->cache)
+        printf("  cache      %lld jobs answered from the cache, saving %lld prompt and %lld "
+               "completion tokens\n",
+               (long long)b->cached, (long long)b->cached_prompt_tokens,
+               (long long)b->cached_completion_tokens);
     printf("  time       created %s  finished %s  elapsed %llds\n", created, finished,
            (long long)(b->created_at > 0 ? end - b->created_at : 0));
     if (b->expires_at > 0) {
@@ -582,6 +591,35 @@ int lq_cmd_list(const lq_client_opts_t *o)
                    (long long)(b->completed + b->failed), (long long)b->failed, b->name);
         }
     }
+    lq_msg_clear(&reply);
+    lq_rpc_destroy(&rpc);
+    return LQ_EXIT_OK;
+}
+
+int lq_cmd_cache(const lq_client_opts_t *o, const char *op)
+{
+    lq_msg_t m = {0}, reply;
+    m.cmd = LQ_C_CACHE;
+    m.u.cache.op = op;
+    m.u.cache.upstream = strcmp(op, "clear") == 0 ? o->upstream : NULL;
+    lq_rpc_t *rpc = NULL;
+    int rc = s_simple(o, &m, &reply, &rpc);
+    if (rc != LQ_EXIT_OK)
+        return rc;
+    const lq_c_cache_reply_t *c = &reply.u.cache_reply;
+    if (strcmp(op, "clear") == 0)
+        printf("cleared %lld cached responses%s%s\n", (long long)c->cleared,
+               o->upstream ? " of upstream " : "", o->upstream ? o->upstream : "");
+    else if (o->json)
+        printf("{\"entries\": %lld, \"bytes\": %lld, \"hits\": %lld, \"misses\": %lld, "
+               "\"stores\": %lld, \"tokens_saved\": %lld}\n",
+               (long long)c->entries, (long long)c->bytes, (long long)c->hits,
+               (long long)c->misses, (long long)c->stores, (long long)c->tokens_saved);
+    else
+        printf("cached responses  %lld (%.1f MB)\nhits              %lld\nmisses            "
+               "%lld\nstored            %lld\ntokens saved      %lld\n",
+               (long long)c->entries, c->bytes / 1e6, (long long)c->hits, (long long)c->misses,
+               (long long)c->stores, (long long)c->tokens_saved);
     lq_msg_clear(&reply);
     lq_rpc_destroy(&rpc);
     return LQ_EXIT_OK;

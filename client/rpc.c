@@ -45,6 +45,8 @@ uint64_t lq_msg_req(const lq_msg_t *m)
         return m->u.list_reply.req;
     case LQ_C_WORKERS_REPLY:
         return m->u.workers_reply.req;
+    case LQ_C_CACHE_REPLY:
+        return m->u.cache_reply.req;
     case LQ_C_ERROR:
         return m->u.error.req;
     default:
@@ -143,6 +145,9 @@ static void s_set_req(lq_msg_t *m, uint64_t req)
         break;
     case LQ_C_RESULTS:
         m->u.results.req = req;
+        break;
+    case LQ_C_CACHE:
+        m->u.cache.req = req;
         break;
     default:
         m->u.simple.req = req;

@@ -51,7 +51,7 @@ static void s_chunk_add(s_chunk_t *c, const lq_job_spec_t *j)
     c->n++;
 }
 
-static uint64_t s_chunk_send(lq_rpc_t *rpc, const char *batch, s_chunk_t *c)
+static uint64_t s_chunk_send(lq_rpc_t *rpc, const char *batch, int cache, s_chunk_t *c)
 {
     lq_msg_t m = {0};
     m.cmd = LQ_C_CHUNK;
@@ -59,6 +59,7 @@ static uint64_t s_chunk_send(lq_rpc_t *rpc, const char *batch, s_chunk_t *c)
     m.u.chunk.first = c->first;
     m.u.chunk.jobs = c->jobs;
     m.u.chunk.njobs = c->n;
+    m.u.chunk.cache = cache;
     c->req = lq_rpc_send(rpc, &m);
     return c->req;
 }
@@ -180,6 +181,7 @@ int lq_cmd_submit(const lq_client_opts_t *o, const char *file, char *batch_out, 
     m.u.open.timeout_ms = o->timeout_s * 1000;
     m.u.open.priority = o->priority;
     m.u.open.fingerprint = fingerprint;
+    m.u.open.cache = o->cache;
     s_chunk_t *window = xcalloc(LQ_SUBMIT_WINDOW, sizeof *window);
     int got = lq_client_call(rpc, o, &m, &reply, 1);
     if (got <= 0)
@@ -238,7 +240,7 @@ int lq_cmd_submit(const lq_client_opts_t *o, const char *file, char *batch_out, 
             }
             if (c->n == 0)
                 break;
-            s_chunk_send(rpc, batch, c);
+            s_chunk_send(rpc, batch, o->cache, c);
             count++;
         }
         if (count == 0)
@@ -297,7 +299,7 @@ int lq_cmd_submit(const lq_client_opts_t *o, const char *file, char *batch_out, 
                 fprintf(stderr, "llmq: no acknowledgement from the broker; sending again\n");
             /* Re-send everything outstanding, in order. */
             for (size_t i = 0; i < count; i++)
-                s_chunk_send(rpc, batch, &window[(head + i) % LQ_SUBMIT_WINDOW]);
+                s_chunk_send(rpc, batch, o->cache, &window[(head + i) % LQ_SUBMIT_WINDOW]);
             if (w == 1)
                 usleep(200000);
             continue;
