@@ -302,8 +302,6 @@ static void test_table(void **state)
     lq_fake_table_destroy(&t);
     assert_null(t);
     lq_fake_table_destroy(&t);
-    assert_int_equal(lq_fake_fnv1a("", 0), 0xcbf29ce484222325ull);
-    assert_int_equal(lq_fake_fnv1a("a", 1), 0xaf63dc4c8601ec8cull);
 }
 
 /* ---- behaviour ---- */
@@ -384,7 +382,7 @@ static void test_bhv_chat(void **state)
     assert_int_equal(json_object_size(j), 2);
     assert_int_equal(json_integer_value(json_object_get(j, "job-7")), 1);
     char hex[17];
-    snprintf(hex, sizeof hex, "%016llx", (unsigned long long)lq_fake_fnv1a("{x:", 3));
+    snprintf(hex, sizeof hex, "%016llx", (unsigned long long)lq_fnv1a64("{x:", 3));
     assert_int_equal(json_integer_value(json_object_get(j, hex)), 1);
     json_decref(j);
 
