@@ -4,6 +4,7 @@
 
 #include "client/idset.h"
 #include "client/jobline.h"
+#include "common/utf8.h"
 #include "common/util.h"
 
 #include <errno.h>
