@@ -160,7 +160,6 @@ struct lq_zap {
     int fd;
     uint8_t (*keys)[32];
     size_t nkeys;
-    unsigned long refused;
     lq_timer_t tick;
 };
 
@@ -188,7 +187,6 @@ static void s_zap_drain(lq_zap_t *z)
                  memcmp(zmq_msg_data(&parts[5]), "CURVE", 5) == 0 &&
                  s_allowed(z, zmq_msg_data(&parts[6]), zmq_msg_size(&parts[6]));
         if (!ok) {
-            z->refused++;
             char addr[64] = "?";
             if (n >= 4)
                 snprintf(addr, sizeof addr, "%.*s", (int)zmq_msg_size(&parts[3]),
@@ -269,11 +267,6 @@ lq_zap_t *lq_zap_new(lq_loop_t *loop, void *zctx, const char *allowed_file, char
     lq_timer_start(loop, &z->tick, 50);
     LQ_INFO("CURVE: %zu allowed client keys", z->nkeys);
     return z;
-}
-
-unsigned long lq_zap_refused(const lq_zap_t *z)
-{
-    return z->refused;
 }
 
 void lq_zap_destroy(lq_zap_t **p)

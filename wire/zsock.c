@@ -22,7 +22,6 @@ struct lq_zsock {
     lq_timer_t again; /* 0 ms timer when more messages remain */
     lq_buf_t buf;
     uint64_t dropped;
-    char last_drop[160];
     int in_pump;
 };
 
@@ -80,8 +79,8 @@ static int s_watch(lq_zsock_t *s)
     if (lq_loop_watch(s->loop, s->fd, LQ_READABLE, s_on_fd, s) < 0)
         return -1;
     s->watching = 1;
-    /* The before-sleep drain is what makes edge-triggered ZMQ_FD safe: any
-     * message that arrived while we were sending is picked up here. */
+    /* ZMQ_FD is edge-triggered: a message already queued raised no edge,
+     * so look once on the next iteration. */
     lq_timer_start(s->loop, &s->again, 0);
     return 0;
 }
@@ -128,7 +127,6 @@ int lq_zsock_send(lq_zsock_t *s, const uint8_t *ident, size_t ident_len, const l
 static void s_drop(lq_zsock_t *s, const char *why)
 {
     s->dropped++;
-    snprintf(s->last_drop, sizeof s->last_drop, "%s", why);
     LQ_WARN("dropped a malformed message: %s", why);
 }
 
@@ -199,19 +197,9 @@ static void s_drain(lq_zsock_t *s)
         lq_timer_start(s->loop, &s->again, 0);
 }
 
-void lq_zsock_pump(lq_zsock_t *s)
-{
-    s_drain(s);
-}
-
 uint64_t lq_zsock_dropped(const lq_zsock_t *s)
 {
     return s->dropped;
-}
-
-const char *lq_zsock_last_drop(const lq_zsock_t *s)
-{
-    return s->last_drop;
 }
 
 void lq_zsock_destroy(lq_zsock_t **p)

@@ -116,11 +116,6 @@ void lq_wlist_remove(lq_wlist_t *l, lq_wjob_t *j)
     l->len--;
 }
 
-int lq_wlist_has(const lq_wlist_t *l, const lq_wjob_t *j)
-{
-    return j->link[l->which].on;
-}
-
 /* The table hash of (batch id, index): FNV-1a over the id and the index's
  * eight little-endian bytes, then mixed. Can't fail. */
 static uint64_t s_hash(const char *batch, int64_t index)
