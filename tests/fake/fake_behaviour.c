@@ -189,8 +189,8 @@ static int s_take(lq_fake_bhv_t *b, uint64_t *wait_ms)
     return 0;
 }
 
-/* Formats a duration like OpenAI's reset headers: "250ms", "1.5s", "2m30s". */
-static void s_duration(uint64_t ms, char *out, size_t n)
+/* See fake_behaviour.h. */
+void lq_fake_bhv_duration(uint64_t ms, char *out, size_t n)
 {
     if (ms < 1000) {
         snprintf(out, n, "%llums", (unsigned long long)ms);
@@ -218,7 +218,7 @@ static void s_ratelimit_headers(lq_fake_bhv_t *b, lq_fake_buf_t *h)
         remaining = 0;
     uint64_t reset_ms = (uint64_t)ceil((b->burst - b->tokens) / b->cfg.rate_limit * 1000.0);
     char reset[32];
-    s_duration(reset_ms, reset, sizeof reset);
+    lq_fake_bhv_duration(reset_ms, reset, sizeof reset);
     lq_fake_buf_printf(h,
                        "x-ratelimit-limit-requests: %.0f\r\n"
                        "x-ratelimit-remaining-requests: %.0f\r\n"
