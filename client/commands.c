@@ -61,28 +61,44 @@ int lq_client_call(lq_rpc_t *rpc, const lq_client_opts_t *o, lq_msg_t *m, lq_msg
     }
 }
 
-static int s_simple(const lq_client_opts_t *o, lq_msg_t *m, lq_msg_t *reply, lq_rpc_t **out)
+/* Shows a successful reply on stdout. */
+typedef void (*s_show_fn)(const lq_msg_t *reply, const lq_client_opts_t *o);
+
+/* One request over a fresh connection: sends m, shows the reply with show
+ * (an ERROR reply goes to stderr instead), closes. Returns the exit code. */
+static int s_simple(const lq_client_opts_t *o, lq_msg_t *m, s_show_fn show)
 {
     lq_rpc_t *rpc = lq_client_connect(o);
     if (!rpc)
         return LQ_EXIT_RUNTIME;
-    int got = lq_client_call(rpc, o, m, reply, 1);
+    lq_msg_t reply;
+    int got = lq_client_call(rpc, o, m, &reply, 1);
     if (got <= 0) {
         lq_rpc_destroy(&rpc);
         return got < 0 ? LQ_EXIT_INTERRUPTED : LQ_EXIT_RUNTIME;
     }
-    if (reply->cmd == LQ_C_ERROR) {
-        fprintf(stderr, "llmq: %s\n", reply->u.error.message);
-        int code = strcmp(reply->u.error.code, "not_found") == 0 ||
-                           strcmp(reply->u.error.code, "bad_request") == 0
-                       ? LQ_EXIT_USAGE
-                       : LQ_EXIT_RUNTIME;
-        lq_msg_destroy(reply);
-        lq_rpc_destroy(&rpc);
-        return code;
+    int code = LQ_EXIT_OK;
+    if (reply.cmd == LQ_C_ERROR) {
+        fprintf(stderr, "llmq: %s\n", reply.u.error.message);
+        code = strcmp(reply.u.error.code, "not_found") == 0 ||
+                       strcmp(reply.u.error.code, "bad_request") == 0
+                   ? LQ_EXIT_USAGE
+                   : LQ_EXIT_RUNTIME;
+    } else {
+        show(&reply, o);
     }
-    *out = rpc;
-    return LQ_EXIT_OK;
+    lq_msg_destroy(&reply);
+    lq_rpc_destroy(&rpc);
+    return code;
+}
+
+/* Prints j indented on stdout and releases it. */
+static void s_print_json(json_t *j)
+{
+    char *s = json_dumps(j, JSON_INDENT(2));
+    printf("%s\n", s);
+    free(s);
+    json_decref(j);
 }
 
 /* ---- batch rendering ---- */
@@ -194,11 +210,7 @@ int lq_cmd_status(const lq_client_opts_t *o, const char *batch)
     int rc = s_status_once(rpc, o, batch, &reply, 1);
     if (rc == LQ_EXIT_OK) {
         if (o->json) {
-            json_t *j = s_batch_json(&reply.u.batch.info);
-            char *s = json_dumps(j, JSON_INDENT(2));
-            printf("%s\n", s);
-            free(s);
-            json_decref(j);
+            s_print_json(s_batch_json(&reply.u.batch.info));
         } else {
             s_print_batch(&reply.u.batch.info);
         }
@@ -474,62 +486,52 @@ int lq_cmd_results(const lq_client_opts_t *o, const char *batch)
 
 /* ---- cancel, list, workers ---- */
 
-int lq_cmd_cancel(const lq_client_opts_t *o, const char *batch)
+/* Shows the batch a CANCEL left. */
+static void s_show_cancel(const lq_msg_t *reply, const lq_client_opts_t *o)
 {
-    lq_msg_t m = {0}, reply;
-    m.cmd = LQ_C_CANCEL;
-    m.u.batch_req.batch = batch;
-    lq_rpc_t *rpc = NULL;
-    int rc = s_simple(o, &m, &reply, &rpc);
-    if (rc != LQ_EXIT_OK)
-        return rc;
-    printf("%s %s\n", reply.u.batch.info.id, reply.u.batch.info.state);
-    lq_msg_destroy(&reply);
-    lq_rpc_destroy(&rpc);
-    return LQ_EXIT_OK;
+    (void)o;
+    printf("%s %s\n", reply->u.batch.info.id, reply->u.batch.info.state);
 }
 
-int lq_cmd_list(const lq_client_opts_t *o)
+int lq_cmd_cancel(const lq_client_opts_t *o, const char *batch)
 {
-    lq_msg_t m = {0}, reply;
-    m.cmd = LQ_C_LIST;
-    lq_rpc_t *rpc = NULL;
-    int rc = s_simple(o, &m, &reply, &rpc);
-    if (rc != LQ_EXIT_OK)
-        return rc;
-    lq_c_list_reply_t *l = &reply.u.list_reply;
+    lq_msg_t m = {0};
+    m.cmd = LQ_C_CANCEL;
+    m.u.batch_req.batch = batch;
+    return s_simple(o, &m, s_show_cancel);
+}
+
+/* Shows the LIST reply as JSON or a table. */
+static void s_show_list(const lq_msg_t *reply, const lq_client_opts_t *o)
+{
+    const lq_c_list_reply_t *l = &reply->u.list_reply;
     if (o->json) {
         json_t *arr = json_array();
         for (size_t i = 0; i < l->nbatches; i++)
             json_array_append_new(arr, s_batch_json(&l->batches[i]));
-        json_t *top = json_pack("{s:s,s:o}", "object", "list", "data", arr);
-        char *s = json_dumps(top, JSON_INDENT(2));
-        printf("%s\n", s);
-        free(s);
-        json_decref(top);
+        s_print_json(json_pack("{s:s,s:o}", "object", "list", "data", arr));
     } else {
         printf("%-24s %-12s %10s %10s %8s  %s\n", "BATCH", "STATE", "TOTAL", "DONE", "FAILED",
                "NAME");
         for (size_t i = 0; i < l->nbatches; i++) {
-            lq_batch_info_t *b = &l->batches[i];
+            const lq_batch_info_t *b = &l->batches[i];
             printf("%-24s %-12s %10lld %10lld %8lld  %s\n", b->id, b->state, (long long)b->total,
                    (long long)(b->completed + b->failed), (long long)b->failed, b->name);
         }
     }
-    lq_msg_destroy(&reply);
-    lq_rpc_destroy(&rpc);
-    return LQ_EXIT_OK;
 }
 
-int lq_cmd_workers(const lq_client_opts_t *o)
+int lq_cmd_list(const lq_client_opts_t *o)
 {
-    lq_msg_t m = {0}, reply;
-    m.cmd = LQ_C_WORKERS;
-    lq_rpc_t *rpc = NULL;
-    int rc = s_simple(o, &m, &reply, &rpc);
-    if (rc != LQ_EXIT_OK)
-        return rc;
-    lq_c_workers_reply_t *w = &reply.u.workers_reply;
+    lq_msg_t m = {0};
+    m.cmd = LQ_C_LIST;
+    return s_simple(o, &m, s_show_list);
+}
+
+/* Shows the WORKERS reply (workers, then upstreams) as JSON or tables. */
+static void s_show_workers(const lq_msg_t *reply, const lq_client_opts_t *o)
+{
+    const lq_c_workers_reply_t *w = &reply->u.workers_reply;
     if (o->json) {
         json_t *arr = json_array();
         for (size_t i = 0; i < w->nworkers; i++)
@@ -552,11 +554,7 @@ int lq_cmd_workers(const lq_client_opts_t *o)
                                "responses_ok", (json_int_t)u->nok, "responses_other",
                                (json_int_t)u->nerr, "paused_ms", (json_int_t)u->paused_ms));
         }
-        json_t *top = json_pack("{s:o,s:o}", "workers", arr, "upstreams", ups);
-        char *s = json_dumps(top, JSON_INDENT(2));
-        printf("%s\n", s);
-        free(s);
-        json_decref(top);
+        s_print_json(json_pack("{s:o,s:o}", "workers", arr, "upstreams", ups));
     } else {
         printf("%-32s %11s %9s %7s %10s %9s\n", "WORKER", "CONCURRENCY", "IN_FLIGHT", "CREDIT",
                "COMPLETED", "SEEN_MS");
@@ -581,7 +579,11 @@ int lq_cmd_workers(const lq_client_opts_t *o)
             }
         }
     }
-    lq_msg_destroy(&reply);
-    lq_rpc_destroy(&rpc);
-    return LQ_EXIT_OK;
+}
+
+int lq_cmd_workers(const lq_client_opts_t *o)
+{
+    lq_msg_t m = {0};
+    m.cmd = LQ_C_WORKERS;
+    return s_simple(o, &m, s_show_workers);
 }

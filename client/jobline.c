@@ -188,25 +188,39 @@ static json_t *s_string_field(lq_jobline_t *jl, json_t *root, const char *key)
     return NULL;
 }
 
-int lq_jobline_parse(lq_jobline_t *jl, char *p, size_t n)
+/* Clears jl and checks that the line p[0..n) is valid UTF-8. Returns 0,
+ * or -1 with jl->err and the column. */
+static int s_start(lq_jobline_t *jl, const char *p, size_t n)
 {
     lq_jobline_clear(jl);
     long long col;
     const char *why;
     if (lq_utf8_check(p, n, &col, &why) < 0)
         return s_fail(jl, col, "invalid UTF-8 (%s)", why);
+    return 0;
+}
+
+/* lq_jobline_parse_json() after s_start(): jansson and the field rules. */
+static int s_parse_json(lq_jobline_t *jl, char *p, size_t n);
+
+int lq_jobline_parse(lq_jobline_t *jl, char *p, size_t n)
+{
+    if (s_start(jl, p, n) < 0)
+        return -1;
     if (lq_jobscan(p, n, &jl->spec))
         return 0; /* the fast path: certainly valid */
-    return lq_jobline_parse_json(jl, p, n);
+    return s_parse_json(jl, p, n);
 }
 
 int lq_jobline_parse_json(lq_jobline_t *jl, char *p, size_t n)
 {
-    lq_jobline_clear(jl);
-    long long col;
-    const char *why;
-    if (lq_utf8_check(p, n, &col, &why) < 0)
-        return s_fail(jl, col, "invalid UTF-8 (%s)", why);
+    if (s_start(jl, p, n) < 0)
+        return -1;
+    return s_parse_json(jl, p, n);
+}
+
+static int s_parse_json(lq_jobline_t *jl, char *p, size_t n)
+{
     json_error_t e;
     json_t *root = json_loadb(p, n, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &e);
     if (!root)
@@ -291,11 +305,10 @@ static int s_add_message(json_t *arr, const char *role, const char *text, size_t
 int lq_jobline_prompt(lq_jobline_t *jl, const char *p, size_t n, long long line, const char *model,
                       const char *system, long long max_tokens)
 {
-    lq_jobline_clear(jl);
+    if (s_start(jl, p, n) < 0)
+        return -1;
     long long col;
     const char *why;
-    if (lq_utf8_check(p, n, &col, &why) < 0)
-        return s_fail(jl, col, "invalid UTF-8 (%s)", why);
     if (!model || lq_utf8_check(model, strlen(model), &col, &why) < 0 ||
         (system && lq_utf8_check(system, strlen(system), &col, &why) < 0))
         return s_fail(jl, 0, "the model or system text is missing or not valid UTF-8");
