@@ -27,51 +27,6 @@ struct lq_rpc {
     int interrupted;
 };
 
-/* The request id field of a client request or reply, or NULL for other
- * commands. Can't fail. */
-static uint64_t *s_req_field(lq_msg_t *m)
-{
-    switch (m->cmd) {
-    case LQ_C_OPEN:
-        return &m->u.open.req;
-    case LQ_C_OPENED:
-        return &m->u.opened.req;
-    case LQ_C_CHUNK:
-        return &m->u.chunk.req;
-    case LQ_C_CHUNK_ACK:
-        return &m->u.chunk_ack.req;
-    case LQ_C_CLOSE:
-        return &m->u.close.req;
-    case LQ_C_STATUS:
-    case LQ_C_CANCEL:
-    case LQ_C_CLOSED:
-        return &m->u.batch_req.req;
-    case LQ_C_BATCH:
-        return &m->u.batch.req;
-    case LQ_C_RESULTS:
-        return &m->u.results.req;
-    case LQ_C_RESULTS_PAGE:
-        return &m->u.results_page.req;
-    case LQ_C_LIST:
-    case LQ_C_WORKERS:
-        return &m->u.simple.req;
-    case LQ_C_LIST_REPLY:
-        return &m->u.list_reply.req;
-    case LQ_C_WORKERS_REPLY:
-        return &m->u.workers_reply.req;
-    case LQ_C_ERROR:
-        return &m->u.error.req;
-    default:
-        return NULL;
-    }
-}
-
-uint64_t lq_msg_req(const lq_msg_t *m)
-{
-    const uint64_t *req = s_req_field((lq_msg_t *)m);
-    return req ? *req : 0;
-}
-
 static void s_on_msg(lq_zsock_t *s, const uint8_t *ident, size_t len, lq_msg_t *m, void *arg)
 {
     (void)s;
@@ -147,7 +102,7 @@ void lq_rpc_destroy(lq_rpc_t **p)
 uint64_t lq_rpc_send(lq_rpc_t *r, lq_msg_t *m)
 {
     uint64_t req = ++r->next_req;
-    uint64_t *field = s_req_field(m);
+    uint64_t *field = lq_msg_req_field(m);
     if (field)
         *field = req;
     if (lq_zsock_send(r->sock, NULL, 0, m) < 0)

@@ -792,6 +792,37 @@ static void test_limits(void **state)
     free(huge);
 }
 
+/* Every client request and reply has its request id where the codec puts
+ * "req"; worker messages have none. */
+static void test_req_field(void **state)
+{
+    (void)state;
+    lq_msg_t m;
+    memset(&m, 0, sizeof m);
+    m.cmd = LQ_C_OPEN;
+    assert_ptr_equal(lq_msg_req_field(&m), &m.u.open.req);
+    m.cmd = LQ_C_CHUNK;
+    assert_ptr_equal(lq_msg_req_field(&m), &m.u.chunk.req);
+    m.cmd = LQ_C_CANCEL;
+    assert_ptr_equal(lq_msg_req_field(&m), &m.u.batch_req.req);
+    m.cmd = LQ_C_RESULTS;
+    assert_ptr_equal(lq_msg_req_field(&m), &m.u.results.req);
+    m.cmd = LQ_C_WORKERS;
+    assert_ptr_equal(lq_msg_req_field(&m), &m.u.simple.req);
+    m.cmd = LQ_C_BATCH;
+    assert_ptr_equal(lq_msg_req_field(&m), &m.u.batch.req);
+    m.cmd = LQ_C_RESULTS_PAGE;
+    assert_ptr_equal(lq_msg_req_field(&m), &m.u.results_page.req);
+    m.cmd = LQ_C_ERROR;
+    m.u.error.req = 42;
+    assert_int_equal(lq_msg_req(&m), 42);
+    m.cmd = LQ_W_JOB;
+    assert_null(lq_msg_req_field(&m));
+    assert_int_equal(lq_msg_req(&m), 0);
+    m.cmd = 0x7e;
+    assert_null(lq_msg_req_field(&m));
+}
+
 static void test_unknown_command(void **state)
 {
     (void)state;
@@ -958,7 +989,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_optional_fields), cmocka_unit_test(test_vectors),
         cmocka_unit_test(test_bad_structure),   cmocka_unit_test(test_bad_fields),
         cmocka_unit_test(test_lenient),         cmocka_unit_test(test_limits),
-        cmocka_unit_test(test_unknown_command), cmocka_unit_test(test_random_mutations),
+        cmocka_unit_test(test_req_field), cmocka_unit_test(test_unknown_command), cmocka_unit_test(test_random_mutations),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
