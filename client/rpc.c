@@ -110,39 +110,41 @@ uint64_t lq_rpc_send(lq_rpc_t *r, lq_msg_t *m)
     return req;
 }
 
+/* Takes the first pending reply with a request id in [min_req, max_req]
+ * into *reply (the caller owns it), dropping on the way the replies older
+ * than min_req (nobody waits for them any more). Returns 1, or 0 when none
+ * is pending. */
+static int s_take(lq_rpc_t *r, uint64_t min_req, uint64_t max_req, lq_msg_t *reply)
+{
+    s_pending_t **pp = &r->head, *prev = NULL;
+    while (*pp) {
+        s_pending_t *p = *pp;
+        uint64_t req = lq_msg_req(&p->msg);
+        if (req > max_req) { /* a reply for later */
+            prev = p;
+            pp = &p->next;
+            continue;
+        }
+        *pp = p->next;
+        if (r->tail == p)
+            r->tail = prev;
+        if (req >= min_req) {
+            *reply = p->msg;
+            free(p);
+            return 1;
+        }
+        lq_msg_destroy(&p->msg);
+        free(p);
+    }
+    return 0;
+}
+
 int lq_rpc_recv(lq_rpc_t *r, uint64_t min_req, uint64_t max_req, lq_msg_t *reply, int timeout_ms)
 {
     uint64_t deadline = lq_mono_ms() + (uint64_t)(timeout_ms > 0 ? timeout_ms : 0);
     for (;;) {
-        s_pending_t *prev = NULL;
-        for (s_pending_t *p = r->head; p;) {
-            uint64_t req = lq_msg_req(&p->msg);
-            s_pending_t *next = p->next;
-            if (req >= min_req && req <= max_req) {
-                if (prev)
-                    prev->next = next;
-                else
-                    r->head = next;
-                if (r->tail == p)
-                    r->tail = prev;
-                *reply = p->msg;
-                free(p);
-                return 1;
-            }
-            if (req < min_req) { /* a reply we no longer wait for */
-                if (prev)
-                    prev->next = next;
-                else
-                    r->head = next;
-                if (r->tail == p)
-                    r->tail = prev;
-                lq_msg_destroy(&p->msg);
-                free(p);
-            } else {
-                prev = p;
-            }
-            p = next;
-        }
+        if (s_take(r, min_req, max_req, reply))
+            return 1;
         if (r->interrupted)
             return -1;
         uint64_t now = lq_mono_ms();
