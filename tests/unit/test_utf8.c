@@ -13,34 +13,39 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define SEQ(s) lq_utf8_seq((const unsigned char *)(s), sizeof(s) - 1, &why)
-
 /* Each sequence length decodes; each kind of bad sequence is named. */
 static void test_seq(void **state)
 {
     (void)state;
-    const char *why = NULL;
-    assert_int_equal(SEQ("a"), 1);
-    assert_int_equal(SEQ("\xc3\xa9"), 2);
-    assert_int_equal(SEQ("\xe2\x82\xac"), 3);
-    assert_int_equal(SEQ("\xf0\x9f\x98\x80"), 4);
-    assert_int_equal(SEQ("\xf4\x8f\xbf\xbf"), 4); /* U+10FFFF */
-    assert_int_equal(SEQ("\xc0\xaf"), 0);
-    assert_string_equal(why, "overlong encoding");
-    assert_int_equal(SEQ("\xe0\x80\xaf"), 0);
-    assert_string_equal(why, "overlong encoding");
-    assert_int_equal(SEQ("\xed\xa0\x80"), 0);
-    assert_string_equal(why, "surrogate code point");
-    assert_int_equal(SEQ("\xe2\x82"), 0);
-    assert_string_equal(why, "truncated sequence");
-    assert_int_equal(SEQ("\xe2\x41\x41"), 0);
-    assert_string_equal(why, "truncated sequence");
-    assert_int_equal(SEQ("\x80"), 0);
-    assert_string_equal(why, "unexpected continuation byte");
-    assert_int_equal(SEQ("\xff"), 0);
-    assert_string_equal(why, "byte that never appears in UTF-8");
-    assert_int_equal(SEQ("\xf4\x90\x80\x80"), 0);
-    assert_string_equal(why, "code point above U+10FFFF");
+    static const struct {
+        const char *s;
+        size_t len;
+        const char *why; /* NULL: valid, len bytes long */
+    } cases[] = {
+        {"a", 1, NULL},
+        {"\xc3\xa9", 2, NULL},
+        {"\xe2\x82\xac", 3, NULL},
+        {"\xf0\x9f\x98\x80", 4, NULL},
+        {"\xf4\x8f\xbf\xbf", 4, NULL}, /* U+10FFFF */
+        {"\xc0\xaf", 2, "overlong encoding"},
+        {"\xe0\x80\xaf", 3, "overlong encoding"},
+        {"\xed\xa0\x80", 3, "surrogate code point"},
+        {"\xe2\x82", 2, "truncated sequence"},
+        {"\xe2\x41\x41", 3, "truncated sequence"},
+        {"\x80", 1, "unexpected continuation byte"},
+        {"\xff", 1, "byte that never appears in UTF-8"},
+        {"\xf4\x90\x80\x80", 4, "code point above U+10FFFF"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const char *why = NULL;
+        size_t n = lq_utf8_seq((const unsigned char *)cases[i].s, cases[i].len, &why);
+        if (cases[i].why) {
+            assert_int_equal(n, 0);
+            assert_string_equal(why, cases[i].why);
+        } else {
+            assert_int_equal(n, cases[i].len);
+        }
+    }
     assert_int_equal(lq_utf8_seq((const unsigned char *)"\xc3", 1, NULL), 0);
 }
 
