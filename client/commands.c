@@ -370,118 +370,161 @@ static FILE *s_open_tmp(const char *path, char **tmp)
     return f;
 }
 
-int lq_cmd_results(const lq_client_opts_t *o, const char *batch)
+/* Where results go while they are fetched: OUT (or stdout) and ERRFILE,
+ * written as PATH.part and renamed into place only on success. */
+typedef struct {
+    FILE *out, *errf;
+    char *tmp_out, *tmp_err; /* NULL for stdout / no ERRFILE */
+    int64_t written, failed;
+} s_results_t;
+
+/* Opens the outputs named in o. Returns 0, or -1 (message printed). */
+static int s_results_open(s_results_t *r, const lq_client_opts_t *o)
 {
-    if (!o->out) {
-        fprintf(stderr, "llmq: results needs -o OUT\n");
-        return LQ_EXIT_USAGE;
+    memset(r, 0, sizeof *r);
+    r->out = strcmp(o->out, "-") == 0 ? stdout : s_open_tmp(o->out, &r->tmp_out);
+    if (!r->out)
+        return -1;
+    if (o->errors && !(r->errf = s_open_tmp(o->errors, &r->tmp_err))) {
+        if (r->out != stdout)
+            fclose(r->out);
+        free(r->tmp_out);
+        return -1;
     }
-    char *tmp_out = NULL, *tmp_err = NULL;
-    FILE *out = strcmp(o->out, "-") == 0 ? stdout : s_open_tmp(o->out, &tmp_out);
-    if (!out)
-        return LQ_EXIT_USAGE;
-    FILE *errf = NULL;
-    if (o->errors && !(errf = s_open_tmp(o->errors, &tmp_err))) {
-        if (out != stdout)
-            fclose(out);
-        free(tmp_out);
-        return LQ_EXIT_USAGE;
-    }
-    lq_rpc_t *rpc = lq_client_connect(o);
-    int rc = rpc ? LQ_EXIT_OK : LQ_EXIT_RUNTIME;
-    int64_t from = 0, failed = 0, written = 0;
-    int first = 1;
-    while (rc == LQ_EXIT_OK) {
+    return 0;
+}
+
+/* Fetches every page of results of batch into r, in input order, waiting
+ * for results not there yet. Returns the exit code. */
+static int s_results_fetch(s_results_t *r, lq_rpc_t *rpc, const lq_client_opts_t *o,
+                           const char *batch)
+{
+    int64_t from = 0;
+    for (int first = 1;; first = 0) {
         lq_msg_t m = {0}, reply;
         m.cmd = LQ_C_RESULTS;
         m.u.results.batch = batch;
         m.u.results.from = from;
         m.u.results.max = LQ_RESULTS_PAGE;
         int got = lq_client_call(rpc, o, &m, &reply, first);
-        first = 0;
-        if (got <= 0) {
-            rc = got < 0 ? LQ_EXIT_INTERRUPTED : LQ_EXIT_RUNTIME;
-            break;
-        }
+        if (got <= 0)
+            return got < 0 ? LQ_EXIT_INTERRUPTED : LQ_EXIT_RUNTIME;
         if (reply.cmd == LQ_C_ERROR) {
             fprintf(stderr, "llmq: %s: %s\n", batch, reply.u.error.message);
-            rc = strcmp(reply.u.error.code, "not_found") == 0 ? LQ_EXIT_USAGE : LQ_EXIT_RUNTIME;
+            int rc = strcmp(reply.u.error.code, "not_found") == 0 ? LQ_EXIT_USAGE : LQ_EXIT_RUNTIME;
             lq_msg_destroy(&reply);
-            break;
+            return rc;
         }
-        lq_c_results_page_t *p = &reply.u.results_page;
+        const lq_c_results_page_t *p = &reply.u.results_page;
         for (size_t i = 0; i < p->nitems; i++) {
-            FILE *dst = p->items[i].failed && errf ? errf : out;
+            FILE *dst = p->items[i].failed && r->errf ? r->errf : r->out;
             fwrite(p->items[i].line, 1, p->items[i].line_len, dst);
             fputc('\n', dst);
-            failed += p->items[i].failed;
-            written++;
+            r->failed += p->items[i].failed;
+            r->written++;
         }
         int done = p->done;
         int progressed = p->next > from;
         from = p->next;
         lq_msg_destroy(&reply);
         if (done)
-            break;
+            return LQ_EXIT_OK;
         if (!progressed) { /* results not there yet: wait for them */
             lq_msg_t dummy;
             if (lq_rpc_recv(rpc, UINT64_MAX, UINT64_MAX, &dummy, 500) < 0)
-                rc = LQ_EXIT_INTERRUPTED;
+                return LQ_EXIT_INTERRUPTED;
         }
     }
-    lq_rpc_destroy(&rpc);
+}
+
+/* Closes the outputs; a failed write turns an OK rc into a runtime error.
+ * Returns the exit code. */
+static int s_results_close(s_results_t *r, int rc)
+{
     int write_failed = 0;
-    if (out != stdout)
-        write_failed |= fclose(out) != 0;
+    if (r->out != stdout)
+        write_failed |= fclose(r->out) != 0;
     else
         fflush(stdout);
-    if (errf)
-        write_failed |= fclose(errf) != 0;
+    if (r->errf)
+        write_failed |= fclose(r->errf) != 0;
     if (write_failed && rc == LQ_EXIT_OK) {
         fprintf(stderr, "llmq: writing the results failed: %s\n", strerror(errno));
         rc = LQ_EXIT_RUNTIME;
     }
-    int64_t total = -1;
-    char state[LQ_MAX_ID + 1] = "";
-    if (rc == LQ_EXIT_OK) { /* a cancelled batch gives fewer lines than jobs */
-        lq_msg_t sm = {0}, sr;
-        sm.cmd = LQ_C_STATUS;
-        sm.u.batch_req.batch = batch;
-        lq_rpc_t *rpc2 = lq_client_connect(o);
-        if (rpc2 && lq_rpc_call(rpc2, &sm, &sr, 5000) == 1) {
-            if (sr.cmd == LQ_C_BATCH) {
-                total = sr.u.batch.info.total;
-                snprintf(state, sizeof state, "%s", sr.u.batch.info.state);
-            }
-            lq_msg_destroy(&sr);
+    return rc;
+}
+
+/* Asks for batch's total and state (a cancelled batch gives fewer lines
+ * than jobs). Leaves *total -1 when the broker does not answer. */
+static void s_results_total(const lq_client_opts_t *o, const char *batch, int64_t *total,
+                            char state[LQ_MAX_ID + 1])
+{
+    *total = -1;
+    state[0] = '\0';
+    lq_msg_t sm = {0}, sr;
+    sm.cmd = LQ_C_STATUS;
+    sm.u.batch_req.batch = batch;
+    lq_rpc_t *rpc = lq_client_connect(o);
+    if (rpc && lq_rpc_call(rpc, &sm, &sr, 5000) == 1) {
+        if (sr.cmd == LQ_C_BATCH) {
+            *total = sr.u.batch.info.total;
+            snprintf(state, LQ_MAX_ID + 1, "%s", sr.u.batch.info.state);
         }
-        lq_rpc_destroy(&rpc2);
+        lq_msg_destroy(&sr);
     }
+    lq_rpc_destroy(&rpc);
+}
+
+/* On success renames the .part files into place, says what was written
+ * and turns rc into LQ_EXIT_FAILED_JOBS when jobs failed or have no
+ * result; otherwise removes them. Frees r's names. Returns the exit code. */
+static int s_results_finish(s_results_t *r, const lq_client_opts_t *o, const char *batch, int rc)
+{
     if (rc == LQ_EXIT_OK) {
-        if (tmp_out)
-            rename(tmp_out, o->out);
-        if (tmp_err)
-            rename(tmp_err, o->errors);
+        int64_t total;
+        char state[LQ_MAX_ID + 1];
+        s_results_total(o, batch, &total, state);
+        if (r->tmp_out)
+            rename(r->tmp_out, o->out);
+        if (r->tmp_err)
+            rename(r->tmp_err, o->errors);
         if (!o->quiet)
-            fprintf(stderr, "llmq: wrote %lld results (%lld failed) to %s\n", (long long)written,
-                    (long long)failed, o->out);
-        if (failed > 0)
+            fprintf(stderr, "llmq: wrote %lld results (%lld failed) to %s\n",
+                    (long long)r->written, (long long)r->failed, o->out);
+        if (r->failed > 0)
             rc = LQ_EXIT_FAILED_JOBS;
-        if (total >= 0 && written < total) {
+        if (total >= 0 && r->written < total) {
             if (!o->quiet)
                 fprintf(stderr, "llmq: batch %s is %s: %lld of %lld jobs have a result\n", batch,
-                        state, (long long)written, (long long)total);
+                        state, (long long)r->written, (long long)total);
             rc = LQ_EXIT_FAILED_JOBS;
         }
     } else {
-        if (tmp_out)
-            unlink(tmp_out);
-        if (tmp_err)
-            unlink(tmp_err);
+        if (r->tmp_out)
+            unlink(r->tmp_out);
+        if (r->tmp_err)
+            unlink(r->tmp_err);
     }
-    free(tmp_out);
-    free(tmp_err);
+    free(r->tmp_out);
+    free(r->tmp_err);
     return rc;
+}
+
+int lq_cmd_results(const lq_client_opts_t *o, const char *batch)
+{
+    if (!o->out) {
+        fprintf(stderr, "llmq: results needs -o OUT\n");
+        return LQ_EXIT_USAGE;
+    }
+    s_results_t r;
+    if (s_results_open(&r, o) < 0)
+        return LQ_EXIT_USAGE;
+    lq_rpc_t *rpc = lq_client_connect(o);
+    int rc = rpc ? s_results_fetch(&r, rpc, o, batch) : LQ_EXIT_RUNTIME;
+    lq_rpc_destroy(&rpc);
+    rc = s_results_close(&r, rc);
+    return s_results_finish(&r, o, batch, rc);
 }
 
 /* ---- cancel, list, workers ---- */
