@@ -799,20 +799,19 @@ static void test_req_field(void **state)
     (void)state;
     lq_msg_t m;
     memset(&m, 0, sizeof m);
-    m.cmd = LQ_C_OPEN;
-    assert_ptr_equal(lq_msg_req_field(&m), &m.u.open.req);
-    m.cmd = LQ_C_CHUNK;
-    assert_ptr_equal(lq_msg_req_field(&m), &m.u.chunk.req);
-    m.cmd = LQ_C_CANCEL;
-    assert_ptr_equal(lq_msg_req_field(&m), &m.u.batch_req.req);
-    m.cmd = LQ_C_RESULTS;
-    assert_ptr_equal(lq_msg_req_field(&m), &m.u.results.req);
-    m.cmd = LQ_C_WORKERS;
-    assert_ptr_equal(lq_msg_req_field(&m), &m.u.simple.req);
-    m.cmd = LQ_C_BATCH;
-    assert_ptr_equal(lq_msg_req_field(&m), &m.u.batch.req);
-    m.cmd = LQ_C_RESULTS_PAGE;
-    assert_ptr_equal(lq_msg_req_field(&m), &m.u.results_page.req);
+    const struct {
+        uint8_t cmd;
+        uint64_t *field;
+    } cases[] = {
+        {LQ_C_OPEN, &m.u.open.req},       {LQ_C_CHUNK, &m.u.chunk.req},
+        {LQ_C_CANCEL, &m.u.batch_req.req}, {LQ_C_RESULTS, &m.u.results.req},
+        {LQ_C_WORKERS, &m.u.simple.req},  {LQ_C_BATCH, &m.u.batch.req},
+        {LQ_C_RESULTS_PAGE, &m.u.results_page.req},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        m.cmd = cases[i].cmd;
+        assert_ptr_equal(lq_msg_req_field(&m), cases[i].field);
+    }
     m.cmd = LQ_C_ERROR;
     m.u.error.req = 42;
     assert_int_equal(lq_msg_req(&m), 42);
