@@ -37,7 +37,5 @@ int lq_rpc_call(lq_rpc_t *r, lq_msg_t *m, lq_msg_t *reply, int timeout_ms);
 /* 1 once SIGINT was received while waiting. */
 int lq_rpc_interrupted(const lq_rpc_t *r);
 
-/* The request id carried by a reply (0 if it has none). */
-uint64_t lq_msg_req(const lq_msg_t *m);
 
 #endif

@@ -413,6 +413,21 @@ const char *lq_cmd_name(uint8_t cmd)
     return c ? c->name : "UNKNOWN";
 }
 
+uint64_t *lq_msg_req_field(lq_msg_t *m)
+{
+    const s_cmd_t *c = s_find_cmd(m->cmd);
+    for (size_t i = 0; c && i < c->sc->n; i++)
+        if (c->sc->f[i].type == T_U64 && strcmp(c->sc->f[i].key, "req") == 0)
+            return (uint64_t *)((char *)&m->u + c->sc->f[i].off);
+    return NULL;
+}
+
+uint64_t lq_msg_req(const lq_msg_t *m)
+{
+    const uint64_t *req = lq_msg_req_field((lq_msg_t *)m);
+    return req ? *req : 0;
+}
+
 /* Typed access to a scalar struct member at a byte offset. */
 #define AT(base, off, T) (*(T *)((char *)(base) + (off)))
 #define CAT(base, off, T) (*(const T *)((const char *)(base) + (off)))

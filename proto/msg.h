@@ -338,4 +338,10 @@ void lq_msg_clear(lq_msg_t *m);
 /* Name of a command for logs ("CHUNK"), or "UNKNOWN". */
 const char *lq_cmd_name(uint8_t cmd);
 
+/* The request id of a client request or reply (its "req" key), or NULL
+ * when m's command carries none. Points into m. Can't fail. */
+uint64_t *lq_msg_req_field(lq_msg_t *m);
+/* The request id m carries, 0 when it has none. Can't fail. */
+uint64_t lq_msg_req(const lq_msg_t *m);
+
 #endif
