@@ -545,9 +545,10 @@ int lq_batches_create(lq_gw_req_t *r)
     const char *input = json_string_value(json_object_get(body, "input_file_id"));
     json_t *file = lq_store_load(r->gw->store, r->owner, "files", input);
     if (!file) {
+        rc = lq_gw_reply_error(r, 404, "invalid_request_error", NULL, "input_file_id",
+                               "No such File object: '%s'", input);
         json_decref(body);
-        return lq_gw_reply_error(r, 404, "invalid_request_error", NULL, "input_file_id",
-                                 "No such File object: '%s'", input);
+        return rc;
     }
     json_decref(file);
     char key[LQ_STORE_ID_MAX + 1];
@@ -572,12 +573,13 @@ int lq_batches_create(lq_gw_req_t *r)
                 lq_store_save(r->gw->store, r->owner, "keys", key, k) == 0;
     json_decref(k);
     int started = saved && s_start(r->gw, r->owner, id, input) == 0;
+    if (started)
+        LQ_INFO("batch %s created from %s", id, input);
     json_decref(body); /* input pointed into it */
     if (!started) {
         json_decref(rec);
         return lq_gw_reply_error(r, 500, "server_error", NULL, NULL, "Cannot create the batch");
     }
-    LQ_INFO("batch %s created from %s", id, input);
     json_t *o = s_batch_object(rec, NULL);
     json_decref(rec);
     return lq_gw_reply_json(r, 200, o);
