@@ -27,6 +27,8 @@ typedef struct {
 
 struct lq_submit {
     lq_jsonl_t *reader;
+    char *path;
+    char *expect_url; /* NULL: any url */
     long long total;   /* jobs, once validated; -1 before */
     long long invalid; /* invalid lines found by the validation */
     char fingerprint[64];
@@ -69,8 +71,15 @@ lq_submit_t *lq_submit_new(const char *path, const lq_jsonl_opts_t *opts)
 {
     lq_submit_t *s = xcalloc(1, sizeof *s);
     s->reader = lq_jsonl_new(path, opts);
+    s->path = xstrdup(path);
     s->total = -1;
     return s;
+}
+
+void lq_submit_expect_url(lq_submit_t *s, const char *url)
+{
+    free(s->expect_url);
+    s->expect_url = xstrdup(url);
 }
 
 void lq_submit_destroy(lq_submit_t **p)
@@ -79,6 +88,8 @@ void lq_submit_destroy(lq_submit_t **p)
         return;
     lq_submit_t *s = *p;
     lq_jsonl_destroy(&s->reader);
+    free(s->path);
+    free(s->expect_url);
     free(s->window);
     free(s);
     *p = NULL;
@@ -111,6 +122,16 @@ long long lq_submit_validate(lq_submit_t *s, size_t max_reported, lq_submit_erro
             if (on_error)
                 on_error(arg, 0, s->error);
             return -1;
+        }
+        if (rc == LQ_JSONL_JOB && s->expect_url && strcmp(job.url, s->expect_url) != 0) {
+            if ((size_t)s->invalid < max_reported && on_error) {
+                char *msg = xasprintf("%s:%lld: url \"%.200s\" is not the batch's endpoint %s",
+                                      s->path, lq_jsonl_line(s->reader), job.url, s->expect_url);
+                on_error(arg, lq_jsonl_line(s->reader), msg);
+                free(msg);
+            }
+            s->invalid++;
+            continue;
         }
         if (rc == LQ_JSONL_BAD) {
             if ((size_t)s->invalid < max_reported && on_error)

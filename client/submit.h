@@ -55,6 +55,10 @@ typedef struct {
  * OOM); the caller owns it. */
 lq_submit_t *lq_submit_new(const char *path, const lq_jsonl_opts_t *opts);
 
+/* Makes the validation require every line's url to be url (copied), as
+ * the OpenAI Batch API does with the batch's endpoint. Can't fail. */
+void lq_submit_expect_url(lq_submit_t *s, const char *url);
+
 /* Frees the submission and clears *s. Safe on NULL. */
 void lq_submit_destroy(lq_submit_t **s);
 

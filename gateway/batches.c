@@ -31,11 +31,19 @@
 
 /* ---- the submission thread ---- */
 
+static int s_running; /* submission threads alive (atomic builtins) */
+
+int lq_batches_running(void)
+{
+    return __atomic_load_n(&s_running, __ATOMIC_SEQ_CST);
+}
+
 typedef struct {
     lq_store_t *store;
     char owner[LQ_STORE_OWNER_LEN + 1];
     char id[LQ_STORE_ID_MAX + 1];
     char *input;  /* path of the uploaded file */
+    char *endpoint; /* every line's url must be this one */
     char *broker; /* endpoint and CURVE settings, copied */
     char *curve_server_key, *curve_secret;
     long long max_attempts, timeout_s;
@@ -45,6 +53,7 @@ typedef struct {
 static void s_job_free(s_job_t *j)
 {
     free(j->input);
+    free(j->endpoint);
     free(j->broker);
     free(j->curve_server_key);
     free(j->curve_secret);
@@ -165,6 +174,7 @@ static void *s_submit_thread(void *arg)
 {
     s_job_t *j = arg;
     lq_submit_t *sub = lq_submit_new(j->input, NULL);
+    lq_submit_expect_url(sub, j->endpoint);
     long long total = lq_submit_validate(sub, LQ_GW_MAX_LINE_ERRORS, s_on_line_error, j);
     if (total < 0) {
         long long bad = lq_submit_invalid_lines(sub);
@@ -182,18 +192,21 @@ static void *s_submit_thread(void *arg)
     }
     lq_submit_destroy(&sub);
     s_job_free(j);
+    __atomic_sub_fetch(&s_running, 1, __ATOMIC_SEQ_CST);
     return NULL;
 }
 
 /* Starts the submission thread of batch id (input: the uploaded file's
  * id). Returns 0 or -1. */
-static int s_start(lq_gw_t *gw, const char *owner, const char *id, const char *input)
+static int s_start(lq_gw_t *gw, const char *owner, const char *id, const char *input,
+                   const char *endpoint)
 {
     s_job_t *j = xcalloc(1, sizeof *j);
     j->store = gw->store;
     snprintf(j->owner, sizeof j->owner, "%s", owner);
     snprintf(j->id, sizeof j->id, "%s", id);
     j->input = lq_store_path(gw->store, owner, "files", input, ".jsonl");
+    j->endpoint = xstrdup(endpoint);
     j->broker = xstrdup(gw->opts.broker);
     j->curve_server_key = gw->opts.curve_server_key ? xstrdup(gw->opts.curve_server_key) : NULL;
     j->curve_secret = gw->opts.curve_secret ? xstrdup(gw->opts.curve_secret) : NULL;
@@ -204,9 +217,11 @@ static int s_start(lq_gw_t *gw, const char *owner, const char *id, const char *i
     pthread_attr_init(&attr);
     pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
     pthread_t t;
+    __atomic_add_fetch(&s_running, 1, __ATOMIC_SEQ_CST);
     int rc = j->input ? pthread_create(&t, &attr, s_submit_thread, j) : -1;
     pthread_attr_destroy(&attr);
     if (rc != 0) {
+        __atomic_sub_fetch(&s_running, 1, __ATOMIC_SEQ_CST);
         s_job_free(j);
         return -1;
     }
@@ -221,9 +236,10 @@ void lq_batches_resume_all(lq_gw_t *gw)
         json_t *rec = lq_store_load(gw->store, owners[i], "batches", ids[i]);
         const char *phase = json_string_value(json_object_get(rec, "phase"));
         const char *input = json_string_value(json_object_get(rec, "input_file_id"));
-        if (phase && input && strcmp(phase, "validating") == 0) {
+        const char *ep = json_string_value(json_object_get(rec, "endpoint"));
+        if (phase && input && ep && strcmp(phase, "validating") == 0) {
             LQ_INFO("batch %s: resuming its submission", ids[i]);
-            s_start(gw, owners[i], ids[i], input);
+            s_start(gw, owners[i], ids[i], input, ep);
         }
         json_decref(rec);
     }
@@ -572,7 +588,9 @@ int lq_batches_create(lq_gw_req_t *r)
     int saved = lq_store_save(r->gw->store, r->owner, "batches", id, rec) == 0 &&
                 lq_store_save(r->gw->store, r->owner, "keys", key, k) == 0;
     json_decref(k);
-    int started = saved && s_start(r->gw, r->owner, id, input) == 0;
+    int started =
+        saved && s_start(r->gw, r->owner, id, input,
+                         json_string_value(json_object_get(body, "endpoint"))) == 0;
     if (started)
         LQ_INFO("batch %s created from %s", id, input);
     json_decref(body); /* input pointed into it */

@@ -99,6 +99,8 @@ int lq_batches_create(lq_gw_req_t *r);
 int lq_batches_get(lq_gw_req_t *r, const char *id);
 int lq_batches_cancel(lq_gw_req_t *r, const char *id);
 int lq_batches_list(lq_gw_req_t *r);
+/* Submission threads still running. Can't fail. */
+int lq_batches_running(void);
 /* Restarts the submissions an earlier run left unfinished. Can't fail. */
 void lq_batches_resume_all(lq_gw_t *gw);
 /* The batch's output ("file-out-...") or error ("file-err-...") file as a

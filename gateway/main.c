@@ -75,6 +75,7 @@ static int s_setup(lq_gw_t *gw, char *err, size_t errlen)
      * (zmq's and the submissions') inherits the mask. */
     lq_loop_on_signal(gw->loop, SIGTERM, s_on_stop, gw);
     lq_loop_on_signal(gw->loop, SIGINT, s_on_stop, gw);
+    lq_rpc_watch_sigint(0); /* SIGINT is ours, not the broker channels' */
     gw->rpc = lq_rpc_new(gw->opts.broker, gw->opts.curve_server_key, gw->opts.curve_secret, err,
                          errlen);
     return gw->rpc ? 0 : -1;
@@ -84,7 +85,11 @@ static void s_teardown(lq_gw_t *gw)
 {
     lq_rpc_destroy(&gw->rpc);
     lq_loop_destroy(&gw->loop);
-    lq_store_destroy(&gw->store);
+    int busy = lq_batches_running();
+    if (busy > 0) /* their records stay "validating": resumed on restart */
+        LQ_INFO("exiting with %d submission%s unfinished", busy, busy == 1 ? "" : "s");
+    else
+        lq_store_destroy(&gw->store); /* else still in use until exit */
     for (size_t i = 0; i < gw->ntokens; i++)
         free(gw->tokens[i]);
     free(gw->tokens);

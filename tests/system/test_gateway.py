@@ -213,6 +213,7 @@ class TestGatewayFlow(GatewayTest):
         gen_batch(path, 5)
         with open(path, "a") as f:
             f.write('{"custom_id":"x","method":"POST","url":"/v1/chat/completions","body":\n')
+            f.write('{"custom_id":"y","method":"POST","url":"/v1/embeddings","body":{}}\n')
         res = self.sdk("""
             f = client.files.create(file=open(os.environ["IN"], "rb"), purpose="batch")
             b = client.batches.create(input_file_id=f.id, endpoint="/v1/chat/completions",
@@ -227,10 +228,12 @@ class TestGatewayFlow(GatewayTest):
         """, IN=path)
         self.assertEqual(res[0]["status"], "failed")
         errs = res[0]["errors"]["data"]
-        self.assertEqual(len(errs), 1, errs)
-        self.assertEqual(errs[0]["line"], 6)
+        self.assertEqual([e["line"] for e in errs], [6, 7], errs)
         self.assertTrue(errs[0]["message"].startswith("line 6:"), errs[0]["message"])
-        self.assertNotIn(self.data, errs[0]["message"], "no server paths in errors")
+        self.assertIn("invalid JSON", errs[0]["message"])
+        self.assertIn("is not the batch's endpoint", errs[1]["message"])
+        for e in errs:
+            self.assertNotIn(self.data, e["message"], "no server paths in errors")
         self.assertEqual(res[1]["empty"], 400)
         batches = json.loads(self.c.llmq("list", "--json", check=0).stdout)["data"]
         self.assertEqual(batches, [], "an invalid file must not reach the broker")
@@ -266,6 +269,31 @@ class TestGatewayFlow(GatewayTest):
         fake = self.c.fake_get("/stats")
         served = fake.get("requests", fake.get("total", 0))
         self.assertLess(served, 3000)
+
+    def test_restart_resumes_an_unfinished_submission(self):
+        """A gateway killed while a batch waits to reach the broker resumes
+        it on restart, as one batch."""
+        self.start()
+        self.c.broker.stop()
+        path = gen_batch(self.c.path("in.jsonl"), 200)
+        first = self.sdk("""
+            f = client.files.create(file=open(os.environ["IN"], "rb"), purpose="batch")
+            b = client.batches.create(input_file_id=f.id, endpoint="/v1/chat/completions",
+                                      completion_window="24h")
+            out({"batch": b.id, "status": client.batches.retrieve(b.id).status})
+        """, IN=path)[0]
+        self.assertEqual(first["status"], "validating")
+        self.gw.kill9()
+        self.c.start_broker()
+        self.start_gateway()
+        res = self.sdk("""
+            b = poll(os.environ["B"], ("completed", "failed"))
+            out({"status": b.status, "counts": b.request_counts.model_dump()})
+        """, B=first["batch"])[0]
+        self.assertEqual(res["status"], "completed", res)
+        self.assertEqual(res["counts"]["completed"], 200)
+        batches = json.loads(self.c.llmq("list", "--json", check=0).stdout)["data"]
+        self.assertEqual(len(batches), 1)
 
     def test_tokens_see_only_their_own(self):
         self.start()
