@@ -44,6 +44,7 @@ struct lq_submit {
     int eof;
 };
 
+/* Keeps the message of a failure on the object. */
 static void s_fail(lq_submit_t *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void s_fail(lq_submit_t *s, const char *fmt, ...)
 {
@@ -53,6 +54,7 @@ static void s_fail(lq_submit_t *s, const char *fmt, ...)
     va_end(ap);
 }
 
+/* Formats a notice for the caller's notice callback, if any. */
 static void s_notice(const lq_submit_t *s, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 static void s_notice(const lq_submit_t *s, const char *fmt, ...)
@@ -241,6 +243,7 @@ static lq_submit_rc_t s_open(lq_submit_t *s, int *closed)
     return rc;
 }
 
+/* Frees a chunk's copies of its jobs; the chunk is empty after. */
 static void s_chunk_clear(s_chunk_t *c)
 {
     for (size_t i = 0; i < c->n * 3; i++)
@@ -250,6 +253,7 @@ static void s_chunk_clear(s_chunk_t *c)
     c->req = 0;
 }
 
+/* Copies a job (the reader owns its strings) into the chunk. */
 static void s_chunk_add(s_chunk_t *c, const lq_job_spec_t *j)
 {
     lq_job_spec_t *d = &c->jobs[c->n];
@@ -265,6 +269,7 @@ static void s_chunk_add(s_chunk_t *c, const lq_job_spec_t *j)
     c->n++;
 }
 
+/* Sends the chunk without waiting; remembers its request id. */
 static void s_chunk_send(lq_submit_t *s, s_chunk_t *c)
 {
     lq_msg_t m = {0};

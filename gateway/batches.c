@@ -50,6 +50,7 @@ typedef struct {
     json_t *errors; /* line errors found */
 } s_job_t;
 
+/* Frees a job and everything it copied. */
 static void s_job_free(s_job_t *j)
 {
     free(j->input);
@@ -77,6 +78,7 @@ static void s_on_line_error(void *arg, long long line, const char *message)
     free(text);
 }
 
+/* Logs a progress notice of the submit library. */
 static void s_on_notice(void *arg, const char *message)
 {
     LQ_INFO("batch %s: %s", ((s_job_t *)arg)->id, message);
@@ -265,6 +267,7 @@ static int s_broker_status(lq_gw_t *gw, const char *broker, lq_msg_t *reply)
     return known ? -1 : 0;
 }
 
+/* rec[key] if it is an integer (a new reference), else JSON null. */
 static json_t *s_int_or_null(json_t *rec, const char *key)
 {
     json_t *v = json_object_get(rec, key);
@@ -374,6 +377,7 @@ static json_t *s_load_object(lq_gw_t *gw, const char *owner, const char *id, uns
     return o;
 }
 
+/* Replies with the batch object of id, a 404 or a 503. */
 static int s_reply_object(lq_gw_req_t *r, const char *id)
 {
     unsigned http;

@@ -95,6 +95,7 @@ static ssize_t s_read(void *cls, uint64_t pos, char *buf, size_t max)
     return (ssize_t)n;
 }
 
+/* MHD's free callback of the reader: the page in hand and the reader. */
 static void s_free(void *cls)
 {
     s_reader_t *c = cls;

@@ -190,6 +190,8 @@ static void s_body_append(lq_gw_req_t *r, const char *data, size_t len)
     r->body[r->body_len] = '\0';
 }
 
+/* MHD's access handler, called for the headers, each piece of the
+ * body and once more at its end (see the top of this file). */
 static enum MHD_Result s_access(void *cls, struct MHD_Connection *conn, const char *url,
                                 const char *method, const char *version, const char *data,
                                 size_t *data_size, void **con_cls)
@@ -229,6 +231,7 @@ static enum MHD_Result s_access(void *cls, struct MHD_Connection *conn, const ch
     return (enum MHD_Result)s_route(r);
 }
 
+/* MHD's completion callback: frees the request, whatever its fate. */
 static void s_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                         enum MHD_RequestTerminationCode toe)
 {
@@ -247,11 +250,13 @@ static void s_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 
 /* ---- the daemon on our loop ---- */
 
+/* Lets MHD do all it can without blocking. */
 static void s_run(lq_http_t *h)
 {
     MHD_run(h->d);
 }
 
+/* MHD's epoll fd is readable. */
 static void s_on_epoll(lq_loop_t *loop, int fd, int events, void *arg)
 {
     (void)loop;
@@ -260,6 +265,7 @@ static void s_on_epoll(lq_loop_t *loop, int fd, int events, void *arg)
     s_run(arg);
 }
 
+/* MHD's timeout is due (or it has work queued). */
 static void s_on_timer(lq_loop_t *loop, lq_timer_t *t, void *arg)
 {
     (void)loop;

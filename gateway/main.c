@@ -50,6 +50,7 @@ static int s_load_tokens(lq_gw_t *gw, const char *path, char *err, size_t errlen
     return 0;
 }
 
+/* SIGTERM / SIGINT: leave the loop (connections are closed on exit). */
 static void s_on_stop(lq_loop_t *loop, void *arg)
 {
     (void)arg;
@@ -81,6 +82,7 @@ static int s_setup(lq_gw_t *gw, char *err, size_t errlen)
     return gw->rpc ? 0 : -1;
 }
 
+/* Frees what s_setup made (safe on a partial setup). */
 static void s_teardown(lq_gw_t *gw)
 {
     lq_rpc_destroy(&gw->rpc);

@@ -171,6 +171,7 @@ int lq_store_remove(lq_store_t *s, const char *owner, const char *kind, const ch
     return rc;
 }
 
+/* qsort order: largest (newest) id first. */
 static int s_cmp_desc(const void *a, const void *b)
 {
     return strcmp(*(char *const *)b, *(char *const *)a);
