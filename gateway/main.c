@@ -166,6 +166,9 @@ int main(int argc, char **argv)
     }
     LQ_INFO("listening on %s (port %d), broker %s, %zu token%s", gw.opts.listen,
             lq_http_port(http), gw.opts.broker, gw.ntokens, gw.ntokens == 1 ? "" : "s");
+    size_t swept = lq_store_sweep(gw.store, "files", ".part");
+    if (swept > 0)
+        LQ_INFO("removed %zu upload%s cut short by a restart", swept, swept == 1 ? "" : "s");
     lq_batches_resume_all(&gw);
     lq_loop_run(gw.loop);
     lq_http_destroy(&http);

@@ -236,3 +236,37 @@ void lq_store_ids_free(char **ids, size_t n)
         free(ids[i]);
     free(ids);
 }
+
+/* Removes the files of DIR/owner/kind ending in ext; returns how many. */
+static size_t s_sweep_dir(lq_store_t *s, const char *owner, const char *kind, const char *ext)
+{
+    char *d = xasprintf("%s/%s/%s", s->dir, owner, kind);
+    DIR *dir = opendir(d);
+    size_t n = 0, elen = strlen(ext);
+    struct dirent *e;
+    while (dir && (e = readdir(dir))) {
+        size_t len = strlen(e->d_name);
+        if (len <= elen || strcmp(e->d_name + len - elen, ext) != 0)
+            continue;
+        char *path = xasprintf("%s/%s", d, e->d_name);
+        n += unlink(path) == 0;
+        free(path);
+    }
+    if (dir)
+        closedir(dir);
+    free(d);
+    return n;
+}
+
+size_t lq_store_sweep(lq_store_t *s, const char *kind, const char *ext)
+{
+    DIR *dir = opendir(s->dir);
+    size_t n = 0;
+    struct dirent *e;
+    while (dir && (e = readdir(dir)))
+        if (strlen(e->d_name) == LQ_STORE_OWNER_LEN && lq_store_id_ok(e->d_name))
+            n += s_sweep_dir(s, e->d_name, kind, ext);
+    if (dir)
+        closedir(dir);
+    return n;
+}

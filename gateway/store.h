@@ -67,4 +67,9 @@ size_t lq_store_list(lq_store_t *s, const char *owner, const char *kind, char **
                      char ***owners_out);
 void lq_store_ids_free(char **ids, size_t n);
 
+/* Removes the files of kind ending in ext (e.g. uploads cut short by a
+ * crash: ".part") in every owner's tree. Returns how many. Run it at
+ * start-up only, before anything writes such files. */
+size_t lq_store_sweep(lq_store_t *s, const char *kind, const char *ext);
+
 #endif

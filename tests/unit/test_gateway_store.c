@@ -129,6 +129,16 @@ static void test_records_per_owner(void **state)
     n = lq_store_list(s, alice, "batches", &ids, NULL);
     assert_int_equal(n, 1);
     lq_store_ids_free(ids, n);
+    /* Sweeping removes only the named leftovers. */
+    char *part = lq_store_path(s, alice, "files", "upload-1", ".part");
+    char *keep = lq_store_path(s, alice, "files", "file-1", ".jsonl");
+    fclose(fopen(part, "w"));
+    fclose(fopen(keep, "w"));
+    assert_int_equal(lq_store_sweep(s, "files", ".part"), 1);
+    assert_int_equal(access(part, F_OK), -1);
+    assert_int_equal(access(keep, F_OK), 0);
+    free(part);
+    free(keep);
     lq_store_destroy(&s);
 }
 
