@@ -27,6 +27,13 @@ struct lq_rpc {
     int interrupted;
 };
 
+static int s_watch_sigint = 1;
+
+void lq_rpc_watch_sigint(int on)
+{
+    s_watch_sigint = on;
+}
+
 static void s_on_msg(lq_zsock_t *s, const uint8_t *ident, size_t len, lq_msg_t *m, void *arg)
 {
     (void)s;
@@ -75,7 +82,8 @@ lq_rpc_t *lq_rpc_new(const char *endpoint, const char *server_key, const char *c
         lq_rpc_destroy(&r);
         return NULL;
     }
-    lq_loop_on_signal(r->loop, SIGINT, s_on_sigint, r);
+    if (s_watch_sigint)
+        lq_loop_on_signal(r->loop, SIGINT, s_on_sigint, r);
     r->next_req = ((uint64_t)lq_wall_ms() << 8) & 0x7fffffffffffull;
     return r;
 }
