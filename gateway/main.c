@@ -125,28 +125,17 @@ int main(int argc, char **argv)
         {NULL},
     };
     lq_log_init("llmq-gateway");
+    lq_opts_main_t om = {"llmq-gateway", s_usage, opts, 0, &log_level};
     lq_opts_result_t res;
     char err[512];
-    if (lq_opts_parse(opts, argc, argv, 1, &res, err, sizeof err) < 0) {
-        fprintf(stderr, "llmq-gateway: %s\n", err);
-        return 1;
-    }
-    if (res.help) {
-        lq_opts_print_help(stdout, s_usage, opts);
-        return 0;
-    }
-    if (res.npositionals > 0 || !gw.opts.data_dir || !gw.opts.tokens_file) {
-        fprintf(stderr, "llmq-gateway: %s\n",
-                res.npositionals > 0 ? "unexpected argument" : "--data-dir and --tokens-file are required");
+    int rc = lq_opts_main(&om, argc, argv, &res);
+    if (rc >= 0)
+        return rc;
+    if (!gw.opts.data_dir || !gw.opts.tokens_file) {
+        fprintf(stderr, "llmq-gateway: --data-dir and --tokens-file are required\n");
         lq_opts_print_help(stderr, s_usage, opts);
         return 1;
     }
-    lq_log_level_t level;
-    if (lq_log_parse_level(log_level, &level) < 0) {
-        fprintf(stderr, "llmq-gateway: bad --log-level '%s'\n", log_level);
-        return 1;
-    }
-    lq_log_set_level(level);
     signal(SIGPIPE, SIG_IGN);
     char curve_secret[41], curve_public[41];
     if (curve_secret_file) {
