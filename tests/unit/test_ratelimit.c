@@ -9,8 +9,8 @@
 #include <stdint.h>
 #include <cmocka.h>
 
-#include "broker/ratelimit.c"
-#include "tests/sim/rl_sim.c"
+#include "broker/ratelimit.h"
+#include "tests/sim/rl_sim.h"
 
 #include <stdlib.h>
 
