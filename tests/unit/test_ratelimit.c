@@ -13,6 +13,7 @@
 #include "tests/sim/rl_sim.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 typedef struct {
     double rate, burst, tokens;
