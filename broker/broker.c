@@ -244,8 +244,9 @@ static void s_on_backend(lq_zsock_t *s, const uint8_t *ident, size_t len, lq_msg
             s_send_simple(b, ident, len, LQ_W_DISCONNECT);
         break;
     case LQ_W_RESULT: {
-        char *cid;
+        char *cid, msg[512];
         lq_dispatch_result(b->dispatch, ident, len, &m->u.result, &cid);
+        lq_dispatch_retry_policy(b->dispatch, &m->u.result, msg, sizeof msg);
         lq_reports_add(b->reports, ident, len, &m->u.result, cid);
         if (!known)
             s_send_simple(b, ident, len, LQ_W_DISCONNECT);

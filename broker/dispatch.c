@@ -33,6 +33,7 @@ typedef struct s_job {
     size_t body_len;
     s_worker_t *worker;
     int admitted; /* counted in flight by its upstream's limiter */
+    uint64_t admitted_ms; /* when the limiter let it go */
     char member[LQ_MEMBER_MAX];
 } s_job_t;
 
@@ -294,6 +295,44 @@ lq_rl_t *lq_dispatch_limiter(lq_dispatch_t *d, const char *upstream)
     return rl;
 }
 
+/* Looks up the batch's timeout into *timeout_ms; returns -1 if the
+ * Retry-After exceeds it, else 0 with the wait the limiter advises. */
+static int s_retry_after(lq_dispatch_t *d, const char *batch, int64_t *retry_after_ms,
+                            int64_t *timeout_ms)
+{
+    s_batch_t *b = s_batch(d, batch);
+    if (!b || *retry_after_ms < 0)
+        return 0;
+    *timeout_ms = b->timeout_ms;
+    if (*retry_after_ms > b->timeout_ms)
+        return -1;
+    *retry_after_ms = lq_rl_retry_delay(lq_dispatch_limiter(d, b->upstream),
+                                        d->ops.now(d->ops.arg), *retry_after_ms);
+    return 0;
+}
+
+void lq_dispatch_retry_policy(lq_dispatch_t *d, lq_w_result_t *res, char *msg, size_t n)
+{
+    int64_t ra = res->retry_after_ms, timeout_ms = 0;
+    if (res->outcome != LQ_OUTCOME_RETRYABLE || res->status != 429 || ra < 0)
+        return;
+    if (s_retry_after(d, res->batch, &ra, &timeout_ms) < 0) {
+        snprintf(msg, n,
+                 "the provider answered 429 with a Retry-After of %.3g s, longer than the job's "
+                 "timeout of %.3g s (--timeout): not retried",
+                 (double)res->retry_after_ms / 1000.0, (double)timeout_ms / 1000.0);
+        res->outcome = LQ_OUTCOME_FATAL;
+        res->error_code = "retry_after_exceeds_timeout";
+        res->error_message = msg;
+        return;
+    }
+    snprintf(msg, n, "%s (the provider asked to retry after %.3g s)",
+             res->error_message ? res->error_message : "rate limited (HTTP 429)",
+             (double)res->retry_after_ms / 1000.0);
+    res->error_message = msg;
+    res->retry_after_ms = ra;
+}
+
 size_t lq_dispatch_upstreams(lq_dispatch_t *d, lq_upstream_info_t **out)
 {
     size_t n = lq_map_len(d->limiters), k = 0, pos = 0;
@@ -475,6 +514,7 @@ static void s_learn(lq_dispatch_t *d, const s_job_t *j, const lq_w_result_t *res
         .remaining_tokens = res->rl_remaining_tokens,
         .reset_requests_ms = res->rl_reset_requests_ms,
         .reset_tokens_ms = res->rl_reset_tokens_ms,
+        .sent_ms = j->admitted_ms,
     };
     lq_rl_on_result(lq_dispatch_limiter(d, j->batch->upstream), d->ops.now(d->ops.arg), &rr);
 }
@@ -622,6 +662,7 @@ static void s_send_queued(lq_dispatch_t *d)
         }
         s_job_t *j = s_dequeue(d, b);
         j->admitted = 1;
+        j->admitted_ms = d->ops.now(d->ops.arg);
         b->rr = ++d->rr_clock;
         s_send_job(d, w, j);
     }

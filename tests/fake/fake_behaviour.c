@@ -5,13 +5,19 @@
  *   1. the job key (metadata.custom_id, else FNV-1a of the body) is counted;
  *   2. --api-key: a missing or wrong bearer token gets 401;
  *   3. a body that is not a JSON object gets 400;
- *   4. --rate-limit: no token in the bucket gets 429 (at once, no latency);
+ *   4. --cold-ms: every request in that many ms after the first one gets 429
+ *      with no header at all; --rate-limit: no token in the bucket gets 429
+ *      (at once, no latency); --token-limit: likewise for tokens (prompt
+ *      characters / 4 + completion tokens, charged when the request comes);
  *   5. --bad-request-prefix gets 400, --always-fail-prefix gets 500;
  *   6. one uniform draw picks drop, hang, 500 or 503 by their probabilities;
  *   7. otherwise 200 with a well-formed OpenAI response object.
  * Every API response except 429 is held back by --latency-ms + jitter.
  *
- * Rate-limit headers (sent on every API response while --rate-limit is on):
+ * Rate-limit headers (sent on every API response while --rate-limit or
+ * --token-limit is on, in the --headers style: openai as below, anthropic as
+ * anthropic-ratelimit-requests-limit/-remaining/-reset with an RFC 3339
+ * reset time (and tokens-*), none for no header):
  *   x-ratelimit-limit-requests      R * 60 (the per-minute rate)
  *   x-ratelimit-remaining-requests  floor(tokens / burst * R * 60): the
  *                                   bucket's fill level on the per-minute
@@ -48,6 +54,9 @@ struct lq_fake_bhv {
     double burst;
     double tokens;
     uint64_t bucket_us;
+    double tburst, ttokens; /* --token-limit bucket */
+    uint64_t tbucket_us;
+    uint64_t first_us; /* first API request (--cold-ms) */
     uint64_t req_seq; /* x-request-id counter; never reset */
     /* statistics */
     uint64_t requests, dropped, hung, auth_failed, auth_ok;
@@ -66,6 +75,7 @@ typedef struct {
     int keep_alive;
     int counted; /* counts in by_status */
     int api;     /* carries x-request-id and rate-limit headers */
+    int bare;    /* a cold-start 429: no rate-limit headers */
     uint64_t id; /* x-request-id number */
 } s_ctx_t;
 
@@ -128,6 +138,9 @@ lq_fake_bhv_t *lq_fake_bhv_new(const lq_fake_cfg_t *cfg)
         b->burst = 1;
     b->tokens = b->burst;
     b->bucket_us = lq_mono_us();
+    b->tburst = cfg->token_limit / 20.0;
+    b->ttokens = b->tburst;
+    b->tbucket_us = b->bucket_us;
     b->counts = lq_fake_table_new();
     b->date_s = -1;
     return b;
@@ -208,22 +221,65 @@ static void s_duration(uint64_t ms, char *out, size_t n)
     }
 }
 
-/* Appends the x-ratelimit-* headers describing the bucket now. */
-static void s_ratelimit_headers(lq_fake_bhv_t *b, lq_fake_buf_t *h)
+/* Formats the wall-clock time now + ms as RFC 3339 with milliseconds. */
+static void s_rfc3339(uint64_t ms, char *out, size_t n)
 {
-    s_refill(b);
-    double limit = round(b->cfg.rate_limit * 60.0);
-    double remaining = floor(b->tokens / b->burst * limit);
-    if (remaining < 0)
-        remaining = 0;
-    uint64_t reset_ms = (uint64_t)ceil((b->burst - b->tokens) / b->cfg.rate_limit * 1000.0);
-    char reset[32];
+    int64_t t = lq_wall_ms() + (int64_t)ms;
+    time_t tt = (time_t)(t / 1000);
+    struct tm tm;
+    gmtime_r(&tt, &tm);
+    size_t k = strftime(out, n, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(out + k, n - k, ".%03dZ", (int)(t % 1000));
+}
+
+/* Adds the tokens earned since the last refill of the token bucket. */
+static void s_trefill(lq_fake_bhv_t *b)
+{
+    uint64_t now = lq_mono_us();
+    b->ttokens = fmin(b->tburst, b->ttokens + (double)(now - b->tbucket_us) *
+                                                  b->cfg.token_limit / 1e6);
+    b->tbucket_us = now;
+}
+
+/* Appends one family (requests or tokens) of rate-limit headers in the
+ * configured style: limit per minute, remaining on that scale, reset. */
+static void s_family(lq_fake_bhv_t *b, lq_fake_buf_t *h, const char *what, double rate,
+                     double tokens, double burst)
+{
+    double limit = round(rate * 60.0);
+    double remaining = fmax(0, floor(tokens / burst * limit));
+    uint64_t reset_ms = (uint64_t)ceil(fmax(0, burst - tokens) / rate * 1000.0);
+    char reset[48];
+    if (b->cfg.header_style == LQ_FAKE_HDR_ANTHROPIC) {
+        s_rfc3339(reset_ms, reset, sizeof reset);
+        lq_fake_buf_printf(h,
+                           "anthropic-ratelimit-%s-limit: %.0f\r\n"
+                           "anthropic-ratelimit-%s-remaining: %.0f\r\n"
+                           "anthropic-ratelimit-%s-reset: %s\r\n",
+                           what, limit, what, remaining, what, reset);
+        return;
+    }
     s_duration(reset_ms, reset, sizeof reset);
     lq_fake_buf_printf(h,
-                       "x-ratelimit-limit-requests: %.0f\r\n"
-                       "x-ratelimit-remaining-requests: %.0f\r\n"
-                       "x-ratelimit-reset-requests: %s\r\n",
-                       limit, remaining, reset);
+                       "x-ratelimit-limit-%s: %.0f\r\n"
+                       "x-ratelimit-remaining-%s: %.0f\r\n"
+                       "x-ratelimit-reset-%s: %s\r\n",
+                       what, limit, what, remaining, what, reset);
+}
+
+/* Appends the rate-limit headers describing the buckets now. */
+static void s_ratelimit_headers(lq_fake_bhv_t *b, lq_fake_buf_t *h)
+{
+    if (b->cfg.header_style == LQ_FAKE_HDR_NONE)
+        return;
+    if (b->cfg.rate_limit > 0) {
+        s_refill(b);
+        s_family(b, h, "requests", b->cfg.rate_limit, b->tokens, b->burst);
+    }
+    if (b->cfg.token_limit > 0) {
+        s_trefill(b);
+        s_family(b, h, "tokens", b->cfg.token_limit, b->ttokens, b->tburst);
+    }
 }
 
 /* ---- response writing ---- */
@@ -245,7 +301,7 @@ static void s_respond(lq_fake_bhv_t *b, const s_ctx_t *cx, int status, const lq_
         lq_fake_buf_puts(out, "x-request-id: req_");
         lq_fake_buf_u64(out, cx->id);
         lq_fake_buf_append(out, "\r\n", 2);
-        if (b->cfg.rate_limit > 0)
+        if (!cx->bare)
             s_ratelimit_headers(b, out);
     }
     lq_fake_buf_append(out, b->hdrs.data, b->hdrs.len);
@@ -350,6 +406,10 @@ static void s_reset(lq_fake_bhv_t *b)
     malloc_trim(0); /* give a million freed keys back to the system */
     b->tokens = b->burst;
     b->bucket_us = lq_mono_us();
+    b->tburst = b->cfg.token_limit / 20.0;
+    b->ttokens = b->tburst;
+    b->tbucket_us = b->bucket_us;
+    b->first_us = 0; /* --cold-ms starts again */
 }
 
 /* ---- API requests ---- */
@@ -508,6 +568,75 @@ static int s_prefix(const char *cid, size_t cid_len, const char *prefix)
     return cid_len >= n && memcmp(cid, prefix, n) == 0;
 }
 
+/* Writes the headers of a 429 that says to wait wait_ms: the Retry-After
+ * of the configured format (a fixed one with --retry-after-ms-fixed). */
+static void s_retry_after(lq_fake_bhv_t *b, uint64_t wait_ms)
+{
+    if (b->cfg.retry_after_fixed_ms > 0)
+        wait_ms = (uint64_t)b->cfg.retry_after_fixed_ms;
+    if (b->cfg.retry_after_format == LQ_FAKE_RA_SECONDS) {
+        lq_fake_buf_printf(&b->hdrs, "retry-after: %llu\r\n",
+                           (unsigned long long)((wait_ms + 999) / 1000));
+        if (b->cfg.header_style == LQ_FAKE_HDR_OPENAI && b->cfg.retry_after_fixed_ms <= 0)
+            lq_fake_buf_printf(&b->hdrs, "retry-after-ms: %llu\r\n", (unsigned long long)wait_ms);
+    } else if (b->cfg.retry_after_format == LQ_FAKE_RA_DATE) {
+        char date[40];
+        s_http_date((lq_wall_ms() + (int64_t)wait_ms + 999) / 1000, date, sizeof date);
+        lq_fake_buf_printf(&b->hdrs, "retry-after: %s\r\n", date);
+    }
+}
+
+/* Takes what the request costs from the buckets, or answers 429 (at once)
+ * and returns 1: during --cold-ms (no header at all), with no request
+ * token, or with too few tokens for its prompt + completion. */
+static int s_limited(lq_fake_bhv_t *b, s_ctx_t *cx, int kind, const json_t *root,
+                     lq_fake_buf_t *out, lq_fake_decision_t *d)
+{
+    char msg[256];
+    uint64_t now = lq_mono_us(), wait_ms = 0;
+    if (!b->first_us)
+        b->first_us = now;
+    if (b->cfg.cold_ms > 0 && now - b->first_us < (uint64_t)b->cfg.cold_ms * 1000) {
+        cx->bare = 1;
+        d->delay_ms = 0;
+        d->status = 429;
+        s_error(b, cx, 429, "Too many requests (fake upstream, --cold-ms).", "requests",
+                "rate_limit_exceeded", out);
+        return 1;
+    }
+    double need = 0;
+    if (b->cfg.token_limit > 0) {
+        need = (double)((s_prompt_chars(kind, root) + 3) / 4) +
+               (double)(kind == S_EMBEDDINGS ? 0 : s_completion_tokens(root));
+        s_trefill(b);
+    }
+    int ok = 1;
+    const char *what = "requests";
+    if (b->cfg.rate_limit > 0 && !s_take(b, &wait_ms)) {
+        ok = 0;
+    } else if (b->cfg.token_limit > 0 && b->ttokens < fmin(need, b->tburst)) {
+        ok = 0;
+        what = "tokens";
+        wait_ms = (uint64_t)ceil((fmin(need, b->tburst) - b->ttokens) / b->cfg.token_limit * 1000.0);
+        if (wait_ms < 1)
+            wait_ms = 1;
+        if (b->cfg.rate_limit > 0)
+            b->tokens += 1.0; /* give the request token back */
+    }
+    if (ok) {
+        b->ttokens -= need;
+        return 0;
+    }
+    d->delay_ms = 0;
+    d->status = 429;
+    s_retry_after(b, wait_ms);
+    snprintf(msg, sizeof msg,
+             "Rate limit reached for %s (fake upstream). Please try again in %llums.", what,
+             (unsigned long long)wait_ms);
+    s_error(b, cx, 429, msg, what, "rate_limit_exceeded", out);
+    return 1;
+}
+
 /* Handles an API request of the given kind: see the order at the top. */
 static void s_api(lq_fake_bhv_t *b, s_ctx_t *cx, const lq_fake_req_t *req, int kind,
                   const char *body, size_t body_len, lq_fake_buf_t *out, lq_fake_decision_t *d)
@@ -542,7 +671,6 @@ static void s_api(lq_fake_bhv_t *b, s_ctx_t *cx, const lq_fake_req_t *req, int k
     d->delay_ms = s_delay(b);
 
     char msg[512];
-    uint64_t wait_ms = 0;
     if (b->cfg.api_key && *b->cfg.api_key) {
         if (!s_auth_ok(b, req)) {
             b->auth_failed++;
@@ -568,25 +696,8 @@ static void s_api(lq_fake_bhv_t *b, s_ctx_t *cx, const lq_fake_req_t *req, int k
         s_error(b, cx, 400, msg, "invalid_request_error", NULL, out);
         goto done;
     }
-    if (b->cfg.rate_limit > 0 && !s_take(b, &wait_ms)) {
-        d->delay_ms = 0;
-        d->status = 429;
-        if (b->cfg.retry_after_format == LQ_FAKE_RA_SECONDS) {
-            lq_fake_buf_printf(&b->hdrs, "retry-after: %llu\r\nretry-after-ms: %llu\r\n",
-                               (unsigned long long)((wait_ms + 999) / 1000),
-                               (unsigned long long)wait_ms);
-        } else if (b->cfg.retry_after_format == LQ_FAKE_RA_DATE) {
-            char date[40];
-            s_http_date((lq_wall_ms() + (int64_t)wait_ms + 999) / 1000, date, sizeof date);
-            lq_fake_buf_printf(&b->hdrs, "retry-after: %s\r\n", date);
-        }
-        snprintf(msg, sizeof msg,
-                 "Rate limit reached for requests (fake upstream): limit %g/s. Please try again "
-                 "in %llums.",
-                 b->cfg.rate_limit, (unsigned long long)wait_ms);
-        s_error(b, cx, 429, msg, "requests", "rate_limit_exceeded", out);
+    if (s_limited(b, cx, kind, root, out, d))
         goto done;
-    }
     if (s_prefix(cid, cid_len, b->cfg.bad_request_prefix)) {
         snprintf(msg, sizeof msg, "Invalid request for custom_id '%.200s' (--bad-request-prefix).",
                  cid);

@@ -26,12 +26,23 @@ typedef enum {
     LQ_FAKE_RA_NONE,        /* neither header */
 } lq_fake_ra_format_t;
 
+typedef enum {
+    LQ_FAKE_HDR_OPENAI = 0, /* x-ratelimit-limit/remaining/reset-requests (and -tokens) */
+    LQ_FAKE_HDR_ANTHROPIC,  /* anthropic-ratelimit-requests-* (and tokens-*), RFC 3339 resets;
+                               429s carry retry-after in seconds only */
+    LQ_FAKE_HDR_NONE,       /* no rate-limit headers at all (nginx limit_req, gateways) */
+} lq_fake_hdr_style_t;
+
 typedef struct {
     long long latency_ms, jitter_ms;     /* delay = latency + uniform 0..jitter */
     double p_500, p_503, p_drop, p_hang; /* probabilities, summing to <= 1 */
     double rate_limit;                   /* requests/s, 0 = unlimited */
     double burst;                        /* bucket size; <= 0: max(1, rate/20) */
     lq_fake_ra_format_t retry_after_format;
+    lq_fake_hdr_style_t header_style;
+    double token_limit;   /* tokens/s (prompt chars/4 + completion), 0 = unlimited */
+    long long cold_ms;    /* 429 without any header for this long after the first request */
+    long long retry_after_fixed_ms; /* > 0: every 429 says this (whole seconds), not the wait */
     const char *always_fail_prefix; /* NULL or "": off */
     const char *bad_request_prefix; /* NULL or "": off */
     const char *api_key;            /* NULL or "": no auth */
