@@ -353,6 +353,11 @@ size_t lq_dispatch_upstreams(lq_dispatch_t *d, lq_upstream_info_t **out)
         ups[k].nok = st.nok;
         ups[k].nerr = st.nerr;
         ups[k].paused_ms = st.paused_ms;
+        lq_rl_pace_t pace;
+        lq_rl_pace(v, now, &pace);
+        ups[k].pace_rpm = (int64_t)(pace.rpm + 0.5);
+        ups[k].pace_source = lq_rl_source_name(pace.source);
+        ups[k].pace_tpm = (int64_t)(pace.tpm + 0.5);
         k++;
     }
     *out = ups;
