@@ -333,6 +333,18 @@ void lq_dispatch_retry_policy(lq_dispatch_t *d, lq_w_result_t *res, char *msg, s
     res->retry_after_ms = ra;
 }
 
+int lq_dispatch_limiter_next(const lq_dispatch_t *d, size_t *pos, const char **name,
+                             lq_rl_t **rl)
+{
+    const void *key;
+    void *v;
+    if (!lq_map_next(d->limiters, pos, &key, NULL, &v))
+        return 0;
+    *name = key;
+    *rl = v;
+    return 1;
+}
+
 size_t lq_dispatch_upstreams(lq_dispatch_t *d, lq_upstream_info_t **out)
 {
     size_t n = lq_map_len(d->limiters), k = 0, pos = 0;

@@ -364,8 +364,11 @@ static void s_cut(lq_rl_t *rl, uint64_t now_ms)
     double delivered = s_delivered(rl, now_ms);
     if (rl->learned_rps == 0) {
         /* the successes may still be few (the window was ramping): half
-         * of what was sent is a floor for the ramp to start from */
+         * of what was sent, up to 1.5 times the successes, is a floor for
+         * the ramp to start from */
         double sent = s_recent(rl, now_ms, rl->sent_slots) / 2;
+        if (sent > 1.5 * delivered)
+            sent = 1.5 * delivered;
         rl->learned_rps = delivered * S_CUT_FIRST > sent ? delivered * S_CUT_FIRST : sent;
         rl->ramping = 1;
     } else {
