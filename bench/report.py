@@ -148,6 +148,7 @@ def build(R, P):
     md += s_workers(R, P)
     md += s_faults(R, P)
     md += s_rate(R, P)
+    md += s_rate_shapes(R, P)
     md += s_profile(R)
     md += rerun()
     return "\n".join(md)
@@ -620,6 +621,78 @@ def s_rate(R, P):
                           f"'{a}' u 1:2 w l lw 2 lc {i + 1} t '{nm} 200', '{b}' u 1:2 w l dt 2 lc"
                           f" {i + 1} t '{nm} 429'" for i, (nm, a, b) in enumerate(files)) + "\n")
         img(md, path, "rate limited")
+    return md
+
+
+def s_rate_shapes(R, P):
+    """Issue 12: every limiter shape, llmq beside asyncio, and the simulator."""
+    rs = R.get("rate_shapes")
+    md = ["## Rate control against every shape of provider limiter\n"]
+    if not rs or "shapes" not in rs:
+        return md + [f"not run ({rs.get('error') if rs else 'skipped'})\n"]
+    when = (R.get("partial_runs", {}).get("rate_shapes") or R["meta"]).get("date", "")
+    md.append(f"Run {when}. {rs['n']:,} jobs, no `--limit`: llmq finds each limit itself"
+              " (2 workers × 256); asyncio is bench/baseline_asyncio.py (100 in flight, backoff"
+              " with full jitter, Retry-After not read) against a fresh fake of the same shape."
+              " Ideal = what the limit allows (tokens: the input's tokens / the token rate)."
+              " 429 share = 429s / requests sent. Fake flags per row in"
+              " bench/results/latest.json.\n")
+    rows = []
+    for x in rs["shapes"]:
+        row = [x["what"], f"{x['ideal_s']:.1f} s"]
+        for k in ("llmq", "asyncio"):
+            y = x.get(k) or {}
+            st = (y.get("fake") or {}).get("by_status") or {}
+            req = (y.get("fake") or {}).get("requests") or 1
+            out = y.get("out") or {}
+            row += [f"{y.get('wall_s', 0):.2f} s", f"{y.get('wall_s', 0) / x['ideal_s']:.2f} ×",
+                    f"{100.0 * st.get('429', 0) / req:.2f} %",
+                    f"{out.get('lost', '?')}/{out.get('failed', '?')}"]
+        rows.append(row)
+    two = rs.get("two") or {}
+    for k, nm in (("a", "7: two upstreams in one fleet, A"), ("b", "7: two upstreams, B")):
+        y = two.get(k)
+        if not y:
+            continue
+        st = y["fake"]["by_status"] or {}
+        a = two.get(f"asyncio_{k}") or {}
+        ast = (a.get("fake") or {}).get("by_status") or {}
+        rows.append([f"{nm} ({y['rate']}/s)", f"{y['ideal_s']:.1f} s", f"{y['wall_s']:.2f} s",
+                     f"{y['wall_s'] / y['ideal_s']:.2f} ×",
+                     f"{100.0 * st.get('429', 0) / max(1, y['fake']['requests']):.2f} %",
+                     f"{y['out']['lost']}/{y['out']['failed']}",
+                     f"{a.get('wall_s', 0):.2f} s", f"{a.get('wall_s', 0) / y['ideal_s']:.2f} ×",
+                     f"{100.0 * ast.get('429', 0) / max(1, (a.get('fake') or {}).get('requests') or 1):.2f} %",
+                     f"{(a.get('out') or {}).get('lost', '?')}/{(a.get('out') or {}).get('failed', '?')}"])
+    md.append(table(["shape", "ideal", "llmq wall", "llmq / ideal", "llmq 429s", "lost/failed",
+                     "asyncio wall", "asyncio / ideal", "asyncio 429s", "lost/failed"], rows))
+    md.append("Wall includes submitting and collecting the results (about 0.2 s here); llmq's"
+              " first half second, before anything is known about the limit, costs some 50-250"
+              " 429s whatever the batch size.\n")
+    sim = rs.get("sim")
+    if isinstance(sim, list):
+        md.append("The same controller in the simulator (tests/sim/rl_sim.c, `build/llmq-rl-sim`):"
+                  " exact figures on a simulated clock, 400 in flight, 20 ms answers.\n")
+        md.append(table(["shape", "jobs", "ideal", "wall", "wall / ideal", "429s", "lost",
+                         "follow drop / rise"],
+                        [[y["shape"], fmt_n(y["jobs"]), f"{y['ideal_s']:.2f} s",
+                          f"{y['wall_s']:.2f} s", f"{y['x_ideal']:.3f} ×", f"{y['pct429']:.2f} %",
+                          y["lost"], (f"{y['follow_down_s']:.1f} s / {y['follow_up_s']:.1f} s"
+                                      if y["follow_down_s"] >= 0 else "")] for y in sim]))
+    for name, title in (("bucket", "shape 1: bucket 500/s, burst 50, Retry-After: 1, no headers"),
+                        ("cold", "shape 5: 429s without headers for the first second"),
+                        ("steps", "shape 6: the limit drops to half at 5 s, back at 12 s")):
+        tr = (rs.get("sim_traces") or {}).get(name)
+        if not tr:
+            continue
+        f = P.data(f"rlsim_{name}.dat", tr)
+        path = P.plot(f"rl_sim_{name}.png",
+                      f"set title 'Simulator, {title}'\nset xlabel 'seconds'\n"
+                      "set ylabel 'requests/s'\nset yrange [0:*]\n"
+                      f"plot '{f}' u 1:4 w l lw 2 lc rgb '#999999' t 'provider limit', "
+                      f"'{f}' u 1:2 w l lw 2 lc 1 t 'pace in force', "
+                      f"'{f}' u 1:3 w l lw 1 lc 2 t 'successes/s (100 ms)'\n", w=820, h=360)
+        img(md, path, f"simulator {name}")
     return md
 
 

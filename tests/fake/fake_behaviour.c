@@ -6,6 +6,7 @@
  *   2. --api-key: a missing or wrong bearer token gets 401;
  *   3. a body that is not a JSON object gets 400;
  *   4. --cold-ms: every request in that many ms after the first one gets 429
+ *      (--rate-steps changes the rate at given times after the first one)
  *      with no header at all; --rate-limit: no token in the bucket gets 429
  *      (at once, no latency); --token-limit: likewise for tokens (prompt
  *      characters / 4 + completion tokens, charged when the request comes);
@@ -56,7 +57,8 @@ struct lq_fake_bhv {
     uint64_t bucket_us;
     double tburst, ttokens; /* --token-limit bucket */
     uint64_t tbucket_us;
-    uint64_t first_us; /* first API request (--cold-ms) */
+    uint64_t first_us; /* first API request (--cold-ms, --rate-steps) */
+    double base_rate;  /* --rate-limit before any step */
     uint64_t req_seq; /* x-request-id counter; never reset */
     /* statistics */
     uint64_t requests, dropped, hung, auth_failed, auth_ok;
@@ -138,6 +140,7 @@ lq_fake_bhv_t *lq_fake_bhv_new(const lq_fake_cfg_t *cfg)
         b->burst = 1;
     b->tokens = b->burst;
     b->bucket_us = lq_mono_us();
+    b->base_rate = cfg->rate_limit;
     b->tburst = cfg->token_limit / 20.0;
     b->ttokens = b->tburst;
     b->tbucket_us = b->bucket_us;
@@ -187,6 +190,16 @@ static void s_refill(lq_fake_bhv_t *b)
     double add = (double)(now - b->bucket_us) * b->cfg.rate_limit / 1e6;
     b->bucket_us = now;
     b->tokens = fmin(b->burst, b->tokens + add);
+    /* --rate-steps: the rate in force since the first request */
+    double rate = b->base_rate;
+    for (int i = 0; b->first_us && i < b->cfg.nsteps; i++)
+        if (now - b->first_us >= (uint64_t)b->cfg.step_ms[i] * 1000)
+            rate = b->cfg.step_rate[i];
+    if (rate != b->cfg.rate_limit) {
+        b->cfg.rate_limit = rate;
+        b->burst = b->cfg.burst > 0 ? b->cfg.burst : fmax(1.0, rate / 20.0);
+        b->tokens = fmin(b->tokens, b->burst);
+    }
 }
 
 /* Takes one token. Returns 1, or 0 and the ms until one is available. */

@@ -43,6 +43,9 @@ typedef struct {
     double token_limit;   /* tokens/s (prompt chars/4 + completion), 0 = unlimited */
     long long cold_ms;    /* 429 without any header for this long after the first request */
     long long retry_after_fixed_ms; /* > 0: every 429 says this (whole seconds), not the wait */
+    int nsteps;                     /* --rate-steps: the rate becomes step_rate[i] ... */
+    long long step_ms[8];           /* ... step_ms[i] after the first request */
+    double step_rate[8];
     const char *always_fail_prefix; /* NULL or "": off */
     const char *bad_request_prefix; /* NULL or "": off */
     const char *api_key;            /* NULL or "": no auth */

@@ -153,6 +153,28 @@ static uint64_t s_random_seed(void)
     return x;
 }
 
+/* Parses --rate-steps "MS:R,MS:R" into cfg. Returns 0 or -1. */
+static int s_parse_steps(const char *spec, lq_fake_cfg_t *cfg)
+{
+    if (cfg->rate_limit <= 0)
+        return -1;
+    const char *p = spec;
+    while (*p) {
+        char *end;
+        long long ms = strtoll(p, &end, 10);
+        if (end == p || *end != ':' || ms < 0 || cfg->nsteps == 8)
+            return -1;
+        p = end + 1;
+        double r = strtod(p, &end);
+        if (end == p || !(r > 0) || r > 1e9 || (*end && *end != ','))
+            return -1;
+        cfg->step_ms[cfg->nsteps] = ms;
+        cfg->step_rate[cfg->nsteps++] = r;
+        p = *end ? end + 1 : end;
+    }
+    return cfg->nsteps > 0 ? 0 : -1;
+}
+
 /* Parses the flags, serves until a signal, returns the exit status. */
 int main(int argc, char **argv)
 {
@@ -160,7 +182,7 @@ int main(int argc, char **argv)
     const char *host = "127.0.0.1", *port_file = NULL, *log_level = "info";
     const char *s500 = NULL, *s503 = NULL, *sdrop = NULL, *shang = NULL;
     const char *srate = NULL, *sburst = NULL, *ra_format = "seconds";
-    const char *stoken = NULL, *hdr_style = "openai";
+    const char *stoken = NULL, *hdr_style = "openai", *steps = NULL;
     long long cold_ms = 0, ra_fixed_ms = 0;
     const char *fail_prefix = NULL, *bad_prefix = NULL, *api_key = NULL;
     long long port = 8000, latency = 0, jitter = 0, body_bytes = 0, seed = -1;
@@ -183,6 +205,8 @@ int main(int argc, char **argv)
          "tokens/s (prompt chars/4 + completion), bucket of T/20; 0 = unlimited"},
         {"headers", NULL, LQ_OPT_STR, &hdr_style, "S",
          "rate-limit headers: openai (default), anthropic, none"},
+        {"rate-steps", NULL, LQ_OPT_STR, &steps, "MS:R,...",
+         "the rate limit becomes R requests/s MS ms after the first request (up to 8)"},
         {"cold-ms", NULL, LQ_OPT_INT, &cold_ms, "N",
          "429 with no header at all for N ms after the first request", 0, 86400000},
         {"retry-after-fixed-ms", NULL, LQ_OPT_INT, &ra_fixed_ms, "N",
@@ -246,6 +270,11 @@ int main(int argc, char **argv)
         return 1;
     }
     cfg.cold_ms = cold_ms;
+    if (steps && s_parse_steps(steps, &cfg) < 0) {
+        fprintf(stderr, "llmq-fake-upstream: --rate-steps: want MS:R[,MS:R...] (up to 8, "
+                        "R > 0, with --rate-limit)\n");
+        return 1;
+    }
     cfg.retry_after_fixed_ms = ra_fixed_ms;
     if (cfg.p_500 + cfg.p_503 + cfg.p_drop + cfg.p_hang > 1.0 + 1e-9) {
         fprintf(stderr, "llmq-fake-upstream: --fail-500 + --fail-503 + --drop + --hang > 1\n");
