@@ -5,26 +5,28 @@
  *   1. the job key (metadata.custom_id, else FNV-1a of the body) is counted;
  *   2. --api-key: a missing or wrong bearer token gets 401;
  *   3. a body that is not a JSON object gets 400;
- *   4. --cold-ms: every request in that many ms after the first one gets 429
- *      (--rate-steps changes the rate at given times after the first one)
- *      with no header at all; --rate-limit: no token in the bucket gets 429
- *      (at once, no latency); --token-limit: likewise for tokens (prompt
- *      characters / 4 + completion tokens, charged when the request comes);
+ *   4. the limiter (fake_limiter.c) answers 429 at once: --cold-ms, every
+ *      request that many ms after the first one (no header at all);
+ *      --rate-limit, no token in the bucket (its rate stepping with
+ *      --rate-steps); --token-limit, too few tokens (prompt characters / 4
+ *      + completion tokens, charged when the request comes);
  *   5. --bad-request-prefix gets 400, --always-fail-prefix gets 500;
  *   6. one uniform draw picks drop, hang, 500 or 503 by their probabilities;
  *   7. otherwise 200 with a well-formed OpenAI response object.
  * Every API response except 429 is held back by --latency-ms + jitter.
  *
- * Rate-limit headers (sent on every API response while --rate-limit or
- * --token-limit is on, in the --headers style: openai as below, anthropic as
- * anthropic-ratelimit-requests-limit/-remaining/-reset with an RFC 3339
- * reset time (and tokens-*), none for no header):
+ * Rate-limit headers (sent on every API response except a --cold-ms 429,
+ * in the --headers style) and the Retry-After of 429s come from the
+ * limiter (fake_limiter.c). OpenAI style:
  *   x-ratelimit-limit-requests      R * 60 (the per-minute rate)
  *   x-ratelimit-remaining-requests  floor(tokens / burst * R * 60): the
  *                                   bucket's fill level on the per-minute
  *                                   scale (full bucket = the limit)
  *   x-ratelimit-reset-requests      time until the bucket is full, "250ms",
  *                                   "1.5s" or "2m30s"
+ * (and -tokens likewise with --token-limit); Anthropic style the same
+ * numbers as anthropic-ratelimit-requests-limit/-remaining/-reset with an
+ * RFC 3339 reset time.
  *
  * Statistics: "requests" counts every request except GET /stats, GET
  * /counts and POST /reset (which are not counted anywhere); "by_status"
@@ -34,6 +36,7 @@
 #define _GNU_SOURCE
 #include "fake_behaviour.h"
 
+#include "fake_limiter.h"
 #include "fake_table.h"
 
 #include "common/util.h"
@@ -52,13 +55,7 @@ enum { S_CHAT = 1, S_COMPLETIONS, S_EMBEDDINGS };
 struct lq_fake_bhv {
     lq_fake_cfg_t cfg;
     uint64_t rng;
-    double burst;
-    double tokens;
-    uint64_t bucket_us;
-    double tburst, ttokens; /* --token-limit bucket */
-    uint64_t tbucket_us;
-    uint64_t first_us; /* first API request (--cold-ms, --rate-steps) */
-    double base_rate;  /* --rate-limit before any step */
+    lq_fake_lim_t *lim;
     uint64_t req_seq; /* x-request-id counter; never reset */
     /* statistics */
     uint64_t requests, dropped, hung, auth_failed, auth_ok;
@@ -107,22 +104,13 @@ static uint64_t s_delay(lq_fake_bhv_t *b)
     return d;
 }
 
-/* Formats wall-clock second t as an IMF-fixdate into out (>= 30 bytes). */
-static void s_http_date(int64_t t, char *out, size_t n)
-{
-    time_t tt = (time_t)t;
-    struct tm tm;
-    gmtime_r(&tt, &tm);
-    strftime(out, n, "%a, %d %b %Y %H:%M:%S GMT", &tm);
-}
-
 /* Returns the Date header value, recomputed once a second. */
 static const char *s_date(lq_fake_bhv_t *b)
 {
     int64_t now = lq_wall_s();
     if (now != b->date_s) {
         b->date_s = now;
-        s_http_date(now, b->date, sizeof b->date);
+        lq_fake_http_date(now, b->date, sizeof b->date);
     }
     return b->date;
 }
@@ -135,15 +123,7 @@ lq_fake_bhv_t *lq_fake_bhv_new(const lq_fake_cfg_t *cfg)
     lq_fake_bhv_t *b = xcalloc(1, sizeof *b);
     b->cfg = *cfg;
     b->rng = cfg->seed;
-    b->burst = cfg->burst > 0 ? cfg->burst : cfg->rate_limit / 20.0;
-    if (b->burst < 1)
-        b->burst = 1;
-    b->tokens = b->burst;
-    b->bucket_us = lq_mono_us();
-    b->base_rate = cfg->rate_limit;
-    b->tburst = cfg->token_limit / 20.0;
-    b->ttokens = b->tburst;
-    b->tbucket_us = b->bucket_us;
+    b->lim = lq_fake_lim_new(cfg);
     b->counts = lq_fake_table_new();
     b->date_s = -1;
     return b;
@@ -156,6 +136,7 @@ void lq_fake_bhv_destroy(lq_fake_bhv_t **pb)
         return;
     lq_fake_bhv_t *b = *pb;
     lq_fake_table_destroy(&b->counts);
+    lq_fake_lim_destroy(&b->lim);
     lq_fake_buf_free(&b->body);
     lq_fake_buf_free(&b->hdrs);
     lq_fake_buf_free(&b->text);
@@ -181,120 +162,6 @@ void lq_fake_bhv_conn(lq_fake_bhv_t *b, int opened)
     }
 }
 
-/* ---- token bucket ---- */
-
-/* Adds the tokens earned since the last refill, up to the burst. */
-static void s_refill(lq_fake_bhv_t *b)
-{
-    uint64_t now = lq_mono_us();
-    double add = (double)(now - b->bucket_us) * b->cfg.rate_limit / 1e6;
-    b->bucket_us = now;
-    b->tokens = fmin(b->burst, b->tokens + add);
-    /* --rate-steps: the rate in force since the first request */
-    double rate = b->base_rate;
-    for (int i = 0; b->first_us && i < b->cfg.nsteps; i++)
-        if (now - b->first_us >= (uint64_t)b->cfg.step_ms[i] * 1000)
-            rate = b->cfg.step_rate[i];
-    if (rate != b->cfg.rate_limit) {
-        b->cfg.rate_limit = rate;
-        b->burst = b->cfg.burst > 0 ? b->cfg.burst : fmax(1.0, rate / 20.0);
-        b->tokens = fmin(b->tokens, b->burst);
-    }
-}
-
-/* Takes one token. Returns 1, or 0 and the ms until one is available. */
-static int s_take(lq_fake_bhv_t *b, uint64_t *wait_ms)
-{
-    s_refill(b);
-    if (b->tokens >= 1.0) {
-        b->tokens -= 1.0;
-        return 1;
-    }
-    double ms = ceil((1.0 - b->tokens) / b->cfg.rate_limit * 1000.0);
-    *wait_ms = ms < 1 ? 1 : (uint64_t)ms;
-    return 0;
-}
-
-/* Formats a duration like OpenAI's reset headers: "250ms", "1.5s", "2m30s". */
-static void s_duration(uint64_t ms, char *out, size_t n)
-{
-    if (ms < 1000) {
-        snprintf(out, n, "%llums", (unsigned long long)ms);
-    } else if (ms < 60000) {
-        int len = snprintf(out, n, "%llu.%03llu", (unsigned long long)(ms / 1000),
-                           (unsigned long long)(ms % 1000));
-        while (len > 0 && out[len - 1] == '0')
-            len--;
-        if (len > 0 && out[len - 1] == '.')
-            len--;
-        snprintf(out + len, n - (size_t)len, "s");
-    } else {
-        snprintf(out, n, "%llum%llus", (unsigned long long)(ms / 60000),
-                 (unsigned long long)(ms % 60000 / 1000));
-    }
-}
-
-/* Formats the wall-clock time now + ms as RFC 3339 with milliseconds. */
-static void s_rfc3339(uint64_t ms, char *out, size_t n)
-{
-    int64_t t = lq_wall_ms() + (int64_t)ms;
-    time_t tt = (time_t)(t / 1000);
-    struct tm tm;
-    gmtime_r(&tt, &tm);
-    size_t k = strftime(out, n, "%Y-%m-%dT%H:%M:%S", &tm);
-    snprintf(out + k, n - k, ".%03dZ", (int)(t % 1000));
-}
-
-/* Adds the tokens earned since the last refill of the token bucket. */
-static void s_trefill(lq_fake_bhv_t *b)
-{
-    uint64_t now = lq_mono_us();
-    b->ttokens = fmin(b->tburst, b->ttokens + (double)(now - b->tbucket_us) *
-                                                  b->cfg.token_limit / 1e6);
-    b->tbucket_us = now;
-}
-
-/* Appends one family (requests or tokens) of rate-limit headers in the
- * configured style: limit per minute, remaining on that scale, reset. */
-static void s_family(lq_fake_bhv_t *b, lq_fake_buf_t *h, const char *what, double rate,
-                     double tokens, double burst)
-{
-    double limit = round(rate * 60.0);
-    double remaining = fmax(0, floor(tokens / burst * limit));
-    uint64_t reset_ms = (uint64_t)ceil(fmax(0, burst - tokens) / rate * 1000.0);
-    char reset[48];
-    if (b->cfg.header_style == LQ_FAKE_HDR_ANTHROPIC) {
-        s_rfc3339(reset_ms, reset, sizeof reset);
-        lq_fake_buf_printf(h,
-                           "anthropic-ratelimit-%s-limit: %.0f\r\n"
-                           "anthropic-ratelimit-%s-remaining: %.0f\r\n"
-                           "anthropic-ratelimit-%s-reset: %s\r\n",
-                           what, limit, what, remaining, what, reset);
-        return;
-    }
-    s_duration(reset_ms, reset, sizeof reset);
-    lq_fake_buf_printf(h,
-                       "x-ratelimit-limit-%s: %.0f\r\n"
-                       "x-ratelimit-remaining-%s: %.0f\r\n"
-                       "x-ratelimit-reset-%s: %s\r\n",
-                       what, limit, what, remaining, what, reset);
-}
-
-/* Appends the rate-limit headers describing the buckets now. */
-static void s_ratelimit_headers(lq_fake_bhv_t *b, lq_fake_buf_t *h)
-{
-    if (b->cfg.header_style == LQ_FAKE_HDR_NONE)
-        return;
-    if (b->cfg.rate_limit > 0) {
-        s_refill(b);
-        s_family(b, h, "requests", b->cfg.rate_limit, b->tokens, b->burst);
-    }
-    if (b->cfg.token_limit > 0) {
-        s_trefill(b);
-        s_family(b, h, "tokens", b->cfg.token_limit, b->ttokens, b->tburst);
-    }
-}
-
 /* ---- response writing ---- */
 
 /* Appends status line, headers, extra headers (b->hdrs) and body to out,
@@ -315,7 +182,7 @@ static void s_respond(lq_fake_bhv_t *b, const s_ctx_t *cx, int status, const lq_
         lq_fake_buf_u64(out, cx->id);
         lq_fake_buf_append(out, "\r\n", 2);
         if (!cx->bare)
-            s_ratelimit_headers(b, out);
+            lq_fake_lim_headers(b->lim, out);
     }
     lq_fake_buf_append(out, b->hdrs.data, b->hdrs.len);
     lq_fake_buf_append(out, "\r\n", 2);
@@ -417,12 +284,7 @@ static void s_reset(lq_fake_bhv_t *b)
     b->conns_accepted = b->conns_open;
     lq_fake_table_clear(b->counts);
     malloc_trim(0); /* give a million freed keys back to the system */
-    b->tokens = b->burst;
-    b->bucket_us = lq_mono_us();
-    b->tburst = b->cfg.token_limit / 20.0;
-    b->ttokens = b->tburst;
-    b->tbucket_us = b->bucket_us;
-    b->first_us = 0; /* --cold-ms starts again */
+    lq_fake_lim_reset(b->lim);
 }
 
 /* ---- API requests ---- */
@@ -581,68 +443,31 @@ static int s_prefix(const char *cid, size_t cid_len, const char *prefix)
     return cid_len >= n && memcmp(cid, prefix, n) == 0;
 }
 
-/* Writes the headers of a 429 that says to wait wait_ms: the Retry-After
- * of the configured format (a fixed one with --retry-after-ms-fixed). */
-static void s_retry_after(lq_fake_bhv_t *b, uint64_t wait_ms)
-{
-    if (b->cfg.retry_after_fixed_ms > 0)
-        wait_ms = (uint64_t)b->cfg.retry_after_fixed_ms;
-    if (b->cfg.retry_after_format == LQ_FAKE_RA_SECONDS) {
-        lq_fake_buf_printf(&b->hdrs, "retry-after: %llu\r\n",
-                           (unsigned long long)((wait_ms + 999) / 1000));
-        if (b->cfg.header_style == LQ_FAKE_HDR_OPENAI && b->cfg.retry_after_fixed_ms <= 0)
-            lq_fake_buf_printf(&b->hdrs, "retry-after-ms: %llu\r\n", (unsigned long long)wait_ms);
-    } else if (b->cfg.retry_after_format == LQ_FAKE_RA_DATE) {
-        char date[40];
-        s_http_date((lq_wall_ms() + (int64_t)wait_ms + 999) / 1000, date, sizeof date);
-        lq_fake_buf_printf(&b->hdrs, "retry-after: %s\r\n", date);
-    }
-}
-
-/* Takes what the request costs from the buckets, or answers 429 (at once)
- * and returns 1: during --cold-ms (no header at all), with no request
- * token, or with too few tokens for its prompt + completion. */
+/* Asks the limiter what the request costs, or answers 429 (at once) and
+ * returns 1: during --cold-ms (no header at all), with no request token,
+ * or with too few tokens for its prompt + completion. */
 static int s_limited(lq_fake_bhv_t *b, s_ctx_t *cx, int kind, const json_t *root,
                      lq_fake_buf_t *out, lq_fake_decision_t *d)
 {
-    char msg[256];
-    uint64_t now = lq_mono_us(), wait_ms = 0;
-    if (!b->first_us)
-        b->first_us = now;
-    if (b->cfg.cold_ms > 0 && now - b->first_us < (uint64_t)b->cfg.cold_ms * 1000) {
+    double need = 0;
+    if (lq_fake_lim_counts_tokens(b->lim))
+        need = (double)((s_prompt_chars(kind, root) + 3) / 4) +
+               (double)(kind == S_EMBEDDINGS ? 0 : s_completion_tokens(root));
+    uint64_t wait_ms = 0;
+    lq_fake_lim_verdict_t v = lq_fake_lim_take(b->lim, need, &wait_ms);
+    if (v == LQ_FAKE_LIM_OK)
+        return 0;
+    d->delay_ms = 0;
+    d->status = 429;
+    if (v == LQ_FAKE_LIM_COLD) {
         cx->bare = 1;
-        d->delay_ms = 0;
-        d->status = 429;
         s_error(b, cx, 429, "Too many requests (fake upstream, --cold-ms).", "requests",
                 "rate_limit_exceeded", out);
         return 1;
     }
-    double need = 0;
-    if (b->cfg.token_limit > 0) {
-        need = (double)((s_prompt_chars(kind, root) + 3) / 4) +
-               (double)(kind == S_EMBEDDINGS ? 0 : s_completion_tokens(root));
-        s_trefill(b);
-    }
-    int ok = 1;
-    const char *what = "requests";
-    if (b->cfg.rate_limit > 0 && !s_take(b, &wait_ms)) {
-        ok = 0;
-    } else if (b->cfg.token_limit > 0 && b->ttokens < fmin(need, b->tburst)) {
-        ok = 0;
-        what = "tokens";
-        wait_ms = (uint64_t)ceil((fmin(need, b->tburst) - b->ttokens) / b->cfg.token_limit * 1000.0);
-        if (wait_ms < 1)
-            wait_ms = 1;
-        if (b->cfg.rate_limit > 0)
-            b->tokens += 1.0; /* give the request token back */
-    }
-    if (ok) {
-        b->ttokens -= need;
-        return 0;
-    }
-    d->delay_ms = 0;
-    d->status = 429;
-    s_retry_after(b, wait_ms);
+    const char *what = v == LQ_FAKE_LIM_TOKENS ? "tokens" : "requests";
+    lq_fake_lim_retry_after(b->lim, wait_ms, &b->hdrs);
+    char msg[256];
     snprintf(msg, sizeof msg,
              "Rate limit reached for %s (fake upstream). Please try again in %llums.", what,
              (unsigned long long)wait_ms);
