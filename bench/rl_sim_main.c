@@ -77,10 +77,11 @@ static int s_run(const s_shape_t *sh, const char *dir, int json, int first)
     if (json) {
         printf("%s{\"shape\":\"%s\",\"jobs\":%d,\"ideal_s\":%.3f,\"wall_s\":%.3f,\"x_ideal\":%.4f,"
                "\"n429\":%lld,\"requests\":%lld,\"pct429\":%.3f,\"lost\":%lld,"
-               "\"follow_down_s\":%.1f,\"follow_up_s\":%.1f}",
+               "\"follow_down_s\":%.3f,\"follow_up_s\":%.3f}",
                first ? "" : ",\n", sh->name, sh->jobs, ideal / 1000, (double)r.wall_ms / 1000,
                (double)r.wall_ms / ideal, (long long)r.n429, (long long)r.requests, share,
-               (long long)r.lost, tr.follow_ms[0] / 1000, tr.follow_ms[1] / 1000);
+               (long long)r.lost, tr.follow_ms[0] < 0 ? -1.0 : tr.follow_ms[0] / 1000,
+               tr.follow_ms[1] < 0 ? -1.0 : tr.follow_ms[1] / 1000);
     } else {
         printf("%-12s %-58s %6.2f s / %6.2f s = %.3fx  429s %5.2f%%  lost %lld", sh->name, sh->what,
                (double)r.wall_ms / 1000, ideal / 1000, (double)r.wall_ms / ideal, share,

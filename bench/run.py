@@ -832,9 +832,9 @@ class Bench:
                 log(f"  llmq two upstreams, {key}: {nn} jobs at {rr}/s in {wall:.2f} s")
         finally:
             c.close()
-        res["asyncio_a"] = self.asyncio_run(n, self.P["asy_tp_conc"],
+        res["asyncio_a"] = self.asyncio_run(n, self.P["asy_tp_conc"], series=True,
                                             fake=[*base, "--headers", "none"], label="two, A")
-        res["asyncio_b"] = self.asyncio_run(nb, self.P["asy_tp_conc"],
+        res["asyncio_b"] = self.asyncio_run(nb, self.P["asy_tp_conc"], series=True,
                                             fake=["--rate-limit", str(rate_b), "--latency-ms",
                                                   "20", "--headers", "none"], label="two, B")
         return res

@@ -27,7 +27,8 @@
 #define S_COLD_OK 8          /* successes needed before a 429 measures */
 #define S_COLD_AGE_MS 2000   /* ... or this age */
 #define S_COLD_GAP_MS 25     /* first back-off of a cold 429, doubling */
-#define S_COLD_MAX_GAP_MS 200
+#define S_COLD_MAX_GAP_MS 100
+#define S_COLD_MIN_WINDOW 8.0
 #define S_MIN_RPS 0.5
 #define S_EARLY_RETRY_MS 250 /* a job's wait once Retry-After proved pessimistic */
 
@@ -401,7 +402,7 @@ static void s_on_429(lq_rl_t *rl, uint64_t now_ms, const lq_rl_result_t *res)
             rl->cold_gap_ms = S_COLD_MAX_GAP_MS;
         if (!same_event) {
             s_pause(rl, now_ms, (int64_t)rl->cold_gap_ms, 0);
-            rl->window = rl->window / 2 > 1 ? rl->window / 2 : 1;
+            rl->window = rl->window / 2 > S_COLD_MIN_WINDOW ? rl->window / 2 : S_COLD_MIN_WINDOW;
         }
         rl->last_cut_ms = now_ms;
     } else if (!same_event) {
@@ -417,10 +418,15 @@ static void s_on_429(lq_rl_t *rl, uint64_t now_ms, const lq_rl_result_t *res)
 /* Takes in the provider's rate-limit headers. */
 static void s_on_headers(lq_rl_t *rl, uint64_t now_ms, const lq_rl_result_t *res)
 {
+    /* 97% of the limit, or all of it while more than half of it remains
+     * (the provider's bucket is not being drained) */
     if (res->limit_requests > 0)
-        rl->header_rps = (double)res->limit_requests / 60.0 * S_HEADER_MARGIN;
+        rl->header_rps = (double)res->limit_requests / 60.0 *
+                         (res->remaining_requests * 2 > res->limit_requests ? 1.0
+                                                                             : S_HEADER_MARGIN);
     if (res->limit_tokens > 0)
-        rl->header_tps = (double)res->limit_tokens / 60.0 * S_HEADER_MARGIN;
+        rl->header_tps = (double)res->limit_tokens / 60.0 *
+                         (res->remaining_tokens * 2 > res->limit_tokens ? 1.0 : S_HEADER_MARGIN);
     if (res->remaining_requests == 0 && res->reset_requests_ms > 0)
         s_pause(rl, now_ms, res->reset_requests_ms, 0);
     if (res->remaining_tokens == 0 && res->reset_tokens_ms > 0)

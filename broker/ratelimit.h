@@ -13,7 +13,8 @@
  *     real usage when the result arrives.
  *  2. Provider headers (OpenAI x-ratelimit-*, Anthropic anthropic-ratelimit-*
  *     mapped onto the same fields by the worker): the limits cap the request
- *     and token rates at 97%; "remaining 0" pauses until the reset.
+ *     and token rates (at 100% while more than half remains, else 97%);
+ *     "remaining 0" pauses until the reset.
  *  3. 429s without headers: multiplicative decrease to 95% of the rate of
  *     successes just measured, once per congestion event (a 429 for a job
  *     sent before the last cut is the same event). 429s before enough

@@ -23,7 +23,7 @@ typedef struct {
     uint64_t sent;
     int status;
     int64_t retry_after_ms;
-    int64_t remaining;
+    int64_t remaining, tremaining;
     int64_t reset_ms;
 } s_sim_flight_t;
 
@@ -79,6 +79,8 @@ static void s_sim_decide(const lq_sim_provider_t *p, s_sim_bucket_t *b, uint64_t
                             : p->retry_after_ms == -1 ? (int64_t)(wait_ms < 1 ? 1 : wait_ms)
                                                       : -1;
     f->remaining = (int64_t)floor(b->tokens / b->burst * b->rate * 60.0);
+    f->tremaining = b->tburst > 0 ? (int64_t)floor(fmax(0, b->ttokens) / b->tburst * b->trate * 60.0)
+                                  : -1;
     f->reset_ms = (int64_t)ceil((b->burst - b->tokens) / b->rate * 1000.0);
 }
 
@@ -130,7 +132,8 @@ static void s_sim_complete(lq_rl_t *rl, const lq_sim_cfg_t *cfg, const lq_sim_pr
                               f->status == 200 ? cfg->used_tokens : -1,
                               hdr ? (int64_t)(s_sim_rate_at(p, f->sent - S_T0) * 60) : -1,
                               hdr && p->tok_rate > 0 ? (int64_t)(p->tok_rate * 60) : -1,
-                              hdr ? f->remaining : -1, -1, hdr ? f->reset_ms : -1, -1, f->sent};
+                              hdr ? f->remaining : -1, hdr ? f->tremaining : -1,
+                              hdr ? f->reset_ms : -1, -1, f->sent};
         lq_rl_on_result(rl, now, &res);
         if (f->status == 429) {
             out->n429++;

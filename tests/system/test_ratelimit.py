@@ -77,7 +77,9 @@ class RateLimit(harness.ClusterTest):
     def test_openai_headers(self):
         u, n429, requests = self.shape(["--headers", "openai"])
         self.assertEqual(u["pace_source"], "headers")
-        self.assertAlmostEqual(u["pace_rpm"], RATE * 60 * 0.97, delta=2)
+        # all of the limit while more than half of it remains, else 97%
+        self.assertGreaterEqual(u["pace_rpm"], RATE * 60 * 0.97 - 1)
+        self.assertLessEqual(u["pace_rpm"], RATE * 60)
         self.assertLessEqual(n429, 0.10 * requests)  # before the first headers arrive
 
     # 3. Anthropic-style headers (RFC 3339 resets): the same
@@ -85,7 +87,9 @@ class RateLimit(harness.ClusterTest):
         u, n429, requests = self.shape(["--headers", "anthropic",
                                         "--retry-after-format", "seconds"])
         self.assertEqual(u["pace_source"], "headers")
-        self.assertAlmostEqual(u["pace_rpm"], RATE * 60 * 0.97, delta=2)
+        # all of the limit while more than half of it remains, else 97%
+        self.assertGreaterEqual(u["pace_rpm"], RATE * 60 * 0.97 - 1)
+        self.assertLessEqual(u["pace_rpm"], RATE * 60)
         self.assertLessEqual(n429, 0.10 * requests)  # before the first headers arrive
 
     # 4. a tokens/min limit that binds first (long prompts)
@@ -93,7 +97,8 @@ class RateLimit(harness.ClusterTest):
         tps = 40000  # ~1,000 tokens a job: ~40 jobs/s, under the request limit
         prompt = {"messages": [{"role": "user", "content": "x" * 4000}]}
         u, n429, requests = self.shape(["--token-limit", str(tps)], n=200, body_extra=prompt)
-        self.assertAlmostEqual(u["pace_tpm"], tps * 60 * 0.97, delta=2)
+        self.assertGreaterEqual(u["pace_tpm"], tps * 60 * 0.97 - 1)
+        self.assertLessEqual(u["pace_tpm"], tps * 60)
         self.assertLessEqual(n429, 0.30 * requests)
 
     # 5. cold start: 429s without headers in the first second

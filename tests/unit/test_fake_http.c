@@ -8,6 +8,7 @@
  * test directly. */
 #define _GNU_SOURCE
 #include "tests/fake/fake_behaviour.c"
+#include "tests/fake/fake_limiter.c"
 #include "tests/fake/fake_http.c"
 #include "tests/fake/fake_table.c"
 
