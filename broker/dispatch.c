@@ -45,6 +45,7 @@ struct s_batch {
     int fetching;    /* a LEASE call is outstanding */
     int cancelled;   /* stop dispatching its queue */
     int rr_skip;     /* nothing can be sent for it in this round */
+    int rate_held;   /* its upstream's limiter held its queue back this round */
     int hot;         /* on the hot list */
     s_job_t *head, *tail;
     size_t queued;
@@ -74,6 +75,7 @@ struct lq_dispatch {
     int fetches;
     int64_t fetch_priority; /* only batches this important may lease now */
     uint64_t rr_clock, dispatched;
+    int held; /* lq_dispatch_hold */
 };
 
 /* ---- jobs and batches ---- */
@@ -184,6 +186,12 @@ void lq_dispatch_cancel(lq_dispatch_t *d, const char *id)
         s_job_t *j = s_dequeue(d, b);
         s_job_destroy(&j);
     }
+}
+
+const char *lq_dispatch_batch_upstream(const lq_dispatch_t *d, const char *id)
+{
+    const s_batch_t *b = s_batch(d, id);
+    return b ? b->upstream : NULL;
 }
 
 size_t lq_dispatch_queued(const lq_dispatch_t *d, const char *id)
@@ -607,11 +615,14 @@ static int s_want_send(const lq_dispatch_t *d, const s_batch_t *x)
 }
 
 /* Strict priority for leasing: only batches of the highest priority that
- * has work (or a lease call in progress) may lease (d->fetch_priority). */
+ * has work (or a lease call in progress) may lease (d->fetch_priority). A
+ * batch whose upstream's limiter is holding its queue back leases nothing
+ * more for now: its queue would only take the lease capacity (free credit
+ * plus prefetch) from batches of faster upstreams. */
 static int s_want_fetch(const lq_dispatch_t *d, const s_batch_t *x)
 {
     return x->maybe_ready && !x->fetching && !x->cancelled && x->priority >= d->fetch_priority &&
-           s_has_worker_for(d, x->upstream);
+           !(x->rate_held && x->queued > 0) && s_has_worker_for(d, x->upstream);
 }
 
 static int64_t s_top_priority(const lq_dispatch_t *d)
@@ -660,7 +671,7 @@ static void s_send_job(lq_dispatch_t *d, s_worker_t *w, s_job_t *j)
 static void s_send_queued(lq_dispatch_t *d)
 {
     for (size_t i = 0; i < d->nhot; i++)
-        d->hot[i]->rr_skip = 0;
+        d->hot[i]->rr_skip = d->hot[i]->rate_held = 0;
     while (d->total_credit > 0 && d->queued_total > 0) {
         s_batch_t *b = s_next_batch(d, s_want_send);
         if (!b)
@@ -673,7 +684,7 @@ static void s_send_queued(lq_dispatch_t *d)
         uint64_t retry_ms;
         if (!lq_rl_admit(lq_dispatch_limiter(d, b->upstream), d->ops.now(d->ops.arg),
                          b->head->est_tokens, &retry_ms)) {
-            b->rr_skip = 1;
+            b->rr_skip = b->rate_held = 1;
             d->ops.wake(d->ops.arg, retry_ms);
             continue;
         }
@@ -710,8 +721,15 @@ static void s_lease_more(lq_dispatch_t *d)
     }
 }
 
+void lq_dispatch_hold(lq_dispatch_t *d, int held)
+{
+    d->held = held;
+}
+
 void lq_dispatch_run(lq_dispatch_t *d)
 {
+    if (d->held)
+        return;
     s_hot_compact(d);
     s_send_queued(d);
     s_lease_more(d);

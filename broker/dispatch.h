@@ -79,6 +79,10 @@ void lq_dispatch_destroy(lq_dispatch_t **d);
  * Call it after anything that may have created work or credit. */
 void lq_dispatch_run(lq_dispatch_t *d);
 
+/* While held, nothing is sent to workers and nothing is leased (the owner
+ * holds dispatch while Redis cannot record results). */
+void lq_dispatch_hold(lq_dispatch_t *d, int held);
+
 /* ---- batches ---- */
 
 /* Makes the batch known (no-op if it is). upstream "" or NULL = "default",
@@ -89,6 +93,8 @@ void lq_dispatch_batch(lq_dispatch_t *d, const char *id, const char *upstream, i
 void lq_dispatch_ready(lq_dispatch_t *d, const char *id);
 /* Stops dispatching a batch and requeues its prefetch queue. */
 void lq_dispatch_cancel(lq_dispatch_t *d, const char *id);
+/* The upstream of a known batch, or NULL. */
+const char *lq_dispatch_batch_upstream(const lq_dispatch_t *d, const char *id);
 /* Jobs of the batch waiting in its prefetch queue (0 if unknown). */
 size_t lq_dispatch_queued(const lq_dispatch_t *d, const char *id);
 /* The answer to a lease call: more = Redis holds more jobs. Jobs of an

@@ -7,6 +7,7 @@
 #include "../common/util.h"
 #include "../wire/curve.h"
 #include "../wire/zsock.h"
+#include "cachekey.h"
 #include "payload.h"
 #include "record.h"
 #include "scripts.h"
@@ -150,6 +151,11 @@ static void s_open(lq_frontend_t *f, const uint8_t *ident, size_t len, const lq_
         s_error(f, ident, len, o->req, "bad_request", "max_attempts and timeout must be >= 1");
         return;
     }
+    char full[512];
+    if (lq_broker_admit(f->b, 0, full, sizeof full) < 0) {
+        s_error(f, ident, len, o->req, "redis_full", full);
+        return;
+    }
     s_ctx_t *c = s_ctx(f, ident, len, o->req, LQ_C_OPEN);
     snprintf(c->upstream, sizeof c->upstream, "%s", o->upstream ? o->upstream : "default");
     c->priority = o->priority;
@@ -161,9 +167,17 @@ static void s_open(lq_frontend_t *f, const uint8_t *ident, size_t len, const lq_
     snprintf(to, sizeof to, "%lld", (long long)o->timeout_ms);
     snprintf(pr, sizeof pr, "%lld", (long long)o->priority);
     snprintf(now, sizeof now, "%lld", (long long)lq_wall_s());
-    const char *argv[9] = {lq_broker_prefix(f->b), o->name ? o->name : "", c->upstream, ma, to, pr, now,
-                           id, o->fingerprint ? o->fingerprint : ""};
-    s_eval(c, LQ_SCRIPT_OPEN, s_on_open, 9, argv, NULL);
+    const char *argv[10] = {lq_broker_prefix(f->b),
+                            o->name ? o->name : "",
+                            c->upstream,
+                            ma,
+                            to,
+                            pr,
+                            now,
+                            id,
+                            o->fingerprint ? o->fingerprint : "",
+                            o->cache ? "1" : "0"};
+    s_eval(c, LQ_SCRIPT_OPEN, s_on_open, 10, argv, NULL);
 }
 
 /* ---- CHUNK ---- */
@@ -204,9 +218,19 @@ static void s_chunk(lq_frontend_t *f, const uint8_t *ident, size_t len, const lq
             return;
         }
     }
+    size_t bytes = 0;
+    for (size_t i = 0; i < ch->njobs; i++)
+        bytes += ch->jobs[i].body_len + strlen(ch->jobs[i].custom_id) + strlen(ch->jobs[i].url);
+    char full[512];
+    if (lq_broker_admit(f->b, bytes, full, sizeof full) < 0) {
+        s_error(f, ident, len, ch->req, "redis_full", full);
+        return;
+    }
     s_ctx_t *c = s_ctx(f, ident, len, ch->req, LQ_C_CHUNK);
     snprintf(c->batch, sizeof c->batch, "%s", ch->batch);
-    size_t argc = 3 + ch->njobs;
+    /* cache keys only for a batch opened with cache whose upstream we know */
+    const char *upstream = ch->cache ? lq_broker_batch_upstream(f->b, ch->batch) : NULL;
+    size_t argc = 4 + ch->njobs * (upstream ? 2 : 1);
     const char **argv = xmalloc(argc * sizeof *argv);
     size_t *lens = xmalloc(argc * sizeof *lens);
     char first[24];
@@ -214,15 +238,23 @@ static void s_chunk(lq_frontend_t *f, const uint8_t *ident, size_t len, const lq
     argv[0] = lq_broker_prefix(f->b);
     argv[1] = ch->batch;
     argv[2] = first;
-    for (size_t i = 0; i < 3; i++)
+    argv[3] = upstream ? "1" : "0";
+    for (size_t i = 0; i < 4; i++)
         lens[i] = strlen(argv[i]);
     for (size_t i = 0; i < ch->njobs; i++) {
         const lq_job_spec_t *j = &ch->jobs[i];
-        argv[3 + i] = lq_payload_encode(j->custom_id, j->url, j->est_tokens, j->body, j->body_len,
-                                        &lens[3 + i]);
+        argv[4 + i] = lq_payload_encode(j->custom_id, j->url, j->est_tokens, j->body, j->body_len,
+                                        &lens[4 + i]);
+        if (!upstream)
+            continue;
+        char *key = xmalloc(LQ_CACHE_KEY_MAX);
+        if (lq_cache_key(upstream, j->url, j->body, j->body_len, key) < 0)
+            key[0] = '\0'; /* not JSON: never cached */
+        argv[4 + ch->njobs + i] = key;
+        lens[4 + ch->njobs + i] = strlen(key);
     }
     s_eval(c, LQ_SCRIPT_CHUNK, s_on_chunk, (int)argc, argv, lens);
-    for (size_t i = 3; i < argc; i++)
+    for (size_t i = 4; i < argc; i++)
         free((char *)argv[i]);
     free(argv);
     free(lens);
@@ -246,6 +278,9 @@ static void s_on_status(lq_redis_t *r, redisReply *reply, void *arg)
             } else {
                 m.u.batch.req = c->req;
                 lq_record_batch_info(&m.u.batch.info, c->batch, reply);
+                m.u.batch.info.expires_at =
+                    lq_broker_expires_at(c->f->b, m.u.batch.info.finished_at,
+                                         lq_record_field_ll(reply, "fetched_at"));
                 /* jobs leased into the broker's prefetch queue are not running */
                 int64_t queued = (int64_t)lq_broker_prefetched(c->f->b, c->batch);
                 lq_batch_info_t *info = &m.u.batch.info;
@@ -383,11 +418,143 @@ static void s_results(lq_frontend_t *f, const uint8_t *ident, size_t len, const 
     }
     s_ctx_t *c = s_ctx(f, ident, len, q->req, LQ_C_RESULTS);
     snprintf(c->batch, sizeof c->batch, "%s", q->batch);
-    char from[24], max[24];
+    char from[24], max[24], now[24];
     snprintf(from, sizeof from, "%lld", (long long)q->from);
     snprintf(max, sizeof max, "%lld", (long long)(q->max > 5000 ? 5000 : q->max));
-    const char *argv[4] = {lq_broker_prefix(f->b), q->batch, from, max};
-    s_eval(c, LQ_SCRIPT_RESULTS, s_on_results, 4, argv, NULL);
+    snprintf(now, sizeof now, "%lld", (long long)lq_wall_s());
+    const char *argv[5] = {lq_broker_prefix(f->b), q->batch, from, max, now};
+    s_eval(c, LQ_SCRIPT_RESULTS, s_on_results, 5, argv, NULL);
+}
+
+/* ---- DELETE ---- */
+
+static void s_on_delete(lq_redis_t *r, redisReply *reply, void *arg)
+{
+    (void)r;
+    s_ctx_t *c = arg;
+    if (s_bad_reply(c, reply, REDIS_REPLY_ARRAY) || reply->elements < 1) {
+        free(c);
+        return;
+    }
+    long long code = reply->element[0]->integer;
+    if (code == -1) {
+        s_ctx_error(c, "not_found", "no such batch");
+    } else if (code == -2) {
+        char msg[512];
+        snprintf(msg, sizeof msg,
+                 "batch %s is still %s: cancel it first (llmq cancel %s), or wait for it", c->batch,
+                 reply->elements > 1 && reply->element[1]->str ? reply->element[1]->str : "active",
+                 c->batch);
+        s_ctx_error(c, "active", msg);
+    } else {
+        LQ_INFO("batch %s deleted", c->batch);
+        lq_msg_t m = {0};
+        m.cmd = LQ_C_DELETED;
+        m.u.batch_req.req = c->req;
+        m.u.batch_req.batch = c->batch;
+        s_reply(c, &m);
+    }
+    free(c);
+}
+
+static void s_delete(lq_frontend_t *f, const uint8_t *ident, size_t len, const lq_c_batch_req_t *q)
+{
+    if (!s_valid_id(q->batch)) {
+        s_error(f, ident, len, q->req, "not_found", "no such batch");
+        return;
+    }
+    s_ctx_t *c = s_ctx(f, ident, len, q->req, LQ_C_DELETE);
+    snprintf(c->batch, sizeof c->batch, "%s", q->batch);
+    const char *argv[2] = {lq_broker_prefix(f->b), q->batch};
+    s_eval(c, LQ_SCRIPT_DELETE, s_on_delete, 2, argv, NULL);
+}
+
+/* ---- CACHE: stats and clear, one SCAN step per Redis call ---- */
+
+typedef struct {
+    s_ctx_t base; /* must be first: s_ctx_error and s_reply take it */
+    int clear;
+    char cursor[32];
+    lq_c_cache_reply_t totals;
+} s_cache_ctx_t;
+
+static void s_cache_step(s_cache_ctx_t *k);
+
+static void s_on_cache_counters(lq_redis_t *r, redisReply *reply, void *arg)
+{
+    (void)r;
+    s_cache_ctx_t *k = arg;
+    if (s_bad_reply(&k->base, reply, REDIS_REPLY_ARRAY) || reply->elements != 4) {
+        free(k);
+        return;
+    }
+    int64_t *dst[4] = {&k->totals.hits, &k->totals.misses, &k->totals.stores,
+                       &k->totals.tokens_saved};
+    for (size_t i = 0; i < 4; i++)
+        *dst[i] = reply->element[i]->str ? strtoll(reply->element[i]->str, NULL, 10) : 0;
+    lq_msg_t m = {0};
+    m.cmd = LQ_C_CACHE_REPLY;
+    m.u.cache_reply = k->totals;
+    m.u.cache_reply.req = k->base.req;
+    s_reply(&k->base, &m);
+    free(k);
+}
+
+static void s_on_cache_scan(lq_redis_t *r, redisReply *reply, void *arg)
+{
+    (void)r;
+    s_cache_ctx_t *k = arg;
+    if (s_bad_reply(&k->base, reply, REDIS_REPLY_ARRAY) || reply->elements != 4 ||
+        reply->element[0]->type != REDIS_REPLY_STRING) {
+        free(k);
+        return;
+    }
+    snprintf(k->cursor, sizeof k->cursor, "%s", reply->element[0]->str);
+    k->totals.entries += reply->element[1]->integer;
+    k->totals.bytes += reply->element[2]->integer;
+    k->totals.cleared += reply->element[3]->integer;
+    if (strcmp(k->cursor, "0") != 0) {
+        s_cache_step(k);
+        return;
+    }
+    if (k->clear)
+        LQ_INFO("cache cleared%s%s: %lld entries", k->base.upstream[0] ? " for " : "",
+                k->base.upstream, (long long)k->totals.cleared);
+    char key[LQ_MAX_ID + 16];
+    snprintf(key, sizeof key, "%scache_stats", lq_broker_prefix(k->base.f->b));
+    const char *argv[6] = {"HMGET", key, "hits", "misses", "stores", "tokens_saved"};
+    if (lq_redis_command(lq_broker_redis(k->base.f->b), s_on_cache_counters, k, 6, argv, NULL) <
+        0) {
+        s_ctx_error(&k->base, "unavailable", "the broker cannot reach Redis right now; retry");
+        free(k);
+    }
+}
+
+/* Runs the next SCAN step of a stats or clear request. */
+static void s_cache_step(s_cache_ctx_t *k)
+{
+    const char *argv[4] = {lq_broker_prefix(k->base.f->b), k->cursor, k->base.upstream,
+                           k->clear ? "1" : "0"};
+    s_eval(&k->base, LQ_SCRIPT_CACHE_SCAN, s_on_cache_scan, 4, argv, NULL);
+}
+
+static void s_cache(lq_frontend_t *f, const uint8_t *ident, size_t len, const lq_c_cache_t *q)
+{
+    int clear = strcmp(q->op, "clear") == 0;
+    if ((!clear && strcmp(q->op, "stats") != 0) || (q->upstream && !s_valid_id(q->upstream))) {
+        s_error(f, ident, len, q->req, "bad_request", "cache op must be stats or clear");
+        return;
+    }
+    s_cache_ctx_t *k = xcalloc(1, sizeof *k);
+    k->base.f = f;
+    memcpy(k->base.ident, ident, len);
+    k->base.ident_len = len;
+    k->base.req = q->req;
+    k->base.cmd = LQ_C_CACHE;
+    snprintf(k->base.upstream, sizeof k->base.upstream, "%s", q->upstream ? q->upstream : "");
+    k->clear = clear;
+    snprintf(k->cursor, sizeof k->cursor, "0");
+    s_cache_step(k);
 }
 
 /* ---- LIST, WORKERS ---- */
@@ -402,8 +569,12 @@ static void s_on_list(lq_redis_t *r, redisReply *reply, void *arg)
         for (size_t i = 0; i < reply->elements; i++) {
             redisReply *flat = reply->element[i];
             const char *id = lq_record_field(flat, "id");
-            if (id)
-                lq_record_batch_info(&infos[n++], id, flat);
+            if (!id)
+                continue;
+            lq_record_batch_info(&infos[n], id, flat);
+            infos[n].expires_at = lq_broker_expires_at(c->f->b, infos[n].finished_at,
+                                                       lq_record_field_ll(flat, "fetched_at"));
+            n++;
         }
         lq_msg_t m = {0};
         m.cmd = LQ_C_LIST_REPLY;
@@ -423,6 +594,7 @@ static void s_workers(lq_frontend_t *f, const uint8_t *ident, size_t len, uint64
     m.u.workers_reply.req = req;
     m.u.workers_reply.nworkers = lq_broker_workers(f->b, &m.u.workers_reply.workers);
     m.u.workers_reply.nupstreams = lq_broker_upstreams(f->b, &m.u.workers_reply.upstreams);
+    lq_broker_redis_state(f->b, &m.u.workers_reply.redis);
     lq_zsock_send(f->sock, ident, len, &m);
     free(m.u.workers_reply.upstreams);
     free(m.u.workers_reply.workers);
@@ -458,6 +630,12 @@ static void s_on_message(lq_zsock_t *s, const uint8_t *ident, size_t len, lq_msg
     }
     case LQ_C_WORKERS:
         s_workers(f, ident, len, m->u.simple.req);
+        break;
+    case LQ_C_DELETE:
+        s_delete(f, ident, len, &m->u.batch_req);
+        break;
+    case LQ_C_CACHE:
+        s_cache(f, ident, len, &m->u.cache);
         break;
     case LQ_W_HEARTBEAT:
         break;

@@ -98,6 +98,23 @@ static char *s_render(lq_metrics_t *m, size_t *out_len)
              (unsigned long long)(m->front ? lq_frontend_dropped(m->front) : 0),
              (unsigned long long)st.dropped);
     s_append(&s, &len, &cap,
+             "# TYPE llmq_redis_memory_used_bytes gauge\nllmq_redis_memory_used_bytes %lld\n"
+             "# TYPE llmq_redis_memory_max_bytes gauge\nllmq_redis_memory_max_bytes %lld\n"
+             "# TYPE llmq_admission_open gauge\nllmq_admission_open %d\n"
+             "# TYPE llmq_results_blocked gauge\nllmq_results_blocked %d\n"
+             "# TYPE llmq_results_held gauge\nllmq_results_held %lld\n"
+             "# TYPE llmq_results_refused_total counter\nllmq_results_refused_total %llu\n"
+             "# TYPE llmq_batches_expired_total counter\nllmq_batches_expired_total %llu\n"
+             "# TYPE llmq_cache_hits_total counter\nllmq_cache_hits_total %lld\n"
+             "# TYPE llmq_cache_misses_total counter\nllmq_cache_misses_total %lld\n"
+             "# TYPE llmq_cache_stores_total counter\nllmq_cache_stores_total %lld\n"
+             "# TYPE llmq_cache_tokens_saved_total counter\nllmq_cache_tokens_saved_total %lld\n",
+             (long long)st.redis.used_bytes, (long long)st.redis.max_bytes, st.redis.accepting,
+             st.redis.results_blocked, (long long)st.redis.results_held,
+             (unsigned long long)st.results_refused, (unsigned long long)st.batches_expired,
+             (long long)st.cache_hits, (long long)st.cache_misses, (long long)st.cache_stores,
+             (long long)st.cache_tokens_saved);
+    s_append(&s, &len, &cap,
              "# TYPE llmq_upstream_limit_rpm gauge\n# TYPE llmq_upstream_learned_rpm gauge\n"
              "# TYPE llmq_upstream_in_flight gauge\n# TYPE llmq_upstream_responses_total "
              "counter\n# HELP llmq_upstream_pace_rpm requests/min in force (source: configured, "

@@ -34,9 +34,14 @@ struct lq_reports {
     lq_reports_opts_t opts;
     lq_reports_recorded_cb on_recorded;
     void *arg;
-    s_report_t *items;
+    s_report_t *items; /* waiting to be sent; while blocked, the refused first */
     size_t n, cap;
     lq_reports_stats_t stats;
+    size_t calls;      /* REPORT calls outstanding */
+    uint64_t retry_at; /* while blocked: no send before this */
+    int lost;          /* results were left with their workers */
+    int no_cache;      /* lq_reports_cache_writes(r, 0) */
+    char why[160];     /* Redis's last refusal */
 };
 
 static void s_report_clear(s_report_t *rep)
@@ -108,6 +113,12 @@ static char *s_response_json(const lq_w_result_t *res)
 void lq_reports_add(lq_reports_t *r, const uint8_t *ident, size_t ident_len,
                     const lq_w_result_t *res, char *cid)
 {
+    if (r->stats.blocked && r->n >= LQ_REPORTS_HELD_MAX) {
+        /* bounded: this one stays with its worker, unacknowledged */
+        r->lost = 1;
+        free(cid);
+        return;
+    }
     if (r->n == r->cap) {
         r->cap = r->cap ? r->cap * 2 : 256;
         r->items = xrealloc(r->items, r->cap * sizeof *r->items);
@@ -133,15 +144,43 @@ void lq_reports_add(lq_reports_t *r, const uint8_t *ident, size_t ident_len,
                    : xstrdup("");
 }
 
+/* Puts refused results back at the head of the queue, to be sent again. */
+static void s_hold(lq_reports_t *r, s_call_t *call)
+{
+    if (r->n + call->n > r->cap) {
+        r->cap = r->n + call->n + 256;
+        r->items = xrealloc(r->items, r->cap * sizeof *r->items);
+    }
+    memmove(r->items + call->n, r->items, r->n * sizeof *r->items);
+    memcpy(r->items, call->items, call->n * sizeof *r->items);
+    r->n += call->n;
+    free(call->items);
+    free(call);
+}
+
 static void s_on_report(lq_redis_t *redis, redisReply *reply, void *arg)
 {
     (void)redis;
     s_call_t *call = arg;
     lq_reports_t *r = call->r;
-    int ok = reply && reply->type == REDIS_REPLY_ARRAY && reply->elements == call->n;
-    if (reply && !ok)
-        LQ_ERROR("REPORT failed: %s", reply->type == REDIS_REPLY_ERROR ? reply->str : "bad reply");
-    for (size_t i = 0; ok && i < call->n; i++) {
+    r->calls--;
+    if (reply && (reply->type != REDIS_REPLY_ARRAY || reply->elements != call->n)) {
+        const char *why = reply->type == REDIS_REPLY_ERROR ? reply->str : "bad reply";
+        if (!r->stats.blocked)
+            LQ_ERROR("Redis refuses results (%s): keeping %zu results and holding dispatch "
+                     "until it takes them",
+                     why, call->n);
+        snprintf(r->why, sizeof r->why, "%s", why);
+        r->stats.blocked = 1;
+        r->stats.refused++;
+        s_hold(r, call);
+        return;
+    }
+    if (reply && r->stats.blocked && r->calls == 0) {
+        LQ_INFO("Redis takes results again: dispatch resumes");
+        r->stats.blocked = 0;
+    }
+    for (size_t i = 0; reply && i < call->n; i++) {
         const s_report_t *rep = &call->items[i];
         const char *code = reply->element[i]->str ? reply->element[i]->str : "";
         r->stats.results++;
@@ -156,16 +195,18 @@ static void s_on_report(lq_redis_t *redis, redisReply *reply, void *arg)
  * must not be cleared). */
 static void s_send_call(lq_reports_t *r, const s_report_t *items, size_t n)
 {
-    size_t argc = 2 + n * LQ_REPORT_FIELDS;
+    size_t argc = 3 + n * LQ_REPORT_FIELDS;
     const char **argv = xmalloc(argc * sizeof *argv);
     char (*nums)[6][24] = xmalloc(n * sizeof *nums);
-    char now[32];
+    char now[32], ttl[24];
     snprintf(now, sizeof now, "%lld", (long long)lq_wall_ms());
+    snprintf(ttl, sizeof ttl, "%lld", r->no_cache ? 0LL : (long long)r->opts.cache_ttl_s);
     argv[0] = r->opts.prefix;
     argv[1] = now;
+    argv[2] = ttl;
     for (size_t i = 0; i < n; i++) {
         const s_report_t *rep = &items[i];
-        const char **a = argv + 2 + i * LQ_REPORT_FIELDS;
+        const char **a = argv + 3 + i * LQ_REPORT_FIELDS;
         const int64_t v[6] = {rep->index, rep->attempt, rep->outcome,
                               rep->ptok,  rep->ctok,    rep->delay_ms};
         for (int k = 0; k < 6; k++)
@@ -190,14 +231,27 @@ static void s_send_call(lq_reports_t *r, const s_report_t *items, size_t n)
      * they register again, so these can go. */
     if (lq_redis_eval(r->redis, LQ_SCRIPT_REPORT, s_on_report, call, 0, (int)argc, argv, NULL) < 0)
         s_call_destroy(&call);
+    else
+        r->calls++;
     free(argv);
     free(nums);
 }
 
-void lq_reports_flush(lq_reports_t *r)
+void lq_reports_flush(lq_reports_t *r, uint64_t now_ms)
 {
     if (r->n == 0 || !lq_redis_up(r->redis))
         return;
+    if (r->stats.blocked) {
+        /* one probe call at a time, every LQ_REPORTS_RETRY_MS */
+        if (r->calls > 0 || now_ms < r->retry_at)
+            return;
+        r->retry_at = now_ms + LQ_REPORTS_RETRY_MS;
+        size_t n = r->n > LQ_REPORT_MAX ? LQ_REPORT_MAX : r->n;
+        s_send_call(r, r->items, n);
+        memmove(r->items, r->items + n, (r->n - n) * sizeof *r->items);
+        r->n -= n;
+        return;
+    }
     for (size_t done = 0; done < r->n;) {
         size_t n = r->n - done > LQ_REPORT_MAX ? LQ_REPORT_MAX : r->n - done;
         s_send_call(r, r->items + done, n);
@@ -220,6 +274,25 @@ lq_reports_t *lq_reports_new(lq_redis_t *redis, const lq_reports_opts_t *opts,
 void lq_reports_stats(const lq_reports_t *r, lq_reports_stats_t *st)
 {
     *st = r->stats;
+    st->held = (int64_t)r->n;
+}
+
+void lq_reports_cache_writes(lq_reports_t *r, int on)
+{
+    r->no_cache = !on;
+}
+
+int lq_reports_blocked(const lq_reports_t *r)
+{
+    return r->stats.blocked;
+}
+
+int lq_reports_take_lost(lq_reports_t *r)
+{
+    if (!r->lost || r->stats.blocked)
+        return 0;
+    r->lost = 0;
+    return 1;
 }
 
 void lq_reports_destroy(lq_reports_t **p)

@@ -7,7 +7,10 @@
  *   P..'leases'  zset member "id|index" (payload.h) -> lease deadline (unix ms),
  *   P..'delayed' zset "id|index" -> retry due time (unix ms),
  *   P..'batches' zset id -> created (unix s), P..'active' set of unfinished
- *   batches, P..'name:'..name -> id.
+ *   batches, P..'name:'..name -> id, P..'finished' zset id -> finished (unix
+ *   s), P..'fetched' zset id -> first complete fetch of its results (unix s).
+ * A job's payload and attempt count are removed once it has its final
+ * result (forget_job): a finished batch keeps only its results.
  * A job is "leased" while it has a member in P..'leases'; the meta field
  * 'leased' counts them per batch and only changes together with that zset. */
 #include "scripts.h"
@@ -33,10 +36,17 @@
     " done >= tonumber(f[3]) then\n"                                                               \
     "    redis.call('HSET', m, 'state', 'completed', 'finished_at', math.floor(now / 1000))\n"    \
     "    redis.call('SREM', P..'active', id)\n"                                                    \
+    "    redis.call('ZADD', P..'finished', math.floor(now / 1000), id)\n"                          \
     "  elseif state == 'cancelling' and tonumber(f[6]) <= 0 then\n"                                \
     "    redis.call('HSET', m, 'state', 'cancelled', 'finished_at', math.floor(now / 1000))\n"    \
     "    redis.call('SREM', P..'active', id)\n"                                                    \
+    "    redis.call('ZADD', P..'finished', math.floor(now / 1000), id)\n"                          \
     "  end\n"                                                                                      \
+    "end\n"                                                                                        \
+    "local function forget_job(m, idx)\n"                                                          \
+    "  redis.call('HDEL', m..':jobs', idx)\n"                                                      \
+    "  redis.call('HDEL', m..':att', idx)\n"                                                       \
+    "  redis.call('HDEL', m..':ck', idx)\n"                                                        \
     "end\n"                                                                                        \
     "local function record(id, m, idx, failed, resp, err, now, attempt)\n"                         \
     "  local payload = redis.call('HGET', m..':jobs', idx) or '0:'\n"                              \
@@ -44,6 +54,7 @@
     "    cjson.encode(cid_of(payload))..',\"response\":'..(resp ~= '' and resp or 'null')..\n"   \
     "    ',\"error\":'..(err ~= '' and err or 'null')..'}'\n"                                      \
     "  redis.call('HSET', m..':res', idx, (failed and 'F' or 'S')..attempt..'|'..line)\n"          \
+    "  forget_job(m, idx)\n"                                                                       \
     "  redis.call('HINCRBY', m, failed and 'failed' or 'completed', 1)\n"                          \
     "  local member = member_of(id, idx)\n"                                                        \
     "  unlease(m, member)\n"                                                                       \
@@ -51,7 +62,7 @@
     "end\n"
 
 /* OPEN(P, name, upstream, max_attempts, timeout_ms, priority, now_s, new_id,
- * fingerprint) -> {id, created(1/0, -1: the name is taken by another input),
+ * fingerprint, cache 1/0) -> {id, created(1/0, -1: the name is taken by another input),
  * submitted, state} */
 static const char s_open[] =
     "local P = ARGV[1]\n"
@@ -73,32 +84,41 @@ static const char s_open[] =
     "  'timeout_ms', ARGV[5], 'priority', ARGV[6], 'state', 'submitting', 'closed', 0,\n"
     "  'total', 0, 'submitted', 0, 'cursor', 0, 'completed', 0, 'failed', 0, 'retried', 0,\n"
     "  'duplicates', 0, 'leased', 0, 'prompt_tokens', 0, 'completion_tokens', 0,\n"
-    "  'created_at', ARGV[7], 'finished_at', 0, 'fingerprint', ARGV[9])\n"
+    "  'created_at', ARGV[7], 'finished_at', 0, 'fingerprint', ARGV[9], 'cache', ARGV[10])\n"
     "redis.call('ZADD', P..'batches', ARGV[7], id)\n"
     "redis.call('SADD', P..'active', id)\n"
     "if name ~= '' then redis.call('SET', P..'name:'..name, id) end\n"
     "return {id, 1, 0, 'submitting'}\n";
 
-/* CHUNK(P, id, first, payload...) -> {submitted} or {-1} unknown batch,
- * {-2, submitted} gap, {-3, submitted} batch not accepting jobs */
+/* CHUNK(P, id, first, with_keys, payload..., [key...]) -> {submitted} or {-1}
+ * unknown batch, {-2, submitted} gap, {-3, submitted} batch not accepting
+ * jobs. With with_keys = '1' the n payloads are followed by their n cache
+ * keys, stored (in ':ck') only when the batch was opened with cache. */
 static const char s_chunk[] =
     "local P = ARGV[1]\n"
     "local m = P..'b:'..ARGV[2]\n"
-    "local st = redis.call('HMGET', m, 'state', 'submitted', 'closed')\n"
+    "local st = redis.call('HMGET', m, 'state', 'submitted', 'closed', 'cache')\n"
     "if not st[1] then return {-1} end\n"
     "local submitted = tonumber(st[2])\n"
     "local first = tonumber(ARGV[3])\n"
-    "local n = #ARGV - 3\n"
+    "local keyed = ARGV[4] == '1'\n"
+    "local n = #ARGV - 4\n"
+    "if keyed then n = n / 2 end\n"
     "if first > submitted then return {-2, submitted} end\n"
     "local skip = submitted - first\n"
     "if skip >= n then return {submitted} end\n"
     "if st[3] == '1' or st[1] ~= 'submitting' then return {-3, submitted} end\n"
-    "local args = {}\n"
+    "local args, keys = {}, {}\n"
     "for i = skip + 1, n do\n"
     "  args[#args + 1] = first + i - 1\n"
-    "  args[#args + 1] = ARGV[3 + i]\n"
+    "  args[#args + 1] = ARGV[4 + i]\n"
+    "  if keyed and st[4] == '1' and ARGV[4 + n + i] ~= '' then\n"
+    "    keys[#keys + 1] = first + i - 1\n"
+    "    keys[#keys + 1] = ARGV[4 + n + i]\n"
+    "  end\n"
     "end\n"
     "redis.call('HSET', m..':jobs', unpack(args))\n"
+    "if #keys > 0 then redis.call('HSET', m..':ck', unpack(keys)) end\n"
     "submitted = first + n\n"
     "redis.call('HSET', m, 'submitted', submitted)\n"
     "return {submitted}\n";
@@ -117,36 +137,58 @@ static const char s_close[] = LQ_LUA_LIB
     "end\n"
     "return {redis.call('HGET', m, 'state')}\n";
 
-/* LEASE(P, id, n, lease_deadline_ms) -> {more, idx, attempt, payload, ...} */
-static const char s_lease[] =
-    "local P = ARGV[1]\n" LQ_PAYLOAD_LUA
+/* LEASE(P, id, n, lease_deadline_ms, now_ms) -> {more, idx, attempt,
+ * payload, ...}. In a batch opened with cache, a job whose request has a
+ * cached response is answered here (its result written, counted in
+ * 'cached') and not returned: it never reaches a worker. */
+static const char s_lease[] = LQ_LUA_LIB
     "local id = ARGV[2]\n"
     "local m = P..'b:'..id\n"
-    "local st = redis.call('HMGET', m, 'state', 'submitted', 'cursor')\n"
+    "local st = redis.call('HMGET', m, 'state', 'submitted', 'cursor', 'cache')\n"
     "if st[1] ~= 'submitting' and st[1] ~= 'in_progress' then return {0} end\n"
     "local n = tonumber(ARGV[3])\n"
     "local deadline = ARGV[4]\n"
+    "local now = tonumber(ARGV[5])\n"
+    "local cache = st[4] == '1'\n"
+    "local hits, hit_pt, hit_ct, misses = 0, 0, 0, 0\n"
+    "local function from_cache(idx)\n"
+    "  if not cache then return false end\n"
+    "  local key = redis.call('HGET', m..':ck', idx)\n"
+    "  local v = key and key ~= '' and redis.call('GET', P..'cache:'..key)\n"
+    "  if not v then misses = misses + 1 return false end\n"
+    "  local a = string.find(v, ':', 1, true)\n"
+    "  local b = string.find(v, ':', a + 1, true)\n"
+    "  hits = hits + 1\n"
+    "  hit_pt = hit_pt + tonumber(string.sub(v, 1, a - 1))\n"
+    "  hit_ct = hit_ct + tonumber(string.sub(v, a + 1, b - 1))\n"
+    "  record(id, m, idx, false, string.sub(v, b + 1), '', now, 0)\n"
+    "  return true\n"
+    "end\n"
     "local out = {0}\n"
-    "local got = 0\n"
-    "while got < n do\n"
+    "-- got: jobs taken (leased, or answered from the cache up to 5000 more)\n"
+    "local got, leased, budget = 0, 0, n + (cache and 5000 or 0)\n"
+    "while leased < n and got < budget do\n"
     "  local idx = redis.call('LPOP', m..':q')\n"
     "  if not idx then break end\n"
     "  local member = member_of(id, idx)\n"
     "  if redis.call('HEXISTS', m..':res', idx) == 0 and\n"
     "     not redis.call('ZSCORE', P..'leases', member) then\n"
-    "    local att = redis.call('HINCRBY', m..':att', idx, 1)\n"
-    "    redis.call('ZADD', P..'leases', deadline, member)\n"
-    "    out[#out + 1] = tonumber(idx)\n"
-    "    out[#out + 1] = att\n"
-    "    out[#out + 1] = redis.call('HGET', m..':jobs', idx)\n"
     "    got = got + 1\n"
+    "    if not from_cache(idx) then\n"
+    "      local att = redis.call('HINCRBY', m..':att', idx, 1)\n"
+    "      redis.call('ZADD', P..'leases', deadline, member)\n"
+    "      out[#out + 1] = tonumber(idx)\n"
+    "      out[#out + 1] = att\n"
+    "      out[#out + 1] = redis.call('HGET', m..':jobs', idx)\n"
+    "      leased = leased + 1\n"
+    "    end\n"
     "  end\n"
     "end\n"
     "local cursor = tonumber(st[3])\n"
     "local submitted = tonumber(st[2])\n"
     "local fresh = {}\n"
-    "while got < n and cursor < submitted do\n"
-    "  fresh[#fresh + 1] = cursor\n"
+    "while leased + #fresh < n and got < budget and cursor < submitted do\n"
+    "  if not from_cache(cursor) then fresh[#fresh + 1] = cursor end\n"
     "  cursor = cursor + 1\n"
     "  got = got + 1\n"
     "end\n"
@@ -164,14 +206,26 @@ static const char s_lease[] =
     "  end\n"
     "  redis.call('HSET', m..':att', unpack(att))\n"
     "  redis.call('ZADD', P..'leases', unpack(z))\n"
+    "  leased = leased + #fresh\n"
     "end\n"
     "redis.call('HSET', m, 'cursor', cursor)\n"
-    "redis.call('HINCRBY', m, 'leased', got)\n"
+    "redis.call('HINCRBY', m, 'leased', leased)\n"
+    "if hits > 0 then\n"
+    "  redis.call('HINCRBY', m, 'cached', hits)\n"
+    "  redis.call('HINCRBY', m, 'cached_prompt_tokens', hit_pt)\n"
+    "  redis.call('HINCRBY', m, 'cached_completion_tokens', hit_ct)\n"
+    "  redis.call('HINCRBY', P..'cache_stats', 'hits', hits)\n"
+    "  redis.call('HINCRBY', P..'cache_stats', 'tokens_saved', hit_pt + hit_ct)\n"
+    "  check_finish(id, m, now)\n"
+    "end\n"
+    "if misses > 0 then redis.call('HINCRBY', P..'cache_stats', 'misses', misses) end\n"
     "if cursor < submitted or redis.call('LLEN', m..':q') > 0 then out[1] = 1 end\n"
     "return out\n";
 
-/* REPORT(P, now_ms, {id, idx, attempt, outcome, resp, err, ptok, ctok,
- * delay_ms, custom_id or ''}...) -> one code per result: ok, failed, retry, dup, resent, stale,
+/* REPORT(P, now_ms, cache_ttl_s, {id, idx, attempt, outcome, resp, err, ptok,
+ * ctok, delay_ms, custom_id or ''}...); a final success of a batch opened
+ * with cache is stored as its request's cached response for cache_ttl_s
+ * (0: not stored, e.g. while Redis is near full) -> one code per result: ok, failed, retry, dup, resent, stale,
  * gone. Per result it touches only the job's own keys; batch counters are
  * summed in the script and written once per batch per call. */
 static const char s_report[] = LQ_LUA_LIB
@@ -182,9 +236,10 @@ static const char s_report[] = LQ_LUA_LIB
     "  local x = metas[id]\n"
     "  if x == nil then\n"
     "    local m = P..'b:'..id\n"
-    "    local f = redis.call('HMGET', m, 'state', 'max_attempts')\n"
+    "    local f = redis.call('HMGET', m, 'state', 'max_attempts', 'cache')\n"
     "    if f[1] then\n"
-    "      x = {m = m, state = f[1], max = tonumber(f[2]), completed = 0, failed = 0,\n"
+    "      x = {m = m, state = f[1], max = tonumber(f[2]), cache = f[3] == '1', completed = 0,\n"
+    "           failed = 0,\n"
     "           leased = 0, prompt_tokens = 0, completion_tokens = 0, duplicates = 0,\n"
     "           retried = 0}\n"
     "      order[#order + 1] = id\n"
@@ -206,7 +261,8 @@ static const char s_report[] = LQ_LUA_LIB
     "  unlease_x(x, member_of(id, idx))\n"
     "  return 'dup'\n"
     "end\n"
-    "for b = 3, #ARGV, 10 do\n"
+    "local ttl = tonumber(ARGV[3])\n"
+    "for b = 4, #ARGV, 10 do\n"
     "  local id, idx = ARGV[b], ARGV[b + 1]\n"
     "  local attempt, outcome = tonumber(ARGV[b + 2]), tonumber(ARGV[b + 3])\n"
     "  local x = meta_of(id)\n"
@@ -255,6 +311,15 @@ static const char s_report[] = LQ_LUA_LIB
     "        if pt > 0 then x.prompt_tokens = x.prompt_tokens + pt end\n"
     "        if ct > 0 then x.completion_tokens = x.completion_tokens + ct end\n"
     "        unlease_x(x, member)\n"
+    "        if x.cache and not failed and ttl > 0 then\n"
+    "          local key = redis.call('HGET', x.m..':ck', idx)\n"
+    "          if key then\n"
+    "            redis.call('SET', P..'cache:'..key, math.max(pt, 0)..':'..math.max(ct, 0)..':'..resp,\n"
+    "                       'EX', ttl)\n"
+    "            redis.call('HINCRBY', P..'cache_stats', 'stores', 1)\n"
+    "          end\n"
+    "        end\n"
+    "        forget_job(x.m, idx)\n"
     "        code = failed and 'failed' or 'ok'\n"
     "      else\n"
     "        code = existing(x, id, idx, attempt)\n"
@@ -374,7 +439,9 @@ static const char s_list[] =
     "end\n"
     "return out\n";
 
-/* RESULTS(P, id, from, max) -> {meta HGETALL, next, done, idx, line...}
+/* RESULTS(P, id, from, max, now_s) -> {next, done, idx, line...}
+ * The first page that reaches the end of a finished batch marks it fetched
+ * (fetched_at, and the 'fetched' zset that retention reads).
  * Walks indices from 'from'; stops at the first job with no result unless
  * the batch is finished (then missing ones, never run, are skipped). A page
  * holds at most 4 MiB of lines (always at least one), so it fits a message. */
@@ -408,10 +475,85 @@ static const char s_results[] =
     "  idx = fields[k] + 1\n"
     "end\n"
     "out[1] = idx\n"
-    "if finished and idx >= total then out[2] = 1 end\n"
+    "if finished and idx >= total then\n"
+    "  out[2] = 1\n"
+    "  if redis.call('HSETNX', m, 'fetched_at', ARGV[5]) == 1 then\n"
+    "    redis.call('ZADD', P..'fetched', tonumber(ARGV[5]), id)\n"
+    "  end\n"
+    "end\n"
     "return out\n";
+
+/* Removes a finished or cancelled batch and every key it has. Big hashes go
+ * with UNLINK (freed off Redis's main thread). */
+#define LQ_LUA_DROP                                                                                \
+    "local function drop_batch(id)\n"                                                              \
+    "  local m = P..'b:'..id\n"                                                                    \
+    "  local f = redis.call('HMGET', m, 'state', 'name')\n"                                        \
+    "  if f[1] == 'cancelled' then\n"                                                             \
+    "    local cur = '0'\n"                                                                        \
+    "    repeat\n"                                                                                 \
+    "      local r = redis.call('ZSCAN', P..'delayed', cur, 'MATCH', id..'|*', 'COUNT', 1000)\n"   \
+    "      cur = r[1]\n"                                                                           \
+    "      for i = 1, #r[2], 2 do redis.call('ZREM', P..'delayed', r[2][i]) end\n"                 \
+    "    until cur == '0'\n"                                                                       \
+    "  end\n"                                                                                      \
+    "  redis.call('UNLINK', m..':jobs', m..':att', m..':res', m..':q')\n"                          \
+    "  redis.call('DEL', m)\n"                                                                     \
+    "  if f[2] and f[2] ~= '' and redis.call('GET', P..'name:'..f[2]) == id then\n"               \
+    "    redis.call('DEL', P..'name:'..f[2])\n"                                                    \
+    "  end\n"                                                                                      \
+    "  redis.call('ZREM', P..'batches', id)\n"                                                     \
+    "  redis.call('ZREM', P..'finished', id)\n"                                                    \
+    "  redis.call('ZREM', P..'fetched', id)\n"                                                     \
+    "  redis.call('SREM', P..'active', id)\n"                                                      \
+    "end\n"
+
+/* DELETE(P, id) -> {1} deleted, {-1} unknown, {-2, state} still active */
+static const char s_delete[] =
+    "local P = ARGV[1]\n" LQ_LUA_DROP
+    "local id = ARGV[2]\n"
+    "local state = redis.call('HGET', P..'b:'..id, 'state')\n"
+    "if not state then return {-1} end\n"
+    "if state ~= 'completed' and state ~= 'cancelled' then return {-2, state} end\n"
+    "drop_batch(id)\n"
+    "return {1}\n";
+
+/* SWEEP(P, now_s, retention_s, require_fetched, limit) -> {ids deleted}
+ * Removes the batches whose retention ran out: counted from the first
+ * complete fetch of their results (require_fetched = '1'), or from when
+ * they finished. */
+static const char s_sweep[] =
+    "local P = ARGV[1]\n" LQ_LUA_DROP
+    "local src = ARGV[4] == '1' and P..'fetched' or P..'finished'\n"
+    "local due = tonumber(ARGV[2]) - tonumber(ARGV[3])\n"
+    "local ids = redis.call('ZRANGEBYSCORE', src, '-inf', due, 'LIMIT', 0, tonumber(ARGV[5]))\n"
+    "local out = {}\n"
+    "for _, id in ipairs(ids) do\n"
+    "  local state = redis.call('HGET', P..'b:'..id, 'state')\n"
+    "  if state == 'completed' or state == 'cancelled' or not state then\n"
+    "    drop_batch(id)\n"
+    "    out[#out + 1] = id\n"
+    "  else\n"
+    "    redis.call('ZREM', src, id)\n"
+    "  end\n"
+    "end\n"
+    "return out\n";
+
+/* CACHE_SCAN(P, cursor, upstream or '', clear 1/0) -> {cursor, entries,
+ * bytes, removed}: one SCAN step over the cache's keys (of one upstream);
+ * the broker calls it until the cursor is back to "0". */
+static const char s_cache_scan[] =
+    "local P = ARGV[1]\n"
+    "local match = P..'cache:'..(ARGV[3] ~= '' and ARGV[3]..':' or '')..'*'\n"
+    "local r = redis.call('SCAN', ARGV[2], 'MATCH', match, 'COUNT', 2000)\n"
+    "local bytes, removed = 0, 0\n"
+    "for _, k in ipairs(r[2]) do\n"
+    "  if ARGV[4] == '1' then removed = removed + redis.call('UNLINK', k)\n"
+    "  else bytes = bytes + redis.call('STRLEN', k) end\n"
+    "end\n"
+    "return {r[1], #r[2], bytes, removed}\n";
 
 const char *const lq_scripts[] = {
     s_open, s_chunk, s_close, s_lease, s_report, s_requeue, s_expire, s_promote, s_cancel, s_list,
-    s_results, NULL,
+    s_results, s_delete, s_sweep, s_cache_scan, NULL,
 };

@@ -31,6 +31,7 @@ typedef struct {
     long long priority;
     const char *prompts; /* prompts mode: the file */
     const char *model;
+    int cache; /* answer repeated requests from the broker's response cache */
     const char *system;
     long long max_tokens;
     /* results / run */
@@ -55,6 +56,11 @@ int lq_cmd_wait(const lq_client_opts_t *o, const char *batch);
 int lq_cmd_results(const lq_client_opts_t *o, const char *batch);
 int lq_cmd_cancel(const lq_client_opts_t *o, const char *batch);
 int lq_cmd_list(const lq_client_opts_t *o);
+/* Deletes each batch (finished or cancelled ones only); goes on past errors.
+ * Returns 0, or the exit status of the last failure. */
+int lq_cmd_delete(const lq_client_opts_t *o, const char *const *batches, size_t n);
 int lq_cmd_workers(const lq_client_opts_t *o);
+/* cache stats | cache clear [--upstream NAME]. */
+int lq_cmd_cache(const lq_client_opts_t *o, const char *op);
 
 #endif

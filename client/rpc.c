@@ -35,6 +35,7 @@ uint64_t lq_msg_req(const lq_msg_t *m)
     case LQ_C_CHUNK_ACK:
         return m->u.chunk_ack.req;
     case LQ_C_CLOSED:
+    case LQ_C_DELETED:
         return m->u.batch_req.req;
     case LQ_C_BATCH:
         return m->u.batch.req;
@@ -44,6 +45,8 @@ uint64_t lq_msg_req(const lq_msg_t *m)
         return m->u.list_reply.req;
     case LQ_C_WORKERS_REPLY:
         return m->u.workers_reply.req;
+    case LQ_C_CACHE_REPLY:
+        return m->u.cache_reply.req;
     case LQ_C_ERROR:
         return m->u.error.req;
     default:
@@ -111,7 +114,7 @@ void lq_rpc_destroy(lq_rpc_t **p)
     lq_rpc_t *r = *p;
     while (r->head) {
         s_pending_t *n = r->head->next;
-        lq_msg_destroy(&r->head->msg);
+        lq_msg_clear(&r->head->msg);
         free(r->head);
         r->head = n;
     }
@@ -137,10 +140,14 @@ static void s_set_req(lq_msg_t *m, uint64_t req)
         break;
     case LQ_C_STATUS:
     case LQ_C_CANCEL:
+    case LQ_C_DELETE:
         m->u.batch_req.req = req;
         break;
     case LQ_C_RESULTS:
         m->u.results.req = req;
+        break;
+    case LQ_C_CACHE:
+        m->u.cache.req = req;
         break;
     default:
         m->u.simple.req = req;
@@ -183,7 +190,7 @@ int lq_rpc_recv(lq_rpc_t *r, uint64_t min_req, uint64_t max_req, lq_msg_t *reply
                     r->head = next;
                 if (r->tail == p)
                     r->tail = prev;
-                lq_msg_destroy(&p->msg);
+                lq_msg_clear(&p->msg);
                 free(p);
             } else {
                 prev = p;

@@ -6,7 +6,7 @@
  * body into an lq_msg_t and back; it knows no sockets.
  *
  * Ownership: a decoded lq_msg_t owns every string and array it points to
- * (NUL-terminated copies); lq_msg_destroy() frees them all. For encoding,
+ * (NUL-terminated copies); lq_msg_clear() frees them all. For encoding,
  * the caller fills an lq_msg_t whose pointers it keeps owning.
  *
  * Strictness: the decoder rejects a body that is not exactly one msgpack
@@ -41,6 +41,8 @@ typedef enum {
     LQ_C_CANCEL = 0x06,
     LQ_C_LIST = 0x07,
     LQ_C_WORKERS = 0x08,
+    LQ_C_DELETE = 0x09,  /* remove a finished or cancelled batch */
+    LQ_C_CACHE = 0x0A,   /* response cache: stats or clear */
     /* broker -> client */
     LQ_C_OPENED = 0x81,
     LQ_C_CHUNK_ACK = 0x82,
@@ -49,6 +51,8 @@ typedef enum {
     LQ_C_RESULTS_PAGE = 0x85,
     LQ_C_LIST_REPLY = 0x87,
     LQ_C_WORKERS_REPLY = 0x88,
+    LQ_C_DELETED = 0x89,      /* reply to DELETE */
+    LQ_C_CACHE_REPLY = 0x8A,  /* reply to CACHE */
     LQ_C_ERROR = 0x8F,
     /* worker <-> broker */
     LQ_W_READY = 0x20,      /* worker -> broker: hello, capacity */
@@ -75,6 +79,7 @@ typedef struct {
     int64_t timeout_ms;     /* per attempt, 1..86400000 */
     int64_t priority;       /* -100..100, higher first */
     const char *fingerprint; /* optional (NULL): identifies the input of a named batch */
+    int cache;               /* optional (0): answer repeated requests from the cache */
 } lq_c_open_t;
 
 typedef struct {
@@ -99,6 +104,7 @@ typedef struct {
     int64_t first; /* index of jobs[0] in the batch */
     lq_job_spec_t *jobs;
     size_t njobs; /* 1..LQ_MAX_ARRAY */
+    int cache;    /* optional (0): the batch was opened with cache */
 } lq_c_chunk_t;
 
 typedef struct {
@@ -128,6 +134,10 @@ typedef struct {
     int64_t prompt_tokens, completion_tokens;
     int64_t created_at, finished_at; /* unix seconds, 0 = not yet */
     int64_t priority, max_attempts, timeout_ms;
+    int64_t expires_at; /* unix seconds the broker removes it at, 0 = not scheduled */
+    int cache;          /* opened with --cache */
+    int64_t cached;     /* jobs answered from the cache */
+    int64_t cached_prompt_tokens, cached_completion_tokens; /* usage they saved */
 } lq_batch_info_t;
 
 typedef struct {
@@ -187,13 +197,38 @@ typedef struct {
     int64_t pace_tpm;  /* tokens/min in force, 0 = none */
 } lq_upstream_info_t;
 
+/* How full Redis is and what the broker does about it. */
+typedef struct {
+    int64_t used_bytes, max_bytes; /* max 0: no maxmemory */
+    int64_t high_water_pct;        /* submissions refused above this share of max */
+    int accepting;                 /* 1: new submissions are accepted */
+    int results_blocked;           /* 1: Redis refuses results; dispatch is held */
+    int64_t results_held;          /* results kept in memory until Redis takes them */
+} lq_redis_state_t;
+
 typedef struct {
     uint64_t req;
     lq_worker_info_t *workers;
     size_t nworkers;
     lq_upstream_info_t *upstreams; /* optional */
     size_t nupstreams;
+    lq_redis_state_t redis; /* optional (zero) */
 } lq_c_workers_reply_t;
+
+typedef struct {
+    uint64_t req;
+    const char *op;       /* "stats" or "clear" */
+    const char *upstream; /* optional (NULL): clear only this upstream's entries */
+} lq_c_cache_t;
+
+typedef struct {
+    uint64_t req;
+    int64_t entries;      /* responses stored now (clear: before clearing) */
+    int64_t bytes;        /* their size in Redis (values), bytes */
+    int64_t hits, misses, stores; /* since the cache was first used */
+    int64_t tokens_saved; /* prompt + completion tokens of the hits */
+    int64_t cleared;      /* clear: entries removed */
+} lq_c_cache_reply_t;
 
 typedef struct {
     uint64_t req;
@@ -268,6 +303,8 @@ typedef struct {
         lq_c_simple_req_t simple; /* LIST, WORKERS, HEARTBEAT, DISCONNECT */
         lq_c_list_reply_t list_reply;
         lq_c_workers_reply_t workers_reply;
+        lq_c_cache_t cache;
+        lq_c_cache_reply_t cache_reply;
         lq_c_error_t error;
         lq_w_ready_t ready;
         lq_w_credit_t credit;
@@ -284,7 +321,7 @@ typedef struct {
     size_t len, cap;
 } lq_buf_t;
 
-void lq_buf_free(lq_buf_t *b);
+void lq_buf_clear(lq_buf_t *b);
 
 /* Encodes m's body (the msgpack map) into out (cleared first).
  * Optional strings that are NULL are left out; a required string that is
@@ -299,7 +336,7 @@ int lq_msg_decode(uint8_t cmd, const void *body, size_t len, lq_msg_t *m, char *
 
 /* Frees what a decode allocated and zeroes m. Safe on a zeroed or encoded-
  * only message (frees nothing the caller owns). */
-void lq_msg_destroy(lq_msg_t *m);
+void lq_msg_clear(lq_msg_t *m);
 
 /* Name of a command for logs ("CHUNK"), or "UNKNOWN". */
 const char *lq_cmd_name(uint8_t cmd);
