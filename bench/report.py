@@ -670,6 +670,10 @@ def s_rate_shapes(R, P):
     md.append(table(["shape", "ideal", "llmq wall", "llmq paced / ideal", "llmq 429s",
                      "lost/failed", "asyncio wall", "asyncio paced / ideal", "asyncio 429s",
                      "lost/failed"], rows))
+    md.append("Other CPU (s) during the llmq rows (CPU the machine spent on processes outside"
+              " the measurement; the machine has 2 cores): " + ", ".join(
+                  f"{x['key']} {x['llmq'].get('other_cpu_s', 0):.1f}" for x in rs["shapes"]
+                  if x.get("llmq")) + ".\n")
     md.append("*Wall* is end to end (`llmq run`: start, submit, run, collect the results; the"
               " script: start to exit). *Paced* is what the rate control is responsible for:"
               " from the first request the fake upstream saw to the last result (llmq: stored in"

@@ -394,8 +394,9 @@ static void s_on_429(lq_rl_t *rl, uint64_t now_ms, const lq_rl_result_t *res)
     rl->n429++;
     int cold = rl->learned_rps == 0 && rl->nok < S_COLD_OK &&
                now_ms - rl->created_ms < S_COLD_AGE_MS;
-    int same_event = res->sent_ms ? res->sent_ms < rl->last_cut_ms || s_sent_in_pause(rl, res->sent_ms)
-                                  : rl->last_cut_ms && now_ms - rl->last_cut_ms < 200;
+    int same_event = res->sent_ms
+                         ? res->sent_ms < rl->last_cut_ms || s_sent_in_pause(rl, res->sent_ms)
+                         : rl->last_cut_ms && now_ms - rl->last_cut_ms < 200;
     if (cold) {
         rl->cold_gap_ms = rl->cold_gap_ms ? rl->cold_gap_ms * 2 : S_COLD_GAP_MS;
         if (rl->cold_gap_ms > S_COLD_MAX_GAP_MS)

@@ -175,7 +175,8 @@ void lq_fake_lim_retry_after(const lq_fake_lim_t *l, uint64_t wait_ms, lq_fake_b
     if (l->cfg.retry_after_fixed_ms > 0)
         wait_ms = (uint64_t)l->cfg.retry_after_fixed_ms;
     if (l->cfg.retry_after_format == LQ_FAKE_RA_SECONDS) {
-        lq_fake_buf_printf(h, "retry-after: %llu\r\n", (unsigned long long)((wait_ms + 999) / 1000));
+        lq_fake_buf_printf(h, "retry-after: %llu\r\n",
+                           (unsigned long long)((wait_ms + 999) / 1000));
         if (l->cfg.header_style == LQ_FAKE_HDR_OPENAI && l->cfg.retry_after_fixed_ms <= 0)
             lq_fake_buf_printf(h, "retry-after-ms: %llu\r\n", (unsigned long long)wait_ms);
     } else if (l->cfg.retry_after_format == LQ_FAKE_RA_DATE) {

@@ -56,7 +56,7 @@ static void s_sim_refill(s_sim_bucket_t *b, uint64_t now)
 
 /* Decides one request sent at t (since the start): fills the flight. */
 static void s_sim_decide(const lq_sim_provider_t *p, s_sim_bucket_t *b, uint64_t t, int64_t used,
-                     s_sim_flight_t *f)
+                         s_sim_flight_t *f)
 {
     s_sim_refill(b, t + S_T0);
     int ok = t >= p->cold_ms && b->tokens >= 1.0 && (b->tburst <= 0 || b->ttokens >= (double)used);
@@ -79,8 +79,9 @@ static void s_sim_decide(const lq_sim_provider_t *p, s_sim_bucket_t *b, uint64_t
                             : p->retry_after_ms == -1 ? (int64_t)(wait_ms < 1 ? 1 : wait_ms)
                                                       : -1;
     f->remaining = (int64_t)floor(b->tokens / b->burst * b->rate * 60.0);
-    f->tremaining = b->tburst > 0 ? (int64_t)floor(fmax(0, b->ttokens) / b->tburst * b->trate * 60.0)
-                                  : -1;
+    f->tremaining = -1;
+    if (b->tburst > 0)
+        f->tremaining = (int64_t)floor(fmax(0, b->ttokens) / b->tburst * b->trate * 60.0);
     f->reset_ms = (int64_t)ceil((b->burst - b->tokens) / b->rate * 1000.0);
 }
 
@@ -118,8 +119,8 @@ static int s_sim_retry_take(s_sim_retries_t *r, uint64_t now)
 
 /* Feeds back the answers due at now. */
 static void s_sim_complete(lq_rl_t *rl, const lq_sim_cfg_t *cfg, const lq_sim_provider_t *p,
-                       s_sim_flight_t *fl, int *inflight, uint64_t now, s_sim_retries_t *rt,
-                       lq_sim_result_t *out, int *ok_now)
+                           s_sim_flight_t *fl, int *inflight, uint64_t now, s_sim_retries_t *rt,
+                           lq_sim_result_t *out, int *ok_now)
 {
     for (int i = 0; i < *inflight;) {
         s_sim_flight_t *f = &fl[i];
@@ -165,8 +166,8 @@ static void s_sim_step_provider(const lq_sim_provider_t *p, s_sim_bucket_t *b, u
 }
 
 /* Calls the trace with a sample at t. */
-static void s_sim_sample(lq_rl_t *rl, const lq_sim_cfg_t *cfg, const lq_sim_provider_t *p, uint64_t t,
-                     int ok_window, int64_t n429)
+static void s_sim_sample(lq_rl_t *rl, const lq_sim_cfg_t *cfg, const lq_sim_provider_t *p,
+                         uint64_t t, int ok_window, int64_t n429)
 {
     lq_rl_pace_t pace;
     lq_rl_pace(rl, t + S_T0, &pace);
