@@ -148,6 +148,7 @@ def build(R, P):
     md += s_workers(R, P)
     md += s_faults(R, P)
     md += s_rate(R, P)
+    md += s_rate_shapes(R, P)
     md += s_profile(R)
     md += rerun()
     return "\n".join(md)
@@ -621,6 +622,153 @@ def s_rate(R, P):
                           f" {i + 1} t '{nm} 429'" for i, (nm, a, b) in enumerate(files)) + "\n")
         img(md, path, "rate limited")
     return md
+
+
+def s_rate_shapes(R, P):
+    """Issue 12: every limiter shape, llmq beside asyncio, and the simulator."""
+    rs = R.get("rate_shapes")
+    md = ["## Rate control against every shape of provider limiter\n"]
+    if not rs or "shapes" not in rs:
+        return md + [f"not run ({rs.get('error') if rs else 'skipped'})\n"]
+    when = (R.get("partial_runs", {}).get("rate_shapes") or R["meta"]).get("date", "")
+    md.append(f"Run {when}. {rs['n']:,} jobs, no `--limit`: llmq finds each limit itself"
+              " (2 workers × 256); asyncio is bench/baseline_asyncio.py (100 in flight, backoff"
+              " with full jitter, Retry-After not read) against a fresh fake of the same shape."
+              " Ideal = what the limit allows (tokens: the input's tokens / the token rate)."
+              " 429 share = 429s / requests sent. Fake flags per row in"
+              " bench/results/latest.json.\n")
+    rows = []
+    for x in rs["shapes"]:
+        row = [x["what"], f"{x['ideal_s']:.1f} s"]
+        for k in ("llmq", "asyncio"):
+            y = x.get(k) or {}
+            st = (y.get("fake") or {}).get("by_status") or {}
+            req = (y.get("fake") or {}).get("requests") or 1
+            out = y.get("out") or {}
+            paced = paced_s(y)
+            row += [f"{y.get('wall_s', 0):.2f} s",
+                    f"{paced:.2f} s = {paced / x['ideal_s']:.2f} ×" if paced else "?",
+                    f"{100.0 * st.get('429', 0) / req:.2f} %",
+                    f"{out.get('lost', '?')}/{out.get('failed', '?')}"]
+        rows.append(row)
+    two = rs.get("two") or {}
+    for k, nm in (("a", "7: two upstreams in one fleet, A"), ("b", "7: two upstreams, B")):
+        y = two.get(k)
+        if not y:
+            continue
+        st = y["fake"]["by_status"] or {}
+        a = two.get(f"asyncio_{k}") or {}
+        ast = (a.get("fake") or {}).get("by_status") or {}
+        rows.append([f"{nm} ({y['rate']}/s)", f"{y['ideal_s']:.1f} s", f"{y['wall_s']:.2f} s",
+                     f"(end to end) {y['wall_s'] / y['ideal_s']:.2f} ×",
+                     f"{100.0 * st.get('429', 0) / max(1, y['fake']['requests']):.2f} %",
+                     f"{y['out']['lost']}/{y['out']['failed']}",
+                     f"{a.get('wall_s', 0):.2f} s",
+                     f"{paced_s(a):.2f} s = {paced_s(a) / y['ideal_s']:.2f} ×" if paced_s(a) else "?",
+                     f"{100.0 * ast.get('429', 0) / max(1, (a.get('fake') or {}).get('requests') or 1):.2f} %",
+                     f"{(a.get('out') or {}).get('lost', '?')}/{(a.get('out') or {}).get('failed', '?')}"])
+    md.append(table(["shape", "ideal", "llmq wall", "llmq paced / ideal", "llmq 429s",
+                     "lost/failed", "asyncio wall", "asyncio paced / ideal", "asyncio 429s",
+                     "lost/failed"], rows))
+    md.append("Other CPU (s) during the llmq rows (CPU the machine spent on processes outside"
+              " the measurement; the machine has 2 cores): " + ", ".join(
+                  f"{x['key']} {x['llmq'].get('other_cpu_s', 0):.1f}" for x in rs["shapes"]
+                  if x.get("llmq")) + ".\n")
+    md.append("*Wall* is end to end (`llmq run`: start, submit, run, collect the results; the"
+              " script: start to exit). *Paced* is what the rate control is responsible for:"
+              " from the first request the fake upstream saw to the last result (llmq: stored in"
+              " Redis; the script: the last 200 the fake sent), from the fake's /stats sampled"
+              " every 50 ms. llmq's first half second, before anything is known about the"
+              " limit, costs some 50-250 429s whatever the batch size.\n")
+    fl = follow(rs)
+    if fl:
+        md.append(fl)
+    sim = rs.get("sim")
+    if isinstance(sim, list):
+        md.append("The same controller in the simulator (tests/sim/rl_sim.c, `build/llmq-rl-sim`):"
+                  " exact figures on a simulated clock, 400 in flight, 20 ms answers.\n")
+        md.append(table(["shape", "jobs", "ideal", "wall", "wall / ideal", "429s", "lost",
+                         "follow drop / rise"],
+                        [[y["shape"], fmt_n(y["jobs"]), f"{y['ideal_s']:.2f} s",
+                          f"{y['wall_s']:.2f} s", f"{y['x_ideal']:.3f} ×", f"{y['pct429']:.2f} %",
+                          y["lost"], (f"{y['follow_down_s']:.1f} s / {y['follow_up_s']:.1f} s"
+                                      if y["follow_down_s"] >= 0 else "")] for y in sim]))
+    for name, title in (("bucket", "shape 1: bucket 500/s, burst 50, Retry-After: 1, no headers"),
+                        ("cold", "shape 5: 429s without headers for the first second"),
+                        ("steps", "shape 6: the limit drops to half at 5 s, back at 12 s")):
+        tr = (rs.get("sim_traces") or {}).get(name)
+        if not tr:
+            continue
+        f = P.data(f"rlsim_{name}.dat", tr)
+        path = P.plot(f"rl_sim_{name}.png",
+                      f"set title 'Simulator, {title}'\nset xlabel 'seconds'\n"
+                      "set ylabel 'requests/s'\nset yrange [0:*]\n"
+                      f"plot '{f}' u 1:4 w l lw 2 lc rgb '#999999' t 'provider limit', "
+                      f"'{f}' u 1:2 w l lw 2 lc 1 t 'pace in force', "
+                      f"'{f}' u 1:3 w l lw 1 lc 2 t 'successes/s (100 ms)'\n", w=820, h=360)
+        img(md, path, f"simulator {name}")
+    return md
+
+
+def paced_s(y):
+    """Seconds from the first request the fake saw to the last result."""
+    s = y.get("series") or []
+    first = next((p[0] for p in s if p[1] > 0), None)
+    if first is None:
+        return None
+    if y.get("done_s"):
+        end = y["done_s"]
+    else:
+        end, last = None, None
+        for p in s:
+            if last is None or p[2] > last:
+                end, last = p[0], p[2]
+    return end - first if end else None
+
+
+def follow(rs):
+    """Shape 6: how long llmq took to follow each step of the limit (from
+    the fake's samples: drop, until the next second has at most 2% 429s;
+    rise, until the successes reach 90% of the new limit over 0.5 s)."""
+    x = next((x for x in rs["shapes"] if x["key"] == "steps"), None)
+    if not x or not (x.get("llmq") or {}).get("series"):
+        return None
+    s = x["llmq"]["series"]
+    first = next((p[0] for p in s if p[1] > 0), None)
+    rate = rs["rate"]
+    def rate_at(i, win=0.5):
+        j = i
+        while j < len(s) and s[j][0] - s[i][0] < win:
+            j += 1
+        if j >= len(s):
+            return None
+        return (s[j][2] - s[i][2]) / (s[j][0] - s[i][0])
+    res = []
+    for at, new, down in ((4.0, rate / 2, True), (9.0, rate, False)):
+        t0 = first + at
+        for i, p in enumerate(s):
+            if p[0] < t0:
+                continue
+            r = rate_at(i)
+            if r is None:
+                break
+            if down:  # the fake holds the successes down: the 429s tell
+                j = i
+                while j < len(s) and s[j][0] < p[0] + 1.0:
+                    j += 1
+                if j >= len(s):
+                    break
+                ok = s[j][3] - p[3] <= 0.02 * max(1, s[j][1] - p[1])
+            else:
+                ok = r >= 0.9 * new
+            if ok:
+                res.append(f"{'drop' if down else 'rise'} to {new:.0f}/s followed in"
+                           f" {p[0] - t0:.1f} s")
+                break
+    return ("Shape 6 (llmq): " + "; ".join(res) + " (drop: until the next second has at most"
+            " 2% 429s; rise: until the successes over 0.5 s reach 90% of the new limit; fake"
+            " sampled every 50 ms).\n"
+            if res else None)
 
 
 def rates(series, window=0.3):

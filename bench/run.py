@@ -57,6 +57,7 @@ FULL = dict(
     workers_list=[1, 2, 4], wk_n=100_000, wk_lat_n=20_000, wk_lat_conc=250,
     flt_n=20_000, flt_ms=50, flt_conc=100, cel_flt_n=5000,
     rl_rate=1000, rl_n=10_000, cel_rl_n=5000,
+    sh_rate=500, sh_n=5000,
     prof_n=100_000, quiet_budget_s=150,
 )
 QUICK = dict(
@@ -69,10 +70,11 @@ QUICK = dict(
     workers_list=[1, 2, 4], wk_n=20_000, wk_lat_n=5000, wk_lat_conc=250,
     flt_n=5000, flt_ms=50, flt_conc=100, cel_flt_n=1000,
     rl_rate=1000, rl_n=3000, cel_rl_n=1000,
+    sh_rate=500, sh_n=2000,
     prof_n=0, quiet_budget_s=30,
 )
 ALL = ["wrk", "throughput", "latency", "scale_n", "scale_workers", "faults", "rate_limited",
-       "profile"]
+       "rate_shapes", "profile"]
 
 
 def log(msg):
@@ -753,6 +755,90 @@ class Bench:
         r["celery"]["ideal_s"] = P["cel_rl_n"] / rate
         return r
 
+    def s_rate_shapes(self):
+        """Issue 12: llmq (no --limit) and asyncio against each limiter shape,
+        plus the simulator's exact figures (bench/rl_sim_main.c)."""
+        P = self.P
+        n, rate = P["sh_n"], P["sh_rate"]
+        base = ["--rate-limit", str(rate), "--latency-ms", "20"]
+        tokens = tokens_of(self.input(n))
+        tps = int(rate * 0.5 * tokens / n)  # binds at half the request limit
+        cold_s = 1.0
+        shapes = [
+            ("bucket", "1: bucket, burst 50, 429 + Retry-After: 1, no headers",
+             ["--burst", "50", "--headers", "none", "--retry-after-fixed-ms", "1000"],
+             n / rate),
+            ("openai", "2: OpenAI-style headers, retry-after-ms", ["--headers", "openai"],
+             n / rate),
+            ("anthropic", "3: Anthropic-style headers, retry-after (s)",
+             ["--headers", "anthropic"], n / rate),
+            ("tokens", f"4: {tps:,} tokens/s binds first (req limit {rate}/s)",
+             ["--token-limit", str(tps)], tokens / tps),
+            ("cold", "5: 429 without headers for the first 1 s",
+             ["--cold-ms", str(int(cold_s * 1000)), "--headers", "none"], cold_s + n / rate),
+            ("steps", f"6: {rate}/s, {rate // 2}/s from 4 s, {rate}/s from 9 s, no headers",
+             ["--rate-steps", f"4000:{rate // 2},9000:{rate}", "--headers", "none"],
+             steps_ideal(n, rate, [(4, rate / 2), (9, rate)])),
+        ]
+        r = {"n": n, "rate": rate, "shapes": []}
+        for key, what, fake, ideal in shapes:
+            x = {"key": key, "what": what, "fake_args": base + fake, "ideal_s": round(ideal, 3)}
+            x["llmq"] = self.llmq_run(n, 2, P["tp_conc"], fake=base + fake, series=True,
+                                      label=f"shape {key}")
+            x["asyncio"] = self.asyncio_run(n, P["asy_tp_conc"], fake=base + fake, series=True,
+                                            label=f"shape {key}")
+            r["shapes"].append(x)
+        r["two"] = self.two_upstreams(n, rate, base)
+        r["sim"], r["sim_traces"] = rl_sim(self.bin, self.tmp)
+        return r
+
+    def two_upstreams(self, n, rate, base):
+        """Shape 7: one fleet, two upstreams (rate and rate/5), both batches at
+        once; each is timed against its own ideal. asyncio: two scripts."""
+        self.quiet.wait()
+        nb, rate_b = n // 5, rate // 5
+        c = harness.Cluster(workers=0, concurrency=self.P["tp_conc"],
+                            fake_args=["--log-level", "warn", *base, "--headers", "none"],
+                            broker_args=["--log-level", "warn"])
+        try:
+            fb = harness.Proc("fake-b", [os.path.join(self.bin, "llmq-fake-upstream"), "--port",
+                                         "0", "--port-file", c.path("b.port"), "--log-level",
+                                         "warn", "--rate-limit", str(rate_b), "--latency-ms",
+                                         "20", "--headers", "none"], c.path("fake-b.log"))
+            c.old_procs.append(fb)
+            c._wait(lambda: os.path.exists(c.path("b.port")), "second fake")
+            port_b = int(open(c.path("b.port")).read().strip())
+            for _ in range(2):
+                c.start_worker(extra=["--log-level", "warn", "--stats-interval", "0",
+                                      "--upstream-named", f"b=http://127.0.0.1:{port_b}"])
+            c.wait_workers(2)
+            env = dict(os.environ, LLMQ_BROKER=c.front)
+            llmq = os.path.join(self.bin, "llmq")
+            t0 = time.monotonic()
+            pa = subprocess.Popen([llmq, "run", self.input(n), "-o", c.path("a.out"), "--quiet"],
+                                  env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            pb = subprocess.Popen([llmq, "run", self.input(nb), "-o", c.path("b.out"), "--quiet",
+                                   "--upstream", "b"], env=env, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL)
+            res = {}
+            for key, p, nn, rr, port, out in (("a", pa, n, rate, c.fake_port, "a.out"),
+                                               ("b", pb, nb, rate_b, port_b, "b.out")):
+                p.wait()
+                wall = time.monotonic() - t0
+                st = fake_get(port, "/stats")
+                res[key] = {"n": nn, "rate": rr, "ideal_s": nn / rr, "wall_s": round(wall, 3),
+                            "rc": p.returncode, "out": check_output(c.path(out), nn),
+                            "fake": {k: st.get(k) for k in ("requests", "by_status")}}
+                log(f"  llmq two upstreams, {key}: {nn} jobs at {rr}/s in {wall:.2f} s")
+        finally:
+            c.close()
+        res["asyncio_a"] = self.asyncio_run(n, self.P["asy_tp_conc"], series=True,
+                                            fake=[*base, "--headers", "none"], label="two, A")
+        res["asyncio_b"] = self.asyncio_run(nb, self.P["asy_tp_conc"], series=True,
+                                            fake=["--rate-limit", str(rate_b), "--latency-ms",
+                                                  "20", "--headers", "none"], label="two, B")
+        return res
+
     def s_profile(self):
         """perf record of every process during one throughput run."""
         P = self.P
@@ -853,6 +939,8 @@ class Bench:
             need |= {P["flt_n"], P["cel_flt_n"]}
         if "rate_limited" in only:
             need |= {P["rl_n"], P["cel_rl_n"]}
+        if "rate_shapes" in only:
+            need |= {P["sh_n"], P["sh_n"] // 5}
         need.discard(0)
         t = time.monotonic()
         self.prepare_inputs(need)
@@ -876,6 +964,45 @@ class Bench:
         self.res["timings_s"] = timings
         self.res["quiet_wait_s"] = round(self.quiet.waited, 1)
         return self.res
+
+
+def rl_sim(bindir, tmp):
+    """Runs llmq-rl-sim: (figures per shape, {shape: [(t, pace, ok, provider)]})."""
+    d = os.path.join(tmp, "rl-sim")
+    os.makedirs(d, exist_ok=True)
+    p = subprocess.run([os.path.join(bindir, "llmq-rl-sim"), "--json", "--trace", d],
+                       capture_output=True, text=True)
+    if p.returncode != 0:
+        return {"error": p.stderr}, {}
+    traces = {}
+    for name in ("bucket", "cold", "steps"):
+        with open(os.path.join(d, f"rl_{name}.dat")) as f:
+            traces[name] = [[float(v) for v in line.split()[:4]] for line in f]
+    return json.loads(p.stdout), traces
+
+
+def tokens_of(path):
+    """Tokens the fake upstream charges for an input file: prompt characters
+    / 4 (rounded up) + completion tokens (min(max_tokens, 16)), per line."""
+    total = 0
+    with open(path) as f:
+        for line in f:
+            body = json.loads(line)["body"]
+            chars = sum(len(m.get("content", "")) for m in body.get("messages", []))
+            mt = body.get("max_tokens", 16)
+            total += (chars + 3) // 4 + (16 if mt <= 0 or mt > 16 else mt)
+    return total
+
+
+def steps_ideal(n, rate, steps):
+    """Seconds for n jobs when the rate changes at (t, rate) steps."""
+    t, done, r = 0.0, 0.0, rate
+    for at, nr in steps + [(1e9, None)]:
+        if done + r * (at - t) >= n:
+            return t + (n - done) / r
+        done += r * (at - t)
+        t, r = at, nr
+    return t
 
 
 def machine():
@@ -994,6 +1121,15 @@ def main():
         finally:
             b.close()
         res["meta"]["total_s"] = round(time.monotonic() - t0, 1)
+        if a.only and os.path.exists(a.json):
+            # a partial run (BENCH_ONLY) updates its scenarios in the last
+            # full results instead of dropping the others
+            with open(a.json) as f:
+                old = json.load(f)
+            for name in only:
+                old[name] = res.get(name)
+                old.setdefault("partial_runs", {})[name] = res["meta"]
+            res = old
         os.makedirs(os.path.dirname(a.json), exist_ok=True)
         with open(a.json + ".tmp", "w") as f:
             json.dump(res, f, indent=1)

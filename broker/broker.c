@@ -12,6 +12,7 @@
 #include "dispatch.h"
 #include "record.h"
 #include "reports.h"
+#include "rlstore.h"
 #include "scripts.h"
 
 #include <errno.h>
@@ -37,6 +38,7 @@ struct lq_broker {
     lq_redis_t *redis;
     lq_dispatch_t *dispatch;
     lq_reports_t *reports;
+    lq_rlstore_t *rlstore; /* learned rate limits in Redis */
     lq_map_t *acks; /* worker ident -> s_acks_t */
     lq_timer_t rl_timer, heartbeat_timer, renew_timer, expire_timer, promote_timer;
     lq_timer_t memory_timer, sweep_timer;
@@ -253,8 +255,9 @@ static void s_on_backend(lq_zsock_t *s, const uint8_t *ident, size_t len, lq_msg
             s_send_simple(b, ident, len, LQ_W_DISCONNECT);
         break;
     case LQ_W_RESULT: {
-        char *cid;
+        char *cid, msg[512];
         lq_dispatch_result(b->dispatch, ident, len, &m->u.result, &cid);
+        lq_dispatch_retry_policy(b->dispatch, &m->u.result, msg, sizeof msg);
         lq_reports_add(b->reports, ident, len, &m->u.result, cid);
         if (!known)
             s_send_simple(b, ident, len, LQ_W_DISCONNECT);
@@ -593,6 +596,7 @@ static void s_on_redis_state(lq_redis_t *r, int up, void *arg)
     }
     const char *argv[3] = {b->opts.prefix, "0", "1"};
     lq_redis_eval(r, LQ_SCRIPT_LIST, s_on_active, b, 0, 3, argv, NULL);
+    lq_rlstore_load(b->rlstore);
     /* Results sent while Redis was away were not acknowledged: make every
      * worker register again and re-send them. */
     if (b->redis_was_down)
@@ -669,6 +673,7 @@ lq_broker_t *lq_broker_new(lq_loop_t *loop, void *zctx, const lq_broker_opts_t *
     lq_reports_opts_t rep = {opts->prefix, opts->retry_base_ms, opts->retry_cap_ms,
                              opts->cache_ttl_s};
     b->reports = lq_reports_new(b->redis, &rep, s_on_recorded, b);
+    b->rlstore = lq_rlstore_new(loop, b->redis, b->dispatch, opts->prefix);
     lq_loop_add_before_sleep(loop, s_before_sleep, b);
     s_start_timers(b);
     return b;
@@ -686,6 +691,7 @@ void lq_broker_destroy(lq_broker_t **p)
     lq_timer_stop(b->loop, &b->rl_timer);
     lq_timer_stop(b->loop, &b->memory_timer);
     lq_timer_stop(b->loop, &b->sweep_timer);
+    lq_rlstore_destroy(&b->rlstore);
     lq_redis_destroy(&b->redis); /* fails pending calls first */
     lq_reports_destroy(&b->reports);
     lq_dispatch_destroy(&b->dispatch);

@@ -33,6 +33,7 @@ typedef struct s_job {
     size_t body_len;
     s_worker_t *worker;
     int admitted; /* counted in flight by its upstream's limiter */
+    uint64_t admitted_ms; /* when the limiter let it go */
     char member[LQ_MEMBER_MAX];
 } s_job_t;
 
@@ -44,6 +45,7 @@ struct s_batch {
     int fetching;    /* a LEASE call is outstanding */
     int cancelled;   /* stop dispatching its queue */
     int rr_skip;     /* nothing can be sent for it in this round */
+    int rate_held;   /* its upstream's limiter held its queue back this round */
     int hot;         /* on the hot list */
     s_job_t *head, *tail;
     size_t queued;
@@ -301,6 +303,56 @@ lq_rl_t *lq_dispatch_limiter(lq_dispatch_t *d, const char *upstream)
     return rl;
 }
 
+/* Looks up the batch's timeout into *timeout_ms; returns -1 if the
+ * Retry-After exceeds it, else 0 with the wait the limiter advises. */
+static int s_retry_after(lq_dispatch_t *d, const char *batch, int64_t *retry_after_ms,
+                            int64_t *timeout_ms)
+{
+    s_batch_t *b = s_batch(d, batch);
+    if (!b || *retry_after_ms < 0)
+        return 0;
+    *timeout_ms = b->timeout_ms;
+    if (*retry_after_ms > b->timeout_ms)
+        return -1;
+    *retry_after_ms = lq_rl_retry_delay(lq_dispatch_limiter(d, b->upstream),
+                                        d->ops.now(d->ops.arg), *retry_after_ms);
+    return 0;
+}
+
+void lq_dispatch_retry_policy(lq_dispatch_t *d, lq_w_result_t *res, char *msg, size_t n)
+{
+    int64_t ra = res->retry_after_ms, timeout_ms = 0;
+    if (res->outcome != LQ_OUTCOME_RETRYABLE || res->status != 429 || ra < 0)
+        return;
+    if (s_retry_after(d, res->batch, &ra, &timeout_ms) < 0) {
+        snprintf(msg, n,
+                 "the provider answered 429 with a Retry-After of %.3g s, longer than the job's "
+                 "timeout of %.3g s (--timeout): not retried",
+                 (double)res->retry_after_ms / 1000.0, (double)timeout_ms / 1000.0);
+        res->outcome = LQ_OUTCOME_FATAL;
+        res->error_code = "retry_after_exceeds_timeout";
+        res->error_message = msg;
+        return;
+    }
+    snprintf(msg, n, "%s (the provider asked to retry after %.3g s)",
+             res->error_message ? res->error_message : "rate limited (HTTP 429)",
+             (double)res->retry_after_ms / 1000.0);
+    res->error_message = msg;
+    res->retry_after_ms = ra;
+}
+
+int lq_dispatch_limiter_next(const lq_dispatch_t *d, size_t *pos, const char **name,
+                             lq_rl_t **rl)
+{
+    const void *key;
+    void *v;
+    if (!lq_map_next(d->limiters, pos, &key, NULL, &v))
+        return 0;
+    *name = key;
+    *rl = v;
+    return 1;
+}
+
 size_t lq_dispatch_upstreams(lq_dispatch_t *d, lq_upstream_info_t **out)
 {
     size_t n = lq_map_len(d->limiters), k = 0, pos = 0;
@@ -321,6 +373,11 @@ size_t lq_dispatch_upstreams(lq_dispatch_t *d, lq_upstream_info_t **out)
         ups[k].nok = st.nok;
         ups[k].nerr = st.nerr;
         ups[k].paused_ms = st.paused_ms;
+        lq_rl_pace_t pace;
+        lq_rl_pace(v, now, &pace);
+        ups[k].pace_rpm = (int64_t)(pace.rpm + 0.5);
+        ups[k].pace_source = lq_rl_source_name(pace.source);
+        ups[k].pace_tpm = (int64_t)(pace.tpm + 0.5);
         k++;
     }
     *out = ups;
@@ -482,6 +539,7 @@ static void s_learn(lq_dispatch_t *d, const s_job_t *j, const lq_w_result_t *res
         .remaining_tokens = res->rl_remaining_tokens,
         .reset_requests_ms = res->rl_reset_requests_ms,
         .reset_tokens_ms = res->rl_reset_tokens_ms,
+        .sent_ms = j->admitted_ms,
     };
     lq_rl_on_result(lq_dispatch_limiter(d, j->batch->upstream), d->ops.now(d->ops.arg), &rr);
 }
@@ -557,11 +615,14 @@ static int s_want_send(const lq_dispatch_t *d, const s_batch_t *x)
 }
 
 /* Strict priority for leasing: only batches of the highest priority that
- * has work (or a lease call in progress) may lease (d->fetch_priority). */
+ * has work (or a lease call in progress) may lease (d->fetch_priority). A
+ * batch whose upstream's limiter is holding its queue back leases nothing
+ * more for now: its queue would only take the lease capacity (free credit
+ * plus prefetch) from batches of faster upstreams. */
 static int s_want_fetch(const lq_dispatch_t *d, const s_batch_t *x)
 {
     return x->maybe_ready && !x->fetching && !x->cancelled && x->priority >= d->fetch_priority &&
-           s_has_worker_for(d, x->upstream);
+           !(x->rate_held && x->queued > 0) && s_has_worker_for(d, x->upstream);
 }
 
 static int64_t s_top_priority(const lq_dispatch_t *d)
@@ -610,7 +671,7 @@ static void s_send_job(lq_dispatch_t *d, s_worker_t *w, s_job_t *j)
 static void s_send_queued(lq_dispatch_t *d)
 {
     for (size_t i = 0; i < d->nhot; i++)
-        d->hot[i]->rr_skip = 0;
+        d->hot[i]->rr_skip = d->hot[i]->rate_held = 0;
     while (d->total_credit > 0 && d->queued_total > 0) {
         s_batch_t *b = s_next_batch(d, s_want_send);
         if (!b)
@@ -623,12 +684,13 @@ static void s_send_queued(lq_dispatch_t *d)
         uint64_t retry_ms;
         if (!lq_rl_admit(lq_dispatch_limiter(d, b->upstream), d->ops.now(d->ops.arg),
                          b->head->est_tokens, &retry_ms)) {
-            b->rr_skip = 1;
+            b->rr_skip = b->rate_held = 1;
             d->ops.wake(d->ops.arg, retry_ms);
             continue;
         }
         s_job_t *j = s_dequeue(d, b);
         j->admitted = 1;
+        j->admitted_ms = d->ops.now(d->ops.arg);
         b->rr = ++d->rr_clock;
         s_send_job(d, w, j);
     }

@@ -137,6 +137,19 @@ int lq_dispatch_result(lq_dispatch_t *d, const uint8_t *ident, size_t len,
 void lq_dispatch_stats(const lq_dispatch_t *d, lq_dispatch_stats_t *st);
 /* The limiter of an upstream (created on first use with its budget). */
 lq_rl_t *lq_dispatch_limiter(lq_dispatch_t *d, const char *upstream);
+/* Retry-After policy for a result (call after lq_dispatch_result): a 429
+ * whose Retry-After is longer than its batch's timeout becomes a fatal
+ * failure that says so; otherwise the message names the Retry-After (the
+ * REPORT script adds "all N attempts used" if it ends the job) and the
+ * wait may be shortened by the upstream's limiter (lq_rl_retry_delay: its
+ * pause still holds the job back). Messages are written into msg (n
+ * bytes), which must outlive res's use. Can't fail. */
+void lq_dispatch_retry_policy(lq_dispatch_t *d, lq_w_result_t *res, char *msg, size_t n);
+/* Iterates the limiters: start with *pos = 0; returns 1 with the upstream's
+ * name and limiter (both the dispatcher's), 0 at the end. Do not create
+ * limiters while iterating. */
+int lq_dispatch_limiter_next(const lq_dispatch_t *d, size_t *pos, const char **name,
+                             lq_rl_t **rl);
 /* Fills a new array (caller frees) with the state of every upstream seen;
  * names point into the dispatcher. Returns the count. */
 size_t lq_dispatch_upstreams(lq_dispatch_t *d, lq_upstream_info_t **out);

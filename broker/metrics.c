@@ -117,7 +117,9 @@ static char *s_render(lq_metrics_t *m, size_t *out_len)
     s_append(&s, &len, &cap,
              "# TYPE llmq_upstream_limit_rpm gauge\n# TYPE llmq_upstream_learned_rpm gauge\n"
              "# TYPE llmq_upstream_in_flight gauge\n# TYPE llmq_upstream_responses_total "
-             "counter\n");
+             "counter\n# HELP llmq_upstream_pace_rpm requests/min in force (source: configured, "
+             "headers, learned; observed = no limit known, the rate seen)\n"
+             "# TYPE llmq_upstream_pace_rpm gauge\n# TYPE llmq_upstream_pace_tpm gauge\n");
     lq_upstream_info_t *ups;
     size_t nups = lq_broker_upstreams(m->b, &ups);
     for (size_t i = 0; i < nups; i++) {
@@ -133,6 +135,11 @@ static char *s_render(lq_metrics_t *m, size_t *out_len)
                  u, (long long)x->limit_rpm, u, (long long)x->learned_rpm, u,
                  (long long)x->inflight, u, (long long)x->nok, u, (long long)x->n429, u,
                  (long long)x->nerr);
+        s_append(&s, &len, &cap,
+                 "llmq_upstream_pace_rpm{upstream=\"%s\",source=\"%s\"} %lld\n"
+                 "llmq_upstream_pace_tpm{upstream=\"%s\"} %lld\n",
+                 u, x->pace_source ? x->pace_source : "observed", (long long)x->pace_rpm, u,
+                 (long long)x->pace_tpm);
     }
     free(ups);
     *out_len = len;

@@ -622,13 +622,16 @@ static void s_show_workers(const lq_msg_t *reply, const lq_client_opts_t *o)
         for (size_t i = 0; i < w->nupstreams; i++) {
             const lq_upstream_info_t *u = &w->upstreams[i];
             json_array_append_new(
-                ups, json_pack("{s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I}", "name", u->name,
-                               "limit_rpm", (json_int_t)u->limit_rpm, "learned_rpm",
-                               (json_int_t)u->learned_rpm, "ok_rpm", (json_int_t)u->ok_rpm,
-                               "in_flight", (json_int_t)u->inflight, "window",
-                               (json_int_t)u->window, "responses_429", (json_int_t)u->n429,
-                               "responses_ok", (json_int_t)u->nok, "responses_other",
-                               (json_int_t)u->nerr, "paused_ms", (json_int_t)u->paused_ms));
+                ups, json_pack("{s:s,s:I,s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I}", "name",
+                               u->name, "pace_rpm", (json_int_t)u->pace_rpm, "pace_source",
+                               u->pace_source ? u->pace_source : "", "pace_tpm",
+                               (json_int_t)u->pace_tpm, "limit_rpm", (json_int_t)u->limit_rpm,
+                               "learned_rpm", (json_int_t)u->learned_rpm, "ok_rpm",
+                               (json_int_t)u->ok_rpm, "in_flight", (json_int_t)u->inflight,
+                               "window", (json_int_t)u->window, "responses_429",
+                               (json_int_t)u->n429, "responses_ok", (json_int_t)u->nok,
+                               "responses_other", (json_int_t)u->nerr, "paused_ms",
+                               (json_int_t)u->paused_ms));
         }
         const lq_redis_state_t *r = &w->redis;
         json_t *red = json_pack("{s:I,s:I,s:I,s:b,s:b,s:I}", "used_bytes", (json_int_t)r->used_bytes,
@@ -647,18 +650,19 @@ static void s_show_workers(const lq_msg_t *reply, const lq_client_opts_t *o)
                    (long long)w->workers[i].last_seen_ms);
         s_print_redis(&w->redis);
         if (w->nupstreams > 0) {
-            printf("\n%-16s %11s %11s %9s %9s %8s %9s %9s\n", "UPSTREAM", "LIMIT_RPM",
-                   "LEARNED_RPM", "OK_RPM", "IN_FLIGHT", "429S", "OK", "PAUSED_MS");
+            printf("\n%-16s %12s %-10s %12s %9s %9s %8s %9s %9s\n", "UPSTREAM", "PACE_RPM",
+                   "SOURCE", "PACE_TPM", "OK_RPM", "IN_FLIGHT", "429S", "OK", "PAUSED_MS");
             for (size_t i = 0; i < w->nupstreams; i++) {
                 const lq_upstream_info_t *u = &w->upstreams[i];
-                char limit[24];
-                if (u->limit_rpm > 0)
-                    snprintf(limit, sizeof limit, "%lld", (long long)u->limit_rpm);
+                char tpm[24];
+                if (u->pace_tpm > 0)
+                    snprintf(tpm, sizeof tpm, "%lld", (long long)u->pace_tpm);
                 else
-                    snprintf(limit, sizeof limit, "none");
-                printf("%-16s %11s %11lld %9lld %9lld %8lld %9lld %9lld\n", u->name, limit,
-                       (long long)u->learned_rpm, (long long)u->ok_rpm, (long long)u->inflight,
-                       (long long)u->n429, (long long)u->nok, (long long)u->paused_ms);
+                    snprintf(tpm, sizeof tpm, "none");
+                printf("%-16s %12lld %-10s %12s %9lld %9lld %8lld %9lld %9lld\n", u->name,
+                       (long long)u->pace_rpm, u->pace_source ? u->pace_source : "-", tpm,
+                       (long long)u->ok_rpm, (long long)u->inflight, (long long)u->n429,
+                       (long long)u->nok, (long long)u->paused_ms);
             }
         }
     }

@@ -252,6 +252,9 @@ static const s_field s_upstream_f[] = {
     NNEG(UI, "nok", nok, 0),
     NNEG(UI, "nerr", nerr, 0),
     NNEG(UI, "paused_ms", paused_ms, 0),
+    NNEG(UI, "pace_rpm", pace_rpm, 0),
+    STR(UI, "pace_source", pace_source, 0, LQ_MAX_ID),
+    NNEG(UI, "pace_tpm", pace_tpm, 0),
 };
 SCHEMA(s_upstream, UI, s_upstream_f);
 #undef UI

@@ -192,6 +192,9 @@ typedef struct {
     int64_t inflight, window;
     int64_t n429, nok, nerr;
     int64_t paused_ms; /* Retry-After pause left */
+    int64_t pace_rpm;  /* requests/min in force; the observed rate if no limit is known */
+    const char *pace_source; /* "configured", "headers", "learned" or "observed"; may be NULL */
+    int64_t pace_tpm;  /* tokens/min in force, 0 = none */
 } lq_upstream_info_t;
 
 /* How full Redis is and what the broker does about it. */

@@ -170,6 +170,64 @@ int lq_parse_count(const char *v, size_t len, int64_t *out)
     return 0;
 }
 
+int lq_parse_rfc3339(const char *v, size_t len, int64_t now_s, int64_t *out_ms)
+{
+    s_trim(&v, &len);
+    char buf[64];
+    if (len < 20 || len >= sizeof buf)
+        return -1;
+    memcpy(buf, v, len);
+    buf[len] = '\0';
+    int y, mo, d, hh, mi, ss, used = 0;
+    if (sscanf(buf, "%4d-%2d-%2d%*1[Tt ]%2d:%2d:%2d%n", &y, &mo, &d, &hh, &mi, &ss, &used) != 6 ||
+        used != 19 || mo < 1 || mo > 12 || d < 1 || d > 31 || hh > 23 || mi > 59 || ss > 60)
+        return -1;
+    const char *p = buf + 19;
+    long long frac_ms = 0;
+    if (*p == '.') {
+        long long den = 1;
+        for (p++; *p >= '0' && *p <= '9'; p++)
+            if (den < 1000) {
+                frac_ms = frac_ms * 10 + (*p - '0');
+                den *= 10;
+            }
+        while (den < 1000) {
+            frac_ms *= 10;
+            den *= 10;
+        }
+    }
+    long long off_s = 0;
+    if (*p == 'Z' || *p == 'z') {
+        p++;
+    } else if ((*p == '+' || *p == '-') && p[1] && p[2] && p[3] == ':' && p[4] && p[5] &&
+               !p[6]) {
+        int oh = (p[1] - '0') * 10 + (p[2] - '0'), om = (p[4] - '0') * 10 + (p[5] - '0');
+        if (oh < 0 || oh > 23 || om < 0 || om > 59)
+            return -1;
+        off_s = (*p == '+' ? 1 : -1) * (oh * 3600LL + om * 60LL);
+        p += 6;
+    } else {
+        return -1;
+    }
+    if (*p)
+        return -1;
+    /* days from the civil date (proleptic Gregorian), no time zone library */
+    int yy = y - (mo <= 2);
+    long long era = (yy >= 0 ? yy : yy - 399) / 400;
+    long long yoe = yy - era * 400;
+    long long doy = (153LL * (mo + (mo > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+    long long doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    long long days = era * 146097 + doe - 719468;
+    long long t_ms = ((days * 86400 + hh * 3600LL + mi * 60LL + ss) - off_s) * 1000 + frac_ms;
+    long long delta = t_ms - (long long)now_s * 1000;
+    if (delta < 0)
+        delta = 0;
+    if (delta > LQ_DURATION_MAX_MS)
+        delta = LQ_DURATION_MAX_MS;
+    *out_ms = (int64_t)delta;
+    return 0;
+}
+
 void lq_headers_init(lq_resp_headers_t *h)
 {
     memset(h, 0, sizeof *h);
@@ -218,6 +276,14 @@ static const struct {
      offsetof(lq_resp_headers_t, rl_reset_tokens_ms)},
     {"x-ratelimit-limit-requests", lq_parse_count, offsetof(lq_resp_headers_t, rl_limit_requests)},
     {"x-ratelimit-limit-tokens", lq_parse_count, offsetof(lq_resp_headers_t, rl_limit_tokens)},
+    {"anthropic-ratelimit-requests-limit", lq_parse_count,
+     offsetof(lq_resp_headers_t, rl_limit_requests)},
+    {"anthropic-ratelimit-requests-remaining", lq_parse_count,
+     offsetof(lq_resp_headers_t, rl_remaining_requests)},
+    {"anthropic-ratelimit-tokens-limit", lq_parse_count,
+     offsetof(lq_resp_headers_t, rl_limit_tokens)},
+    {"anthropic-ratelimit-tokens-remaining", lq_parse_count,
+     offsetof(lq_resp_headers_t, rl_remaining_tokens)},
     {"content-length", lq_parse_count, offsetof(lq_resp_headers_t, content_length)},
 };
 
@@ -261,6 +327,12 @@ void lq_headers_feed(lq_resp_headers_t *h, const char *line, size_t len, int64_t
     } else if (s_is(name, nlen, "retry-after")) {
         if (lq_parse_retry_after(v, vlen, now_s, &x) == 0)
             h->retry_after_ms = x;
+    } else if (s_is(name, nlen, "anthropic-ratelimit-requests-reset")) {
+        if (lq_parse_rfc3339(v, vlen, now_s, &x) == 0)
+            h->rl_reset_requests_ms = x;
+    } else if (s_is(name, nlen, "anthropic-ratelimit-tokens-reset")) {
+        if (lq_parse_rfc3339(v, vlen, now_s, &x) == 0)
+            h->rl_reset_tokens_ms = x;
     } else {
         s_feed_number(h, name, nlen, v, vlen);
     }

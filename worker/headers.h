@@ -61,4 +61,10 @@ int lq_parse_duration_ms(const char *v, size_t len, int64_t *out_ms);
 /* Parses a non-negative integer counter ("59", "149984"). Returns 0 or -1. */
 int lq_parse_count(const char *v, size_t len, int64_t *out);
 
+/* Parses an RFC 3339 time ("2026-11-29T17:30:00.250Z", or with a +hh:mm
+ * offset), as in Anthropic's anthropic-ratelimit-*-reset, into *out_ms:
+ * milliseconds from wall second now_s until then (0 if past, capped).
+ * Returns 0 or -1. */
+int lq_parse_rfc3339(const char *v, size_t len, int64_t now_s, int64_t *out_ms);
+
 #endif

@@ -5,19 +5,28 @@
  *   1. the job key (metadata.custom_id, else FNV-1a of the body) is counted;
  *   2. --api-key: a missing or wrong bearer token gets 401;
  *   3. a body that is not a JSON object gets 400;
- *   4. --rate-limit: no token in the bucket gets 429 (at once, no latency);
+ *   4. the limiter (fake_limiter.c) answers 429 at once: --cold-ms, every
+ *      request that many ms after the first one (no header at all);
+ *      --rate-limit, no token in the bucket (its rate stepping with
+ *      --rate-steps); --token-limit, too few tokens (prompt characters / 4
+ *      + completion tokens, charged when the request comes);
  *   5. --bad-request-prefix gets 400, --always-fail-prefix gets 500;
  *   6. one uniform draw picks drop, hang, 500 or 503 by their probabilities;
  *   7. otherwise 200 with a well-formed OpenAI response object.
  * Every API response except 429 is held back by --latency-ms + jitter.
  *
- * Rate-limit headers (sent on every API response while --rate-limit is on):
+ * Rate-limit headers (sent on every API response except a --cold-ms 429,
+ * in the --headers style) and the Retry-After of 429s come from the
+ * limiter (fake_limiter.c). OpenAI style:
  *   x-ratelimit-limit-requests      R * 60 (the per-minute rate)
  *   x-ratelimit-remaining-requests  floor(tokens / burst * R * 60): the
  *                                   bucket's fill level on the per-minute
  *                                   scale (full bucket = the limit)
  *   x-ratelimit-reset-requests      time until the bucket is full, "250ms",
  *                                   "1.5s" or "2m30s"
+ * (and -tokens likewise with --token-limit); Anthropic style the same
+ * numbers as anthropic-ratelimit-requests-limit/-remaining/-reset with an
+ * RFC 3339 reset time.
  *
  * Statistics: "requests" counts every request except GET /stats, GET
  * /counts and POST /reset (which are not counted anywhere); "by_status"
@@ -27,6 +36,7 @@
 #define _GNU_SOURCE
 #include "fake_behaviour.h"
 
+#include "fake_limiter.h"
 #include "fake_table.h"
 
 #include "common/util.h"
@@ -45,9 +55,7 @@ enum { S_CHAT = 1, S_COMPLETIONS, S_EMBEDDINGS };
 struct lq_fake_bhv {
     lq_fake_cfg_t cfg;
     uint64_t rng;
-    double burst;
-    double tokens;
-    uint64_t bucket_us;
+    lq_fake_lim_t *lim;
     uint64_t req_seq; /* x-request-id counter; never reset */
     /* statistics */
     uint64_t requests, dropped, hung, auth_failed, auth_ok;
@@ -66,6 +74,7 @@ typedef struct {
     int keep_alive;
     int counted; /* counts in by_status */
     int api;     /* carries x-request-id and rate-limit headers */
+    int bare;    /* a cold-start 429: no rate-limit headers */
     uint64_t id; /* x-request-id number */
 } s_ctx_t;
 
@@ -95,22 +104,13 @@ static uint64_t s_delay(lq_fake_bhv_t *b)
     return d;
 }
 
-/* Formats wall-clock second t as an IMF-fixdate into out (>= 30 bytes). */
-static void s_http_date(int64_t t, char *out, size_t n)
-{
-    time_t tt = (time_t)t;
-    struct tm tm;
-    gmtime_r(&tt, &tm);
-    strftime(out, n, "%a, %d %b %Y %H:%M:%S GMT", &tm);
-}
-
 /* Returns the Date header value, recomputed once a second. */
 static const char *s_date(lq_fake_bhv_t *b)
 {
     int64_t now = lq_wall_s();
     if (now != b->date_s) {
         b->date_s = now;
-        s_http_date(now, b->date, sizeof b->date);
+        lq_fake_http_date(now, b->date, sizeof b->date);
     }
     return b->date;
 }
@@ -123,11 +123,7 @@ lq_fake_bhv_t *lq_fake_bhv_new(const lq_fake_cfg_t *cfg)
     lq_fake_bhv_t *b = xcalloc(1, sizeof *b);
     b->cfg = *cfg;
     b->rng = cfg->seed;
-    b->burst = cfg->burst > 0 ? cfg->burst : cfg->rate_limit / 20.0;
-    if (b->burst < 1)
-        b->burst = 1;
-    b->tokens = b->burst;
-    b->bucket_us = lq_mono_us();
+    b->lim = lq_fake_lim_new(cfg);
     b->counts = lq_fake_table_new();
     b->date_s = -1;
     return b;
@@ -140,6 +136,7 @@ void lq_fake_bhv_destroy(lq_fake_bhv_t **pb)
         return;
     lq_fake_bhv_t *b = *pb;
     lq_fake_table_destroy(&b->counts);
+    lq_fake_lim_destroy(&b->lim);
     lq_fake_buf_clear(&b->body);
     lq_fake_buf_clear(&b->hdrs);
     lq_fake_buf_clear(&b->text);
@@ -165,67 +162,6 @@ void lq_fake_bhv_conn(lq_fake_bhv_t *b, int opened)
     }
 }
 
-/* ---- token bucket ---- */
-
-/* Adds the tokens earned since the last refill, up to the burst. */
-static void s_refill(lq_fake_bhv_t *b)
-{
-    uint64_t now = lq_mono_us();
-    double add = (double)(now - b->bucket_us) * b->cfg.rate_limit / 1e6;
-    b->bucket_us = now;
-    b->tokens = fmin(b->burst, b->tokens + add);
-}
-
-/* Takes one token. Returns 1, or 0 and the ms until one is available. */
-static int s_take(lq_fake_bhv_t *b, uint64_t *wait_ms)
-{
-    s_refill(b);
-    if (b->tokens >= 1.0) {
-        b->tokens -= 1.0;
-        return 1;
-    }
-    double ms = ceil((1.0 - b->tokens) / b->cfg.rate_limit * 1000.0);
-    *wait_ms = ms < 1 ? 1 : (uint64_t)ms;
-    return 0;
-}
-
-/* See fake_behaviour.h. */
-void lq_fake_bhv_duration(uint64_t ms, char *out, size_t n)
-{
-    if (ms < 1000) {
-        snprintf(out, n, "%llums", (unsigned long long)ms);
-    } else if (ms < 60000) {
-        int len = snprintf(out, n, "%llu.%03llu", (unsigned long long)(ms / 1000),
-                           (unsigned long long)(ms % 1000));
-        while (len > 0 && out[len - 1] == '0')
-            len--;
-        if (len > 0 && out[len - 1] == '.')
-            len--;
-        snprintf(out + len, n - (size_t)len, "s");
-    } else {
-        snprintf(out, n, "%llum%llus", (unsigned long long)(ms / 60000),
-                 (unsigned long long)(ms % 60000 / 1000));
-    }
-}
-
-/* Appends the x-ratelimit-* headers describing the bucket now. */
-static void s_ratelimit_headers(lq_fake_bhv_t *b, lq_fake_buf_t *h)
-{
-    s_refill(b);
-    double limit = round(b->cfg.rate_limit * 60.0);
-    double remaining = floor(b->tokens / b->burst * limit);
-    if (remaining < 0)
-        remaining = 0;
-    uint64_t reset_ms = (uint64_t)ceil((b->burst - b->tokens) / b->cfg.rate_limit * 1000.0);
-    char reset[32];
-    lq_fake_bhv_duration(reset_ms, reset, sizeof reset);
-    lq_fake_buf_printf(h,
-                       "x-ratelimit-limit-requests: %.0f\r\n"
-                       "x-ratelimit-remaining-requests: %.0f\r\n"
-                       "x-ratelimit-reset-requests: %s\r\n",
-                       limit, remaining, reset);
-}
-
 /* ---- response writing ---- */
 
 /* Appends status line, headers, extra headers (b->hdrs) and body to out,
@@ -245,8 +181,8 @@ static void s_respond(lq_fake_bhv_t *b, const s_ctx_t *cx, int status, const lq_
         lq_fake_buf_puts(out, "x-request-id: req_");
         lq_fake_buf_u64(out, cx->id);
         lq_fake_buf_append(out, "\r\n", 2);
-        if (b->cfg.rate_limit > 0)
-            s_ratelimit_headers(b, out);
+        if (!cx->bare)
+            lq_fake_lim_headers(b->lim, out);
     }
     lq_fake_buf_append(out, b->hdrs.data, b->hdrs.len);
     lq_fake_buf_append(out, "\r\n", 2);
@@ -348,8 +284,7 @@ static void s_reset(lq_fake_bhv_t *b)
     b->conns_accepted = b->conns_open;
     lq_fake_table_clear(b->counts);
     malloc_trim(0); /* give a million freed keys back to the system */
-    b->tokens = b->burst;
-    b->bucket_us = lq_mono_us();
+    lq_fake_lim_reset(b->lim);
 }
 
 /* ---- API requests ---- */
@@ -508,6 +443,38 @@ static int s_prefix(const char *cid, size_t cid_len, const char *prefix)
     return cid_len >= n && memcmp(cid, prefix, n) == 0;
 }
 
+/* Asks the limiter what the request costs, or answers 429 (at once) and
+ * returns 1: during --cold-ms (no header at all), with no request token,
+ * or with too few tokens for its prompt + completion. */
+static int s_limited(lq_fake_bhv_t *b, s_ctx_t *cx, int kind, const json_t *root,
+                     lq_fake_buf_t *out, lq_fake_decision_t *d)
+{
+    double need = 0;
+    if (lq_fake_lim_counts_tokens(b->lim))
+        need = (double)((s_prompt_chars(kind, root) + 3) / 4) +
+               (double)(kind == S_EMBEDDINGS ? 0 : s_completion_tokens(root));
+    uint64_t wait_ms = 0;
+    lq_fake_lim_verdict_t v = lq_fake_lim_take(b->lim, need, &wait_ms);
+    if (v == LQ_FAKE_LIM_OK)
+        return 0;
+    d->delay_ms = 0;
+    d->status = 429;
+    if (v == LQ_FAKE_LIM_COLD) {
+        cx->bare = 1;
+        s_error(b, cx, 429, "Too many requests (fake upstream, --cold-ms).", "requests",
+                "rate_limit_exceeded", out);
+        return 1;
+    }
+    const char *what = v == LQ_FAKE_LIM_TOKENS ? "tokens" : "requests";
+    lq_fake_lim_retry_after(b->lim, wait_ms, &b->hdrs);
+    char msg[256];
+    snprintf(msg, sizeof msg,
+             "Rate limit reached for %s (fake upstream). Please try again in %llums.", what,
+             (unsigned long long)wait_ms);
+    s_error(b, cx, 429, msg, what, "rate_limit_exceeded", out);
+    return 1;
+}
+
 /* Handles an API request of the given kind: see the order at the top. */
 static void s_api(lq_fake_bhv_t *b, s_ctx_t *cx, const lq_fake_req_t *req, int kind,
                   const char *body, size_t body_len, lq_fake_buf_t *out, lq_fake_decision_t *d)
@@ -542,7 +509,6 @@ static void s_api(lq_fake_bhv_t *b, s_ctx_t *cx, const lq_fake_req_t *req, int k
     d->delay_ms = s_delay(b);
 
     char msg[512];
-    uint64_t wait_ms = 0;
     if (b->cfg.api_key && *b->cfg.api_key) {
         if (!s_auth_ok(b, req)) {
             b->auth_failed++;
@@ -568,25 +534,8 @@ static void s_api(lq_fake_bhv_t *b, s_ctx_t *cx, const lq_fake_req_t *req, int k
         s_error(b, cx, 400, msg, "invalid_request_error", NULL, out);
         goto done;
     }
-    if (b->cfg.rate_limit > 0 && !s_take(b, &wait_ms)) {
-        d->delay_ms = 0;
-        d->status = 429;
-        if (b->cfg.retry_after_format == LQ_FAKE_RA_SECONDS) {
-            lq_fake_buf_printf(&b->hdrs, "retry-after: %llu\r\nretry-after-ms: %llu\r\n",
-                               (unsigned long long)((wait_ms + 999) / 1000),
-                               (unsigned long long)wait_ms);
-        } else if (b->cfg.retry_after_format == LQ_FAKE_RA_DATE) {
-            char date[40];
-            s_http_date((lq_wall_ms() + (int64_t)wait_ms + 999) / 1000, date, sizeof date);
-            lq_fake_buf_printf(&b->hdrs, "retry-after: %s\r\n", date);
-        }
-        snprintf(msg, sizeof msg,
-                 "Rate limit reached for requests (fake upstream): limit %g/s. Please try again "
-                 "in %llums.",
-                 b->cfg.rate_limit, (unsigned long long)wait_ms);
-        s_error(b, cx, 429, msg, "requests", "rate_limit_exceeded", out);
+    if (s_limited(b, cx, kind, root, out, d))
         goto done;
-    }
     if (s_prefix(cid, cid_len, b->cfg.bad_request_prefix)) {
         snprintf(msg, sizeof msg, "Invalid request for custom_id '%.200s' (--bad-request-prefix).",
                  cid);

@@ -26,12 +26,26 @@ typedef enum {
     LQ_FAKE_RA_NONE,        /* neither header */
 } lq_fake_ra_format_t;
 
+typedef enum {
+    LQ_FAKE_HDR_OPENAI = 0, /* x-ratelimit-limit/remaining/reset-requests (and -tokens) */
+    LQ_FAKE_HDR_ANTHROPIC,  /* anthropic-ratelimit-requests-* (and tokens-*), RFC 3339 resets;
+                               429s carry retry-after in seconds only */
+    LQ_FAKE_HDR_NONE,       /* no rate-limit headers at all (nginx limit_req, gateways) */
+} lq_fake_hdr_style_t;
+
 typedef struct {
     long long latency_ms, jitter_ms;     /* delay = latency + uniform 0..jitter */
     double p_500, p_503, p_drop, p_hang; /* probabilities, summing to <= 1 */
     double rate_limit;                   /* requests/s, 0 = unlimited */
     double burst;                        /* bucket size; <= 0: max(1, rate/20) */
     lq_fake_ra_format_t retry_after_format;
+    lq_fake_hdr_style_t header_style;
+    double token_limit;   /* tokens/s (prompt chars/4 + completion), 0 = unlimited */
+    long long cold_ms;    /* 429 without any header for this long after the first request */
+    long long retry_after_fixed_ms; /* > 0: every 429 says this (whole seconds), not the wait */
+    int nsteps;                     /* --rate-steps: the rate becomes step_rate[i] ... */
+    long long step_ms[8];           /* ... step_ms[i] after the first request */
+    double step_rate[8];
     const char *always_fail_prefix; /* NULL or "": off */
     const char *bad_request_prefix; /* NULL or "": off */
     const char *api_key;            /* NULL or "": no auth */
@@ -76,8 +90,5 @@ void lq_fake_bhv_done(lq_fake_bhv_t *b);
 /* Tells it that a connection was accepted (opened = 1) or closed (0). */
 void lq_fake_bhv_conn(lq_fake_bhv_t *b, int opened);
 
-/* Formats a duration like OpenAI's reset headers ("250ms", "1.5s",
- * "2m30s") into out[0..n). Can't fail. */
-void lq_fake_bhv_duration(uint64_t ms, char *out, size_t n);
 
 #endif

@@ -153,6 +153,28 @@ static uint64_t s_random_seed(void)
     return x;
 }
 
+/* Parses --rate-steps "MS:R,MS:R" into cfg. Returns 0 or -1. */
+static int s_parse_steps(const char *spec, lq_fake_cfg_t *cfg)
+{
+    if (cfg->rate_limit <= 0)
+        return -1;
+    const char *p = spec;
+    while (*p) {
+        char *end;
+        long long ms = strtoll(p, &end, 10);
+        if (end == p || *end != ':' || ms < 0 || cfg->nsteps == 8)
+            return -1;
+        p = end + 1;
+        double r = strtod(p, &end);
+        if (end == p || !(r > 0) || r > 1e9 || (*end && *end != ','))
+            return -1;
+        cfg->step_ms[cfg->nsteps] = ms;
+        cfg->step_rate[cfg->nsteps++] = r;
+        p = *end ? end + 1 : end;
+    }
+    return cfg->nsteps > 0 ? 0 : -1;
+}
+
 /* Parses the flags, serves until a signal, returns the exit status. */
 int main(int argc, char **argv)
 {
@@ -160,6 +182,8 @@ int main(int argc, char **argv)
     const char *host = "127.0.0.1", *port_file = NULL, *log_level = "info";
     const char *s500 = NULL, *s503 = NULL, *sdrop = NULL, *shang = NULL;
     const char *srate = NULL, *sburst = NULL, *ra_format = "seconds";
+    const char *stoken = NULL, *hdr_style = "openai", *steps = NULL;
+    long long cold_ms = 0, ra_fixed_ms = 0;
     const char *fail_prefix = NULL, *bad_prefix = NULL, *api_key = NULL;
     long long port = 8000, latency = 0, jitter = 0, body_bytes = 0, seed = -1;
     long long max_request = 8ll << 20;
@@ -177,6 +201,16 @@ int main(int argc, char **argv)
         {"hang", NULL, LQ_OPT_STR, &shang, "P", "probability of never responding"},
         {"rate-limit", NULL, LQ_OPT_STR, &srate, "R", "requests/s (token bucket); 0 = unlimited"},
         {"burst", NULL, LQ_OPT_STR, &sburst, "B", "bucket size (default max(1, R/20))"},
+        {"token-limit", NULL, LQ_OPT_STR, &stoken, "T",
+         "tokens/s (prompt chars/4 + completion), bucket of T/20; 0 = unlimited"},
+        {"headers", NULL, LQ_OPT_STR, &hdr_style, "S",
+         "rate-limit headers: openai (default), anthropic, none"},
+        {"rate-steps", NULL, LQ_OPT_STR, &steps, "MS:R,...",
+         "the rate limit becomes R requests/s MS ms after the first request (up to 8)"},
+        {"cold-ms", NULL, LQ_OPT_INT, &cold_ms, "N",
+         "429 with no header at all for N ms after the first request", 0, 86400000},
+        {"retry-after-fixed-ms", NULL, LQ_OPT_INT, &ra_fixed_ms, "N",
+         "every 429 says this Retry-After (whole seconds), not the real wait", 0, 86400000},
         {"retry-after-format", NULL, LQ_OPT_STR, &ra_format, "F",
          "429 headers: seconds (retry-after + retry-after-ms), date, none"},
         {"always-fail-prefix", NULL, LQ_OPT_STR, &fail_prefix, "P",
@@ -222,8 +256,26 @@ int main(int argc, char **argv)
         s_parse_double("drop", sdrop, 1, &cfg.p_drop) < 0 ||
         s_parse_double("hang", shang, 1, &cfg.p_hang) < 0 ||
         s_parse_double("rate-limit", srate, 1e9, &cfg.rate_limit) < 0 ||
-        s_parse_double("burst", sburst, 1e9, &cfg.burst) < 0)
+        s_parse_double("burst", sburst, 1e9, &cfg.burst) < 0 ||
+        s_parse_double("token-limit", stoken, 1e12, &cfg.token_limit) < 0)
         return 1;
+    if (strcmp(hdr_style, "openai") == 0) {
+        cfg.header_style = LQ_FAKE_HDR_OPENAI;
+    } else if (strcmp(hdr_style, "anthropic") == 0) {
+        cfg.header_style = LQ_FAKE_HDR_ANTHROPIC;
+    } else if (strcmp(hdr_style, "none") == 0) {
+        cfg.header_style = LQ_FAKE_HDR_NONE;
+    } else {
+        fprintf(stderr, "llmq-fake-upstream: --headers: use openai, anthropic or none\n");
+        return 1;
+    }
+    cfg.cold_ms = cold_ms;
+    if (steps && s_parse_steps(steps, &cfg) < 0) {
+        fprintf(stderr, "llmq-fake-upstream: --rate-steps: want MS:R[,MS:R...] (up to 8, "
+                        "R > 0, with --rate-limit)\n");
+        return 1;
+    }
+    cfg.retry_after_fixed_ms = ra_fixed_ms;
     if (cfg.p_500 + cfg.p_503 + cfg.p_drop + cfg.p_hang > 1.0 + 1e-9) {
         fprintf(stderr, "llmq-fake-upstream: --fail-500 + --fail-503 + --drop + --hang > 1\n");
         return 1;

@@ -380,8 +380,11 @@ class Semantics(SharedClusterTest):
         for x in lines:
             self.assertEqual(x["error"]["code"], "connection_error")
             self.assertTrue(x["error"]["message"])
-        att = self.c.redis_cli("HGETALL", f"llmq:b:{batch_of(lines)}:att").split()
-        self.assertEqual(att[1::2], ["3"] * n, "exactly --max-attempts attempts")
+        # the final result records the attempt that produced it: 'F' attempt '|' line
+        res = self.c.redis_cli("HVALS", f"llmq:b:{batch_of(lines)}:res").splitlines()
+        self.assertEqual([v.split("|", 1)[0] for v in res], ["F3"] * n,
+                         "exactly --max-attempts attempts")
+        self.assertEqual(self.c.status(batch_of(lines))["llmq"]["retried"], 2 * n)
 
     # ---- final at once ----
     def test_400_is_final_at_once(self):

@@ -9,6 +9,7 @@
 #include "tests/fake/fake_behaviour.h"
 #include "tests/fake/fake_http.h"
 #include "tests/fake/fake_table.h"
+#include "tests/fake/fake_limiter.h"
 
 #include <setjmp.h>
 #include <stdarg.h>
@@ -465,15 +466,15 @@ static void test_bhv_duration(void **state)
 {
     (void)state;
     char s[32];
-    lq_fake_bhv_duration(0, s, sizeof s);
+    lq_fake_duration(0, s, sizeof s);
     assert_string_equal(s, "0ms");
-    lq_fake_bhv_duration(250, s, sizeof s);
+    lq_fake_duration(250, s, sizeof s);
     assert_string_equal(s, "250ms");
-    lq_fake_bhv_duration(1000, s, sizeof s);
+    lq_fake_duration(1000, s, sizeof s);
     assert_string_equal(s, "1s");
-    lq_fake_bhv_duration(1500, s, sizeof s);
+    lq_fake_duration(1500, s, sizeof s);
     assert_string_equal(s, "1.5s");
-    lq_fake_bhv_duration(150000, s, sizeof s);
+    lq_fake_duration(150000, s, sizeof s);
     assert_string_equal(s, "2m30s");
 }
 

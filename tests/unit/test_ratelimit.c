@@ -1,6 +1,8 @@
-/* Unit tests for broker/ratelimit.c against a simulated provider: a token
- * bucket of R requests/s with a small burst, answering 429 when empty. The
- * clock is simulated, so the figures are deterministic. */
+/* Unit tests for broker/ratelimit.c against simulated providers: the
+ * older tests below run their own token bucket; the tests of issue 12 run
+ * the shapes of tests/sim/rl_sim.c (through the public header only). The
+ * clock is simulated, so the figures are deterministic and do not depend on
+ * the machine. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -8,8 +10,10 @@
 #include <cmocka.h>
 
 #include "broker/ratelimit.h"
+#include "tests/sim/rl_sim.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 typedef struct {
     double rate, burst, tokens;
@@ -48,16 +52,17 @@ static s_run_t s_simulate(lq_rl_config_t cfg, double rate, int n, int slots, uin
     s_provider_t p = {rate, rate / 20 > 1 ? rate / 20 : 1, rate / 20 > 1 ? rate / 20 : 1, 0};
     lq_rl_t *rl = lq_rl_new(&cfg, 0);
     enum { MAXQ = 4096 };
-    uint64_t due[MAXQ];
+    uint64_t due[MAXQ], sent[MAXQ];
     int status[MAXQ];
     int inflight = 0, done = 0, pending = n;
     s_run_t r = {0, 0};
-    for (uint64_t now = 0; done < n && now < 3600000; now++) {
+    for (uint64_t now = 1; done < n && now < 3600000; now++) { /* sent_ms 0 = unknown */
         /* complete due requests */
         for (int i = 0; i < inflight;) {
             if (due[i] <= now) {
                 lq_rl_result_t res = {status[i], status[i] == 429 ? s_retry_after_ms : -1, 10, 10,
-                                      with_headers ? (int64_t)(rate * 60) : -1, -1, -1, -1, -1, -1};
+                                      with_headers ? (int64_t)(rate * 60) : -1, -1, -1, -1, -1, -1,
+                                      sent[i]};
                 lq_rl_on_result(rl, now, &res);
                 if (status[i] == 429) {
                     r.n429++;
@@ -66,6 +71,7 @@ static s_run_t s_simulate(lq_rl_config_t cfg, double rate, int n, int slots, uin
                     done++;
                 }
                 due[i] = due[inflight - 1];
+                sent[i] = sent[inflight - 1];
                 status[i] = status[inflight - 1];
                 inflight--;
             } else {
@@ -88,6 +94,7 @@ static s_run_t s_simulate(lq_rl_config_t cfg, double rate, int n, int slots, uin
             status[inflight] = s_provider_take(&p, now) ? 200 : 429;
             /* a 429 comes back at once; an answer takes the latency */
             due[inflight] = now + (status[inflight] == 429 && latency > 5 ? 5 : latency);
+            sent[inflight] = now;
             inflight++;
             pending--;
         }
@@ -178,14 +185,32 @@ static void test_retry_after_pauses_upstream(void **state)
     lq_rl_t *rl = lq_rl_new(&cfg, 1000);
     uint64_t retry;
     assert_int_equal(lq_rl_admit(rl, 1000, 0, &retry), 1);
-    lq_rl_result_t res = {429, 3000, 0, -1, -1, -1, -1, -1, -1, -1};
+    lq_rl_result_t res = {429, 3000, 0, -1, -1, -1, -1, -1, -1, -1, 1000};
     lq_rl_on_result(rl, 1000, &res);
-    assert_int_equal(lq_rl_admit(rl, 1500, 0, &retry), 0);
-    assert_int_equal(retry, 2500);
-    assert_int_equal(lq_rl_admit(rl, 4000, 0, &retry), 1);
+    /* paused; single probes go out at 50, 150, 350 ms ... */
+    assert_int_equal(lq_rl_admit(rl, 1010, 0, &retry), 0);
+    assert_int_equal(retry, 40);
+    assert_int_equal(lq_rl_admit(rl, 1050, 0, &retry), 1);
+    assert_int_equal(lq_rl_admit(rl, 1051, 0, &retry), 0);
+    /* the probe is refused too: the pause holds */
+    lq_rl_result_t probe = {429, 3000, 0, -1, -1, -1, -1, -1, -1, -1, 1050};
+    lq_rl_on_result(rl, 1055, &probe);
+    assert_int_equal(lq_rl_admit(rl, 1100, 0, &retry), 0);
+    assert_int_equal(retry, 55);
     lq_rl_stats_t st;
-    lq_rl_stats(rl, 4000, &st);
-    assert_int_equal(st.n429, 1);
+    lq_rl_stats(rl, 1100, &st);
+    assert_true(st.paused_ms > 2900);
+    /* a short Retry-After (< 250 ms) is not probed */
+    lq_rl_t *rl2 = lq_rl_new(&cfg, 1000);
+    assert_int_equal(lq_rl_admit(rl2, 1000, 0, &retry), 1);
+    lq_rl_result_t shortra = {429, 200, 0, -1, -1, -1, -1, -1, -1, -1, 1000};
+    lq_rl_on_result(rl2, 1000, &shortra);
+    assert_int_equal(lq_rl_admit(rl2, 1100, 0, &retry), 0);
+    assert_int_equal(retry, 100);
+    assert_int_equal(lq_rl_admit(rl2, 1200, 0, &retry), 1);
+    lq_rl_destroy(&rl2);
+    lq_rl_stats(rl, 4100, &st);
+    assert_int_equal(st.n429, 2);
     lq_rl_destroy(&rl);
     assert_null(rl);
 }
@@ -220,6 +245,240 @@ static void test_parse(void **state)
     assert_int_equal(lq_rl_parse("rpm=0", &cfg), -1);
 }
 
+
+/* ---- issue 12: one test per limiter shape, through tests/sim/rl_sim.c ---- */
+
+/* Runs n jobs (400 slots, 20 ms answers) against p; prints the figures. */
+static lq_sim_result_t s_shape(const char *what, const lq_sim_provider_t *p, int n, int64_t est,
+                               int64_t used, const char *import, double *x_ideal, double *pct429)
+{
+    lq_sim_cfg_t cfg = {n, 400, 20, est, used, {0, 0, 1}, import, NULL, NULL};
+    lq_sim_result_t r;
+    lq_sim_run(p, &cfg, &r);
+    double ideal = lq_sim_ideal_ms(p, n, used);
+    *x_ideal = (double)r.wall_ms / ideal;
+    *pct429 = 100.0 * (double)r.n429 / (double)r.requests;
+    print_message("%s: %.3fx ideal, %.2f%% 429s, lost %lld\n", what, *x_ideal, *pct429,
+                  (long long)r.lost);
+    assert_int_equal(r.lost, 0);
+    assert_int_equal(r.done, n);
+    return r;
+}
+
+/* Shape 1: bucket 500/s, burst 50, 429 + "Retry-After: 1", no headers. */
+static void test_shape_bucket_constant_retry_after(void **state)
+{
+    (void)state;
+    lq_sim_provider_t p = {500, 50, 0, 0, 1000, 0, 0, {{0, 0}}, 0};
+    double x, pct;
+    s_shape("shape 1", &p, 5000, 10, 10, NULL, &x, &pct);
+    assert_true(x <= 1.1);
+    assert_true(pct <= 2.0);
+}
+
+/* Shapes 2 and 3: the provider's headers give the limit. */
+static void test_shape_headers(void **state)
+{
+    (void)state;
+    lq_sim_provider_t p = {500, 0, 0, 0, -1, 1, 0, {{0, 0}}, 0};
+    double x, pct;
+    s_shape("shape 2/3", &p, 5000, 10, 10, NULL, &x, &pct);
+    assert_true(x <= 1.05);
+    assert_true(pct <= 0.5);
+}
+
+/* Shape 4: a token limit binds first; the estimate is 60% of the usage. */
+static void test_shape_tokens_bind_first(void **state)
+{
+    (void)state;
+    lq_sim_provider_t p = {500, 0, 250000, 0, -1, 1, 0, {{0, 0}}, 0};
+    double x, pct;
+    s_shape("shape 4, headers", &p, 5000, 600, 1000, NULL, &x, &pct);
+    assert_true(x <= 1.1);
+    p.headers = 0;
+    s_shape("shape 4, 429s only", &p, 5000, 600, 1000, NULL, &x, &pct);
+    assert_true(x <= 1.1);
+}
+
+/* Shape 5: 429s without headers for the first second; the rate is never
+ * cut below half of what the provider then sustains, and at most 0.5 s is
+ * lost. */
+static void s_cold_trace(void *arg, const lq_sim_sample_t *s)
+{
+    double *min_pace = arg;
+    if (s->t_ms >= 1300 && s->t_ms <= 3000 && s->pace_rps < *min_pace)
+        *min_pace = s->pace_rps;
+}
+
+static void test_shape_cold_start(void **state)
+{
+    (void)state;
+    lq_sim_provider_t p = {500, 0, 0, 0, -2, 0, 1000, {{0, 0}}, 0};
+    double min_pace = 1e9;
+    lq_sim_cfg_t cfg = {5000, 400, 20, 10, 10, {0, 0, 1}, NULL, s_cold_trace, &min_pace};
+    lq_sim_result_t r;
+    lq_sim_run(&p, &cfg, &r);
+    double ideal = lq_sim_ideal_ms(&p, 5000, 10);
+    print_message("shape 5: lost %.0f ms, lowest pace after the cold start %.0f/s\n",
+                  (double)r.wall_ms - ideal, min_pace);
+    assert_int_equal(r.lost, 0);
+    assert_true((double)r.wall_ms - ideal <= 500);
+    assert_true(min_pace >= 250);
+    /* the old bug: four 429s, then one success, must not learn a tiny rate */
+    lq_rl_config_t c = {0, 0, 1};
+    lq_rl_t *rl = lq_rl_new(&c, 1000);
+    uint64_t retry;
+    for (int i = 0; i < 5; i++)
+        assert_int_equal(lq_rl_admit(rl, 1000, 0, &retry), 1);
+    lq_rl_result_t no = {429, -1, 0, -1, -1, -1, -1, -1, -1, -1, 1000};
+    for (int i = 0; i < 4; i++)
+        lq_rl_on_result(rl, 1001, &no);
+    lq_rl_result_t ok = {200, -1, 0, 10, -1, -1, -1, -1, -1, -1, 1000};
+    lq_rl_on_result(rl, 1020, &ok);
+    lq_rl_pace_t pace;
+    lq_rl_pace(rl, 1020, &pace);
+    assert_int_not_equal(pace.source, LQ_RL_LEARNED);
+    lq_rl_destroy(&rl);
+}
+
+/* Shape 6: the limit drops from 400/s to 200/s and rises again; the pace
+ * follows within 3 s each way. */
+typedef struct {
+    double down_ms, up_ms;
+} s_follow_t;
+
+static void s_follow_trace(void *arg, const lq_sim_sample_t *s)
+{
+    s_follow_t *f = arg;
+    if (s->t_ms >= 5000 && f->down_ms < 0 && s->pace_rps <= 200)
+        f->down_ms = (double)s->t_ms - 5000;
+    if (s->t_ms >= 12000 && f->up_ms < 0 && s->ok_rps >= 0.9 * 400)
+        f->up_ms = (double)s->t_ms - 12000;
+}
+
+static void test_shape_limit_drops_and_rises(void **state)
+{
+    (void)state;
+    lq_sim_provider_t p = {400, 0, 0, 0, -1, 0, 0, {{5000, 200}, {12000, 400}}, 2};
+    s_follow_t f = {-1, -1};
+    lq_sim_cfg_t cfg = {7000, 400, 20, 10, 10, {0, 0, 1}, NULL, s_follow_trace, &f};
+    lq_sim_result_t r;
+    lq_sim_run(&p, &cfg, &r);
+    print_message("shape 6: followed down in %.1f s, up in %.1f s, %.3fx ideal\n",
+                  f.down_ms / 1000, f.up_ms / 1000,
+                  (double)r.wall_ms / lq_sim_ideal_ms(&p, 7000, 10));
+    assert_int_equal(r.lost, 0);
+    assert_true(f.down_ms >= 0 && f.down_ms <= 3000);
+    assert_true(f.up_ms >= 0 && f.up_ms <= 3000);
+}
+
+/* Shape 7: two upstreams, two limiters, each at its own limit. */
+static void test_shape_two_upstreams(void **state)
+{
+    (void)state;
+    lq_sim_provider_t a = {500, 0, 0, 0, 1000, 0, 0, {{0, 0}}, 0};
+    lq_sim_provider_t b = {100, 0, 0, 0, 1000, 0, 0, {{0, 0}}, 0};
+    double x, pct;
+    s_shape("shape 7, A 500/s", &a, 5000, 10, 10, NULL, &x, &pct);
+    assert_true(x <= 1.1);
+    s_shape("shape 7, B 100/s", &b, 1000, 10, 10, NULL, &x, &pct);
+    assert_true(x <= 1.1);
+}
+
+/* A rate learned and never tested (the workers send less than it) does not
+ * grow: an upstream that has never said no shows its observed rate. */
+static void test_no_unbounded_estimate(void **state)
+{
+    (void)state;
+    lq_rl_config_t c = {0, 0, 1};
+    lq_rl_t *rl = lq_rl_new(&c, 1000);
+    uint64_t retry, now = 1000;
+    /* 50 jobs/s for 10 s, never a 429 */
+    for (; now < 11000; now += 20) {
+        assert_int_equal(lq_rl_admit(rl, now, 0, &retry), 1);
+        lq_rl_result_t ok = {200, -1, 0, 10, -1, -1, -1, -1, -1, -1, now};
+        lq_rl_on_result(rl, now + 1, &ok);
+    }
+    lq_rl_pace_t pace;
+    lq_rl_pace(rl, now, &pace);
+    assert_int_equal(pace.source, LQ_RL_OBSERVED);
+    assert_true(pace.rpm >= 40 * 60 && pace.rpm <= 60 * 60);
+    assert_string_equal(lq_rl_source_name(pace.source), "observed");
+    /* one 429 teaches a rate; 30 s at 50/s after it must not inflate it */
+    lq_rl_result_t no = {429, -1, 0, -1, -1, -1, -1, -1, -1, -1, now};
+    assert_int_equal(lq_rl_admit(rl, now, 0, &retry), 1);
+    lq_rl_on_result(rl, now, &no);
+    for (uint64_t end = now + 30000; now < end; now += 20) {
+        if (lq_rl_admit(rl, now, 0, &retry)) {
+            lq_rl_result_t ok = {200, -1, 0, 10, -1, -1, -1, -1, -1, -1, now};
+            lq_rl_on_result(rl, now + 1, &ok);
+        }
+    }
+    lq_rl_pace(rl, now, &pace);
+    assert_int_equal(pace.source, LQ_RL_LEARNED);
+    print_message("learned after 30 s below it: %.0f/min\n", pace.rpm);
+    assert_true(pace.rpm <= 2 * 60 * 60);
+    lq_rl_destroy(&rl);
+}
+
+/* Learned state goes out as a string and comes back; bad strings change
+ * nothing. A restarted broker starts from what was learned. */
+static void test_export_import(void **state)
+{
+    (void)state;
+    lq_sim_provider_t p = {500, 50, 0, 0, 1000, 0, 0, {{0, 0}}, 0};
+    double x1, x2, pct1, pct2;
+    lq_sim_result_t r = s_shape("learning", &p, 3000, 10, 10, NULL, &x1, &pct1);
+    assert_true(strncmp(r.exported, "v1 rps=", 7) == 0);
+    lq_sim_result_t r2 = s_shape("restarted from it", &p, 3000, 10, 10, r.exported, &x2, &pct2);
+    assert_true(r2.n429 <= r.n429);
+    lq_rl_config_t c = {0, 0, 1};
+    lq_rl_t *rl = lq_rl_new(&c, 1000);
+    char out[128];
+    assert_int_equal(lq_rl_export(rl, out, sizeof out), 0);
+    assert_string_equal(out, "");
+    assert_int_equal(lq_rl_import(rl, 1000, "v1 rps=nan hrps=0 htps=0 ratio=1"), -1);
+    assert_int_equal(lq_rl_import(rl, 1000, "v1 rps=5 hrps=0 htps=0 ratio=1 junk"), -1);
+    assert_int_equal(lq_rl_import(rl, 1000, "v1 rps=-5 hrps=0 htps=0 ratio=1"), -1);
+    assert_int_equal(lq_rl_import(rl, 1000, "rps=5"), -1);
+    assert_int_equal(lq_rl_import(rl, 1000, NULL), -1);
+    assert_int_equal(lq_rl_export(rl, out, sizeof out), 0);
+    assert_int_equal(lq_rl_import(rl, 1000, "v1 rps=100.000 hrps=0.000 htps=0.000 ratio=1.0000"),
+                     0);
+    lq_rl_pace_t pace;
+    lq_rl_pace(rl, 1000, &pace);
+    assert_int_equal(pace.source, LQ_RL_LEARNED);
+    assert_true(pace.rpm > 5999 && pace.rpm < 6001);
+    assert_int_equal(lq_rl_export(rl, out, sizeof out), 1);
+    assert_string_equal(out, "v1 rps=100.000 hrps=0.000 htps=0.000 ratio=1.0000");
+    lq_rl_destroy(&rl);
+}
+
+/* A probe that gets through ends a Retry-After pause early; then the jobs
+ * answered 429 wait 250 ms instead of the whole Retry-After. */
+static void test_probe_ends_pessimistic_pause(void **state)
+{
+    (void)state;
+    lq_rl_config_t c = {0, 0, 1};
+    lq_rl_t *rl = lq_rl_new(&c, 1000);
+    uint64_t retry;
+    assert_int_equal(lq_rl_retry_delay(rl, 1000, 1000), 1000);
+    assert_int_equal(lq_rl_admit(rl, 1000, 0, &retry), 1);
+    lq_rl_result_t no = {429, 1000, 0, -1, -1, -1, -1, -1, -1, -1, 1000};
+    lq_rl_on_result(rl, 1005, &no);
+    assert_int_equal(lq_rl_admit(rl, 1010, 0, &retry), 0);
+    assert_int_equal(retry, 45); /* the first probe, 50 ms into the pause */
+    assert_int_equal(lq_rl_admit(rl, 1055, 0, &retry), 1);
+    assert_int_equal(lq_rl_admit(rl, 1056, 0, &retry), 0); /* one probe at a time */
+    lq_rl_result_t ok = {200, -1, 0, 10, -1, -1, -1, -1, -1, -1, 1055};
+    lq_rl_on_result(rl, 1075, &ok);
+    assert_int_equal(lq_rl_admit(rl, 1076, 0, &retry), 1); /* pause over */
+    assert_int_equal(lq_rl_retry_delay(rl, 1076, 1000), 250);
+    assert_int_equal(lq_rl_retry_delay(rl, 1076, 100), 100);
+    assert_int_equal(lq_rl_retry_delay(rl, 1076, -1), -1);
+    lq_rl_destroy(&rl);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -231,6 +490,15 @@ int main(void)
         cmocka_unit_test(test_retry_after_pauses_upstream),
         cmocka_unit_test(test_token_budget_is_corrected_by_usage),
         cmocka_unit_test(test_parse),
+        cmocka_unit_test(test_shape_bucket_constant_retry_after),
+        cmocka_unit_test(test_shape_headers),
+        cmocka_unit_test(test_shape_tokens_bind_first),
+        cmocka_unit_test(test_shape_cold_start),
+        cmocka_unit_test(test_shape_limit_drops_and_rises),
+        cmocka_unit_test(test_shape_two_upstreams),
+        cmocka_unit_test(test_no_unbounded_estimate),
+        cmocka_unit_test(test_export_import),
+        cmocka_unit_test(test_probe_ends_pessimistic_pause),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -190,6 +190,47 @@ static void classify_curl(lq_outcome_res_t *r, int code, const char *detail)
     lq_outcome_classify(&in, r);
 }
 
+/* Anthropic-style headers map onto the same fields as OpenAI's; resets
+ * are RFC 3339 times. */
+static void test_anthropic_headers(void **state)
+{
+    (void)state;
+    int64_t ms = -1;
+    const int64_t now = 1700000000; /* 2023-11-14T22:13:20Z */
+    assert_int_equal(lq_parse_rfc3339("2023-11-14T22:13:21.250Z", 24, now, &ms), 0);
+    assert_int_equal(ms, 1250);
+    assert_int_equal(lq_parse_rfc3339("2023-11-14T23:13:22+01:00", 25, now, &ms), 0);
+    assert_int_equal(ms, 2000);
+    assert_int_equal(lq_parse_rfc3339("2023-11-14T22:13:19Z", 20, now, &ms), 0);
+    assert_int_equal(ms, 0); /* past */
+    assert_int_equal(lq_parse_rfc3339("2023-11-14 22:13:21Z", 20, now, &ms), 0);
+    assert_int_equal(ms, 1000);
+    assert_int_equal(lq_parse_rfc3339("2023-13-14T22:13:21Z", 20, now, &ms), -1);
+    assert_int_equal(lq_parse_rfc3339("2023-11-14T22:13:21", 19, now, &ms), -1);
+    assert_int_equal(lq_parse_rfc3339("2023-11-14T22:13:21Zjunk", 24, now, &ms), -1);
+    assert_int_equal(lq_parse_rfc3339("soon", 4, now, &ms), -1);
+    lq_resp_headers_t h;
+    lq_headers_init(&h);
+    const char *lines[] = {
+        "anthropic-ratelimit-requests-limit: 50",
+        "anthropic-ratelimit-requests-remaining: 0",
+        "anthropic-ratelimit-requests-reset: 2023-11-14T22:13:20.500Z",
+        "anthropic-ratelimit-tokens-limit: 40000",
+        "Anthropic-RateLimit-Tokens-Remaining: 39000",
+        "anthropic-ratelimit-tokens-reset: 2023-11-14T22:13:23Z",
+        "retry-after: 2",
+    };
+    for (size_t i = 0; i < sizeof lines / sizeof *lines; i++)
+        lq_headers_feed(&h, lines[i], strlen(lines[i]), now);
+    assert_int_equal(h.rl_limit_requests, 50);
+    assert_int_equal(h.rl_remaining_requests, 0);
+    assert_int_equal(h.rl_reset_requests_ms, 500);
+    assert_int_equal(h.rl_limit_tokens, 40000);
+    assert_int_equal(h.rl_remaining_tokens, 39000);
+    assert_int_equal(h.rl_reset_tokens_ms, 3000);
+    assert_int_equal(lq_headers_retry_after(&h), 2000);
+}
+
 static void test_classify_http(void **state)
 {
     (void)state;
@@ -559,6 +600,7 @@ int main(void)
         cmocka_unit_test(test_retry_after_values),
         cmocka_unit_test(test_retry_after_precedence),
         cmocka_unit_test(test_header_lines),
+        cmocka_unit_test(test_anthropic_headers),
         cmocka_unit_test(test_classify_http),
         cmocka_unit_test(test_classify_curl),
         cmocka_unit_test(test_json_body),
