@@ -13,6 +13,11 @@
 #define LQ_RL_INITIAL_WINDOW 32.0
 #define LQ_RL_WINDOW_DOUBLING_MS 50
 #define LQ_RL_MAX_WINDOW 1e9
+#define LQ_RL_MAX_RPS 1e7 /* learned rates stop growing here */
+#define LQ_RL_MAX_MS (7LL * 86400LL * 1000LL) /* longest pause or reset believed */
+#define LQ_RL_MAX_COUNT 1000000000000LL      /* largest token/request count believed */
+
+static uint64_t s_delay_ms(double need);
 #define LQ_RL_DECREASE_GAP_MS 200
 #define LQ_RL_HEADER_MARGIN 0.97
 #define LQ_RL_CUT 0.9          /* first 429: rough estimate */
@@ -142,6 +147,9 @@ static void s_refill(lq_rl_t *rl, uint64_t now_ms)
                 rl->learned_rps *= 1.5;
             else if (rl->last_growth_ms > rl->last_decrease_ms + 300)
                 rl->learned_rps *= 1.0 + (rl->slow_probe ? LQ_RL_GROWTH / 10 : LQ_RL_GROWTH);
+            /* a ramp with no 429 for minutes would reach +inf (fuzz_ratelimit) */
+            if (rl->learned_rps > LQ_RL_MAX_RPS)
+                rl->learned_rps = LQ_RL_MAX_RPS;
         }
     } else {
         rl->last_growth_ms = now_ms;
@@ -173,13 +181,13 @@ int lq_rl_admit(lq_rl_t *rl, uint64_t now_ms, int64_t est_tokens, uint64_t *retr
     double rr = s_req_rate(rl);
     if (rr > 0 && rl->req_tokens < 1.0) {
         double need = (1.0 - rl->req_tokens) / rr * 1000.0;
-        *retry_ms = need < 1 ? 1 : (uint64_t)ceil(need);
+        *retry_ms = s_delay_ms(need);
         return 0;
     }
     double tr = s_tok_rate(rl);
     if (tr > 0 && rl->tok_tokens < 0) {
         double need = -rl->tok_tokens / tr * 1000.0;
-        *retry_ms = need < 1 ? 1 : (uint64_t)ceil(need);
+        *retry_ms = s_delay_ms(need);
         return 0;
     }
     if (rr > 0)
@@ -237,8 +245,43 @@ static void s_decrease(lq_rl_t *rl, uint64_t now_ms)
         rl->req_tokens = 0;
 }
 
-void lq_rl_on_result(lq_rl_t *rl, uint64_t now_ms, const lq_rl_result_t *res)
+/* A delay in whole ms for admit(): at least 1, at most LQ_RL_MAX_MS (a
+ * bucket driven far below zero by huge reported usage must not overflow
+ * the conversion). Can't fail. */
+static uint64_t s_delay_ms(double need)
 {
+    return need < 1 ? 1 : need > (double)LQ_RL_MAX_MS ? (uint64_t)LQ_RL_MAX_MS : (uint64_t)ceil(need);
+}
+
+/* Clamps a value a worker reported (any int64 reaches us: from a hostile
+ * worker, or from an upstream's headers and usage through an honest one)
+ * to [-1, max], so no later arithmetic overflows. Can't fail. */
+static int64_t s_sane(int64_t v, int64_t max)
+{
+    return v < -1 ? -1 : v > max ? max : v;
+}
+
+/* The result with every field clamped: durations to 7 days, counts to
+ * LQ_RL_MAX_COUNT. Can't fail. */
+static lq_rl_result_t s_sane_result(const lq_rl_result_t *in)
+{
+    lq_rl_result_t r = *in;
+    r.retry_after_ms = s_sane(r.retry_after_ms, LQ_RL_MAX_MS);
+    r.reset_requests_ms = s_sane(r.reset_requests_ms, LQ_RL_MAX_MS);
+    r.reset_tokens_ms = s_sane(r.reset_tokens_ms, LQ_RL_MAX_MS);
+    r.est_tokens = s_sane(r.est_tokens, LQ_RL_MAX_COUNT);
+    r.used_tokens = s_sane(r.used_tokens, LQ_RL_MAX_COUNT);
+    r.limit_requests = s_sane(r.limit_requests, LQ_RL_MAX_COUNT);
+    r.limit_tokens = s_sane(r.limit_tokens, LQ_RL_MAX_COUNT);
+    r.remaining_requests = s_sane(r.remaining_requests, LQ_RL_MAX_COUNT);
+    r.remaining_tokens = s_sane(r.remaining_tokens, LQ_RL_MAX_COUNT);
+    return r;
+}
+
+void lq_rl_on_result(lq_rl_t *rl, uint64_t now_ms, const lq_rl_result_t *res_in)
+{
+    lq_rl_result_t sane = s_sane_result(res_in);
+    const lq_rl_result_t *res = &sane;
     if (rl->inflight > 0)
         rl->inflight--;
     s_refill(rl, now_ms);
