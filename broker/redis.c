@@ -105,9 +105,10 @@ int lq_redis_url_parse(const char *url, lq_redis_url_t *out, char *err, size_t e
     out->port = 6379;
     if (strncmp(url, "redis://", 8) != 0) {
         /* name the scheme only: the rest may hold a password */
-        const char *sep = strstr(url, "://");
-        int sl = sep && sep - url < 32 ? (int)(sep - url) : 0;
-        snprintf(err, errlen, "redis URL must start with redis:// (got scheme '%.*s')", sl, url);
+        size_t sl = strspn(url, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+-.");
+        if (sl > 32 || strncmp(url + sl, "://", 3) != 0)
+            sl = 0;
+        snprintf(err, errlen, "redis URL must start with redis:// (got scheme '%.*s')", (int)sl, url);
         return -1;
     }
     const char *p = url + 8;
