@@ -365,6 +365,8 @@ int lq_rl_parse(const char *spec, lq_rl_config_t *cfg)
     memset(cfg, 0, sizeof *cfg);
     cfg->use_headers = 1;
     char buf[256];
+    if (strlen(spec) >= sizeof buf)
+        return -1; /* never parse a silently cut spec */
     snprintf(buf, sizeof buf, "%s", spec);
     char *save = NULL;
     for (char *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {

@@ -2,7 +2,8 @@
  * found in the parsers of untrusted bytes; each test names its finding.
  *   - ratelimit: a learned rate ramping with no 429 for minutes reached
  *     +inf (fuzz_ratelimit); a worker reporting huge usage overflowed the
- *     double -> uint64 conversion of the admit delay (UBSan).
+ *     double -> uint64 conversion of the admit delay (UBSan); a --limit
+ *     spec over 255 bytes was cut before parsing (review).
  *   - redis URL: a long password was silently cut (wrong password sent);
  *     the port was cut to 15 characters before parsing; the error message
  *     for a wrong scheme echoed the whole URL, password included.
@@ -88,6 +89,21 @@ static void test_rl_huge_reported_values(void **state)
     assert_true(st.paused_ms <= LQ_RL_MAX_MS);
     assert_true(isfinite(st.rate_limit));
     lq_rl_destroy(&rl);
+}
+
+static void test_rl_long_spec_refused(void **state)
+{
+    (void)state;
+    lq_rl_config_t cfg;
+    char spec[400];
+    /* 250 bytes of a valid spec, then a tpm that a 255-byte cut would shorten */
+    int n = snprintf(spec, sizeof spec, "rpm=1");
+    while (n < 246)
+        n += snprintf(spec + n, sizeof spec - (size_t)n, ",rpm=1");
+    snprintf(spec + n, sizeof spec - (size_t)n, ",tpm=5000000");
+    assert_int_equal(lq_rl_parse(spec, &cfg), -1); /* was: accepted as tpm=5 or so */
+    assert_int_equal(lq_rl_parse("rpm=60,tpm=1000", &cfg), 0);
+    assert_true(cfg.rpm == 60 && cfg.tpm == 1000);
 }
 
 /* ---- redis URL ---- */
@@ -202,6 +218,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_rl_ramp_stays_finite),
         cmocka_unit_test(test_rl_huge_reported_values),
+        cmocka_unit_test(test_rl_long_spec_refused),
         cmocka_unit_test(test_redis_url_valid),
         cmocka_unit_test(test_redis_url_no_silent_cut),
         cmocka_unit_test(test_redis_url_error_hides_password),
