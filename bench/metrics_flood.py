@@ -12,13 +12,14 @@ two workers (tests/system/harness.py), then runs the same N-job batch
              50 slowloris senders trickling one byte per 100 ms
   scrape     8 threads fetching GET /metrics back to back (the rendering cost)
 
-and prints jobs/s per condition (median of the rounds) and the broker's
-listener counters. Figures go to docs/benchmarks.md; nothing is asserted.
+and prints jobs/s per condition (median of the rounds), also written to
+bench/metrics_flood_results.md (--out). Nothing is asserted.
 Run under `nice -n 10` on a shared machine.
 """
 import argparse
 import os
 import statistics
+import subprocess
 import sys
 import threading
 import time
@@ -66,6 +67,8 @@ def main():
     ap.add_argument("--jobs", type=int, default=20000)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--flood", type=int, default=10000)
+    ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                                  "metrics_flood_results.md"))
     a = ap.parse_args()
     harness.BIN = os.path.abspath(a.bin)
     limit = raise_fd_limit(a.flood + 500)
@@ -94,12 +97,27 @@ def main():
                     sc.stop()
                     extra["scrapes"] = sc.count
                 print(f"round {r} {cond}: {a.jobs / times[cond][-1]:.0f} jobs/s", file=sys.stderr)
-        print(f"\n{a.jobs} jobs per run, {a.rounds} rounds, flood {nflood} idle connections "
-              f"+ 50 slowloris; {extra}")
-        print("| condition | jobs/s (median) | runs (s) |\n|---|---|---|")
+        commit = subprocess.run(["git", "-C", os.path.dirname(os.path.abspath(__file__)),
+                                 "rev-parse", "--short", "HEAD"], capture_output=True,
+                                text=True).stdout.strip()
+        lines = [f"# /metrics flood vs dispatch (bench/metrics_flood.py)\n",
+                 f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, commit {commit}, "
+                 f"{os.cpu_count()} cores, load average at end "
+                 f"{' '.join(open('/proc/loadavg').read().split()[:3])}. "
+                 f"`{' '.join(sys.argv)}`: {a.jobs} jobs per `llmq run` (fake upstream 1 ms, "
+                 f"2 workers x 200), {a.rounds} rounds; flood = {extra.get('flood_opened')} idle "
+                 f"connections + 50 slowloris senders against /metrics during the run; "
+                 f"scrape = 8 threads fetching /metrics back to back "
+                 f"({extra.get('scrapes')} scrapes in the last round).\n",
+                 "| condition | jobs/s (median) | runs (s) |", "|---|---|---|"]
         for cond, ts in times.items():
-            print(f"| {cond} | {a.jobs / statistics.median(ts):.0f} | "
-                  f"{', '.join(f'{t:.2f}' for t in ts)} |")
+            lines.append(f"| {cond} | {a.jobs / statistics.median(ts):.0f} | "
+                         f"{', '.join(f'{t:.2f}' for t in ts)} |")
+        text = "\n".join(lines) + "\n"
+        print(text)
+        if a.out:
+            with open(a.out, "w") as f:
+                f.write(text)
     finally:
         c.close()
 
