@@ -2,7 +2,7 @@
 BUILD ?= build
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: all build deps test unit system demo asan asan-test fuzz bench clean format
+.PHONY: all build deps test unit system demo asan asan-test fuzz fuzz-list bench clean format
 
 all: build
 
@@ -32,12 +32,16 @@ asan:
 asan-test: deps asan
 	@cd build-asan && ctest --output-on-failure -j 2
 
-fuzz:
-	@LLMQ_EXTRA_PKGS=clang sh scripts/install-deps.sh
-	@CC=clang cmake -S . -B build-fuzz -DLLMQ_FUZZ=ON -DCMAKE_BUILD_TYPE=Debug >/dev/null
-	@cmake --build build-fuzz -j $(JOBS) --target fuzz_msg
-	@mkdir -p build-fuzz/corpus
-	@./build-fuzz/fuzz_msg -max_total_time=$${FUZZ_SECONDS:-60} build-fuzz/corpus tests/fuzz/seeds
+# make fuzz [FUZZ_TARGET=name|list] [FUZZ_SECONDS=60]: every target in turn
+# when FUZZ_TARGET is empty. See scripts/fuzz.sh.
+fuzz: deps
+	@if [ "$(FUZZ_TARGET)" = list ]; then sh scripts/fuzz.sh list; exit 0; fi; \
+	sh scripts/fuzz.sh build && \
+	for t in $${FUZZ_TARGET:-$$(sh scripts/fuzz.sh list)}; do \
+		sh scripts/fuzz.sh run $$t $${FUZZ_SECONDS:-60} || exit 1; done
+
+fuzz-list:
+	@sh scripts/fuzz.sh list
 
 bench: deps build
 	@sh bench/run.sh

@@ -2,55 +2,20 @@
 #define _GNU_SOURCE
 #include "metrics.h"
 
+#include "../common/httpd.h"
 #include "../common/log.h"
 #include "../common/util.h"
 
-#include <arpa/inet.h>
 #include <stdarg.h>
-#include <errno.h>
-#include <netdb.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <unistd.h>
-
-#define LQ_METRICS_MAX_REQ 8192
-#define LQ_METRICS_MAX_CONNS 64
-
-typedef struct s_conn {
-    struct s_conn *next;
-    lq_metrics_t *m;
-    int fd;
-    char req[LQ_METRICS_MAX_REQ];
-    size_t len;
-    lq_timer_t timeout;
-} s_conn_t;
 
 struct lq_metrics {
-    lq_loop_t *loop;
     lq_broker_t *b;
     const lq_frontend_t *front;
-    int fd;
-    s_conn_t *conns;
-    int nconns;
+    lq_httpd_t *httpd;
 };
-
-static void s_conn_close(s_conn_t *c)
-{
-    lq_metrics_t *m = c->m;
-    lq_loop_unwatch(m->loop, c->fd);
-    lq_timer_stop(m->loop, &c->timeout);
-    close(c->fd);
-    for (s_conn_t **p = &m->conns; *p; p = &(*p)->next) {
-        if (*p == c) {
-            *p = c->next;
-            break;
-        }
-    }
-    m->nconns--;
-    free(c);
-}
 
 static void s_append(char **buf, size_t *len, size_t *cap, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
@@ -146,125 +111,31 @@ static char *s_render(lq_metrics_t *m, size_t *out_len)
     return s;
 }
 
-static void s_respond(s_conn_t *c)
+/* The HTTP handler: GET /metrics renders the broker's state; any other
+ * path is left as 404. */
+static void s_handle(const lq_http_req_t *req, lq_http_resp_t *resp, void *arg)
 {
-    const char *status = "404 Not Found";
-    char *body = NULL;
-    size_t blen = 0;
-    if (strncmp(c->req, "GET /metrics ", 13) == 0 || strncmp(c->req, "GET /metrics?", 13) == 0) {
-        status = "200 OK";
-        body = s_render(c->m, &blen);
-    } else {
-        body = xstrdup("not found\n");
-        blen = strlen(body);
-    }
-    char head[256];
-    int hl = snprintf(head, sizeof head,
-                      "HTTP/1.1 %s\r\nContent-Type: text/plain; version=0.0.4\r\n"
-                      "Content-Length: %zu\r\nConnection: close\r\n\r\n",
-                      status, blen);
-    /* Small responses: a blocking-style best effort on a fresh socket is
-     * enough; a slow reader loses its metrics, never the broker's time. */
-    ssize_t w = send(c->fd, head, (size_t)hl, MSG_NOSIGNAL | MSG_DONTWAIT);
-    if (w == hl)
-        w = send(c->fd, body, blen, MSG_NOSIGNAL | MSG_DONTWAIT);
-    (void)w;
-    free(body);
-    s_conn_close(c);
-}
-
-static void s_on_conn(lq_loop_t *loop, int fd, int events, void *arg)
-{
-    (void)loop;
-    (void)events;
-    s_conn_t *c = arg;
-    ssize_t n = recv(fd, c->req + c->len, sizeof c->req - 1 - c->len, 0);
-    if (n <= 0) {
-        if (n < 0 && (errno == EAGAIN || errno == EINTR))
-            return;
-        s_conn_close(c);
-        return;
-    }
-    c->len += (size_t)n;
-    c->req[c->len] = '\0';
-    if (strstr(c->req, "\r\n\r\n") || strstr(c->req, "\n\n"))
-        s_respond(c);
-    else if (c->len >= sizeof c->req - 1)
-        s_conn_close(c);
-}
-
-static void s_on_timeout(lq_loop_t *loop, lq_timer_t *t, void *arg)
-{
-    (void)loop;
-    (void)t;
-    s_conn_close(arg);
-}
-
-static void s_on_accept(lq_loop_t *loop, int fd, int events, void *arg)
-{
-    (void)events;
     lq_metrics_t *m = arg;
-    for (int i = 0; i < 16; i++) {
-        int cfd = accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (cfd < 0)
-            return;
-        if (m->nconns >= LQ_METRICS_MAX_CONNS) {
-            close(cfd);
-            continue;
-        }
-        s_conn_t *c = xcalloc(1, sizeof *c);
-        c->m = m;
-        c->fd = cfd;
-        lq_timer_init(&c->timeout, s_on_timeout, c);
-        if (lq_loop_watch(loop, cfd, LQ_READABLE, s_on_conn, c) < 0) {
-            close(cfd);
-            free(c);
-            continue;
-        }
-        lq_timer_start(loop, &c->timeout, 5000);
-        c->next = m->conns;
-        m->conns = c;
-        m->nconns++;
-    }
+    if (strcmp(req->path, "/metrics") != 0)
+        return;
+    resp->status = 200;
+    resp->content_type = "text/plain; version=0.0.4";
+    resp->body = s_render(m, &resp->body_len);
 }
 
 lq_metrics_t *lq_metrics_new(lq_loop_t *loop, lq_broker_t *b, const lq_frontend_t *front,
                              const char *hostport, char *err, size_t errlen)
 {
-    const char *colon = strrchr(hostport, ':');
-    if (!colon || colon == hostport) {
-        snprintf(err, errlen, "--metrics wants HOST:PORT, got '%s'", hostport);
-        return NULL;
-    }
-    char host[256];
-    snprintf(host, sizeof host, "%.*s", (int)(colon - hostport), hostport);
-    struct addrinfo hints = {0}, *ai = NULL;
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    hints.ai_flags = AI_PASSIVE;
-    int rc = getaddrinfo(strcmp(host, "*") == 0 ? NULL : host, colon + 1, &hints, &ai);
-    if (rc != 0) {
-        snprintf(err, errlen, "--metrics %s: %s", hostport, gai_strerror(rc));
-        return NULL;
-    }
-    int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    int one = 1;
-    if (fd >= 0)
-        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    if (fd < 0 || bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, 64) < 0) {
-        snprintf(err, errlen, "--metrics %s: %s", hostport, strerror(errno));
-        if (fd >= 0)
-            close(fd);
-        freeaddrinfo(ai);
-        return NULL;
-    }
-    freeaddrinfo(ai);
     lq_metrics_t *m = xcalloc(1, sizeof *m);
-    m->loop = loop;
     m->b = b;
     m->front = front;
-    m->fd = fd;
-    lq_loop_watch(loop, fd, LQ_READABLE, s_on_accept, m);
+    char e[256];
+    m->httpd = lq_httpd_new(loop, hostport, NULL, s_handle, m, e, sizeof e);
+    if (!m->httpd) {
+        snprintf(err, errlen, "--metrics %s", e);
+        free(m);
+        return NULL;
+    }
     return m;
 }
 
@@ -272,11 +143,7 @@ void lq_metrics_destroy(lq_metrics_t **p)
 {
     if (!p || !*p)
         return;
-    lq_metrics_t *m = *p;
-    while (m->conns)
-        s_conn_close(m->conns);
-    lq_loop_unwatch(m->loop, m->fd);
-    close(m->fd);
-    free(m);
+    lq_httpd_destroy(&(*p)->httpd);
+    free(*p);
     *p = NULL;
 }

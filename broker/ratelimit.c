@@ -88,6 +88,14 @@ void lq_rl_destroy(lq_rl_t **p)
 /* ---- rates in force ---- */
 
 /* The request rate (per second) in force now and its source; 0 = none. */
+
+/* A delay in whole ms for admit(): at least 1, at most LQ_RL_MAX_MS (a bucket
+ * driven far below zero by huge reported usage must not overflow the
+ * conversion). Can't fail. */
+static uint64_t s_delay_ms(double need)
+{
+    return need < 1 ? 1 : need > (double)LQ_RL_MAX_MS ? (uint64_t)LQ_RL_MAX_MS : (uint64_t)ceil(need);
+}
 static double s_req_rate_src(const lq_rl_t *rl, lq_rl_source_t *src)
 {
     double r = 0;
@@ -234,6 +242,9 @@ static void s_grow(lq_rl_t *rl, uint64_t now_ms)
                                           : S_GROWTH * (double)(steps - S_GENTLE_STEPS + 2);
         rl->learned_rps *= 1.0 + (g < S_GROWTH_MAX ? g : S_GROWTH_MAX);
     }
+    /* a ramp with no 429 for minutes would reach +inf */
+    if (rl->learned_rps > LQ_RL_MAX_RPS)
+        rl->learned_rps = LQ_RL_MAX_RPS;
 }
 
 /* Refills the buckets up to now and grows a learned rate. Can't fail. */
@@ -311,13 +322,13 @@ int lq_rl_admit(lq_rl_t *rl, uint64_t now_ms, int64_t est_tokens, uint64_t *retr
     double rr = s_req_rate(rl);
     if (!probe && rr > 0 && rl->req_tokens < 1.0) {
         double need = (1.0 - rl->req_tokens) / rr * 1000.0;
-        *retry_ms = need < 1 ? 1 : (uint64_t)ceil(need);
+        *retry_ms = s_delay_ms(need);
         return 0;
     }
     double tr = s_tok_rate_src(rl, NULL);
     if (tr > 0 && rl->tok_tokens < 0) {
         double need = -rl->tok_tokens / tr * 1000.0;
-        *retry_ms = need < 1 ? 1 : (uint64_t)ceil(need);
+        *retry_ms = s_delay_ms(need);
         return 0;
     }
     if (rr > 0)
@@ -447,8 +458,35 @@ static void s_on_usage(lq_rl_t *rl, const lq_rl_result_t *res)
     rl->tok_ratio = 0.9 * rl->tok_ratio + 0.1 * r;
 }
 
-void lq_rl_on_result(lq_rl_t *rl, uint64_t now_ms, const lq_rl_result_t *res)
+/* Clamps a value a worker reported (any int64 reaches us: from a hostile
+ * worker, or from an upstream's headers and usage through an honest one)
+ * to [-1, max], so no later arithmetic overflows. Can't fail. */
+static int64_t s_sane(int64_t v, int64_t max)
 {
+    return v < -1 ? -1 : v > max ? max : v;
+}
+
+/* The result with every field clamped: durations to 7 days, counts to
+ * LQ_RL_MAX_COUNT. Can't fail. */
+static lq_rl_result_t s_sane_result(const lq_rl_result_t *in)
+{
+    lq_rl_result_t r = *in;
+    r.retry_after_ms = s_sane(r.retry_after_ms, LQ_RL_MAX_MS);
+    r.reset_requests_ms = s_sane(r.reset_requests_ms, LQ_RL_MAX_MS);
+    r.reset_tokens_ms = s_sane(r.reset_tokens_ms, LQ_RL_MAX_MS);
+    r.est_tokens = s_sane(r.est_tokens, LQ_RL_MAX_COUNT);
+    r.used_tokens = s_sane(r.used_tokens, LQ_RL_MAX_COUNT);
+    r.limit_requests = s_sane(r.limit_requests, LQ_RL_MAX_COUNT);
+    r.limit_tokens = s_sane(r.limit_tokens, LQ_RL_MAX_COUNT);
+    r.remaining_requests = s_sane(r.remaining_requests, LQ_RL_MAX_COUNT);
+    r.remaining_tokens = s_sane(r.remaining_tokens, LQ_RL_MAX_COUNT);
+    return r;
+}
+
+void lq_rl_on_result(lq_rl_t *rl, uint64_t now_ms, const lq_rl_result_t *res_in)
+{
+    lq_rl_result_t sane = s_sane_result(res_in);
+    const lq_rl_result_t *res = &sane;
     if (rl->inflight > 0)
         rl->inflight--;
     s_refill(rl, now_ms);

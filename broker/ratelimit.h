@@ -43,6 +43,13 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* Bounds the controller keeps whatever workers report: a learned rate stops
+ * growing at LQ_RL_MAX_RPS; durations over LQ_RL_MAX_MS (7 days) and counts
+ * over LQ_RL_MAX_COUNT are clamped to them. */
+#define LQ_RL_MAX_RPS 1e7
+#define LQ_RL_MAX_MS (7LL * 86400LL * 1000LL)
+#define LQ_RL_MAX_COUNT 1000000000000LL
+
 typedef struct lq_rl lq_rl_t;
 
 typedef struct {

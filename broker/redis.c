@@ -51,54 +51,111 @@ static void s_connect(lq_redis_t *r);
 
 /* ---- URL ---- */
 
-static int s_parse_url(lq_redis_t *r, const char *url, char *err, size_t errlen)
+/* Copies p[0..n) into out[cap] as a string. Returns 0, or -1 if it does
+ * not fit or holds a NUL or control character (never truncates). */
+static int s_copy_part(char *out, size_t cap, const char *p, size_t n)
 {
-    const char *p = url;
-    if (strncmp(p, "redis://", 8) != 0) {
-        snprintf(err, errlen, "redis URL must start with redis:// (got '%s')", url);
+    if (n >= cap)
+        return -1;
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)p[i] < 0x20 || p[i] == 0x7f)
+            return -1;
+    memcpy(out, p, n);
+    out[n] = '\0';
+    return 0;
+}
+
+/* Parses the decimal digits p[0..n) (no sign, no spaces) into [min, max].
+ * Returns 0 or -1. */
+static int s_digits(const char *p, size_t n, long long min, long long max, long long *out)
+{
+    if (n == 0 || n > 9)
+        return -1;
+    long long v = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (p[i] < '0' || p[i] > '9')
+            return -1;
+        v = v * 10 + (p[i] - '0');
+    }
+    if (v < min || v > max)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+/* Splits "[user:]pass" (before the last '@') into out. 0 or -1 with err. */
+static int s_parse_userinfo(const char *p, size_t n, lq_redis_url_t *out, char *err,
+                            size_t errlen)
+{
+    const char *colon = memchr(p, ':', n);
+    size_t ul = colon ? (size_t)(colon - p) : 0;
+    const char *pw = colon ? colon + 1 : p;
+    size_t pl = n - (size_t)(pw - p);
+    if (s_copy_part(out->user, sizeof out->user, p, ul) < 0 ||
+        s_copy_part(out->pass, sizeof out->pass, pw, pl) < 0) {
+        snprintf(err, errlen, "bad user or password in redis URL (too long or control characters)");
         return -1;
     }
-    p += 8;
+    return 0;
+}
+
+int lq_redis_url_parse(const char *url, lq_redis_url_t *out, char *err, size_t errlen)
+{
+    memset(out, 0, sizeof *out);
+    out->port = 6379;
+    if (strncmp(url, "redis://", 8) != 0) {
+        /* name the scheme only: the rest may hold a password */
+        size_t sl = strspn(url, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+-.");
+        if (sl > 32 || strncmp(url + sl, "://", 3) != 0)
+            sl = 0;
+        snprintf(err, errlen, "redis URL must start with redis:// (got scheme '%.*s')", (int)sl, url);
+        return -1;
+    }
+    const char *p = url + 8;
     const char *at = strrchr(p, '@');
     if (at) {
-        const char *colon = memchr(p, ':', (size_t)(at - p));
-        if (colon) {
-            snprintf(r->user, sizeof r->user, "%.*s", (int)(colon - p), p);
-            snprintf(r->pass, sizeof r->pass, "%.*s", (int)(at - colon - 1), colon + 1);
-        } else {
-            snprintf(r->pass, sizeof r->pass, "%.*s", (int)(at - p), p);
-        }
+        if (s_parse_userinfo(p, (size_t)(at - p), out, err, errlen) < 0)
+            return -1;
         p = at + 1;
     }
     const char *slash = strchr(p, '/');
     size_t hostport = slash ? (size_t)(slash - p) : strlen(p);
     const char *colon = memchr(p, ':', hostport);
-    r->port = 6379;
+    size_t hl = colon ? (size_t)(colon - p) : hostport;
+    long long v;
     if (colon) {
-        long long port;
-        char buf[16];
-        snprintf(buf, sizeof buf, "%.*s", (int)(hostport - (size_t)(colon - p) - 1), colon + 1);
-        if (lq_parse_ll(buf, 1, 65535, &port) < 0) {
+        if (s_digits(colon + 1, hostport - hl - 1, 1, 65535, &v) < 0) {
             snprintf(err, errlen, "bad port in redis URL");
             return -1;
         }
-        r->port = (int)port;
-        hostport = (size_t)(colon - p);
+        out->port = (int)v;
     }
-    if (hostport == 0 || hostport >= sizeof r->host) {
+    if (hl == 0 || s_copy_part(out->host, sizeof out->host, p, hl) < 0) {
         snprintf(err, errlen, "bad host in redis URL");
         return -1;
     }
-    snprintf(r->host, sizeof r->host, "%.*s", (int)hostport, p);
-    r->db = 0;
     if (slash && slash[1]) {
-        long long db;
-        if (lq_parse_ll(slash + 1, 0, 1000000, &db) < 0) {
+        if (s_digits(slash + 1, strlen(slash + 1), 0, 1000000, &v) < 0) {
             snprintf(err, errlen, "bad database number in redis URL");
             return -1;
         }
-        r->db = (int)db;
+        out->db = (int)v;
     }
+    return 0;
+}
+
+/* Parses url into r's connection fields. 0 or -1 with err. */
+static int s_parse_url(lq_redis_t *r, const char *url, char *err, size_t errlen)
+{
+    lq_redis_url_t u;
+    if (lq_redis_url_parse(url, &u, err, errlen) < 0)
+        return -1;
+    memcpy(r->host, u.host, sizeof r->host);
+    memcpy(r->user, u.user, sizeof r->user);
+    memcpy(r->pass, u.pass, sizeof r->pass);
+    r->port = u.port;
+    r->db = u.db;
+    memset(&u, 0, sizeof u); /* the password */
     return 0;
 }
 

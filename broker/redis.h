@@ -30,6 +30,23 @@ typedef struct {
     const char *const *scripts; /* Lua sources, NULL-terminated */
 } lq_redis_opts_t;
 
+/* A parsed redis://[[user]:pass@]host[:port][/db] URL. */
+typedef struct {
+    char host[256];
+    int port; /* 6379 when not given */
+    int db;   /* 0 when not given */
+    char user[128]; /* "" when not given (the default user) */
+    char pass[256]; /* "" when not given */
+} lq_redis_url_t;
+
+/* Parses url into *out. The password is everything between the first ':'
+ * after "redis://" and the last '@' (no percent-decoding); port and db are
+ * plain decimal; a user, password or host that does not fit its field, or
+ * holds a control character, is refused, never cut. Returns 0, or -1 with
+ * a message in err (which never repeats the password). Pure; can't crash on
+ * any input (fuzz_redis_url). */
+int lq_redis_url_parse(const char *url, lq_redis_url_t *out, char *err, size_t errlen);
+
 /* Parses the URL and starts connecting. Returns NULL with a message in err
  * if the URL is invalid. */
 lq_redis_t *lq_redis_new(lq_loop_t *loop, const lq_redis_opts_t *opts, lq_redis_state_cb on_state,

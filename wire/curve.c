@@ -15,41 +15,7 @@
 #include <unistd.h>
 #include <zmq.h>
 
-/* Reads lines of f into line[0..n) until one holds a key: leading blanks
- * skipped, the key cut at the first blank or line end, blank lines and '#'
- * comments passed over; *lineno counts the lines read. Returns the key (in
- * line) or NULL at the end of the file. The one parser of key files. */
-static char *s_next_key(FILE *f, char *line, size_t n, int *lineno)
-{
-    while (fgets(line, (int)n, f)) {
-        (*lineno)++;
-        char *p = line + strspn(line, " \t");
-        size_t len = strcspn(p, "\r\n \t");
-        p[len] = '\0';
-        if (len > 0 && p[0] != '#')
-            return p;
-    }
-    return NULL;
-}
-
-/* Reads the first key of path into out. Returns 0, or -1 with err. */
-static int s_first_line(const char *path, char *out, size_t n, char *err, size_t errlen)
-{
-    FILE *f = fopen(path, "r");
-    if (!f) {
-        snprintf(err, errlen, "%s: %s", path, strerror(errno));
-        return -1;
-    }
-    char line[256];
-    int lineno = 0;
-    const char *key = s_next_key(f, line, sizeof line, &lineno);
-    if (key)
-        snprintf(out, n, "%s", key);
-    fclose(f);
-    if (!key)
-        snprintf(err, errlen, "%s: no key in the file", path);
-    return key ? 0 : -1;
-}
+#define LQ_CURVE_FILE_MAX (1024 * 1024) /* a key file larger than this is refused */
 
 static int s_valid_z85_key(const char *k)
 {
@@ -57,17 +23,70 @@ static int s_valid_z85_key(const char *k)
     return strlen(k) == 40 && zmq_z85_decode(bin, k) != NULL;
 }
 
+int lq_curve_next_key(const char *text, size_t len, size_t *pos, int *lineno, char key[41])
+{
+    while (*pos < len) {
+        const char *p = text + *pos, *nl = memchr(p, '\n', len - *pos);
+        size_t n = nl ? (size_t)(nl - p) : len - *pos;
+        *pos += n + (nl != NULL);
+        ++*lineno;
+        while (n > 0 && (p[n - 1] == '\r' || p[n - 1] == ' ' || p[n - 1] == '\t'))
+            n--;
+        while (n > 0 && (*p == ' ' || *p == '\t')) {
+            p++;
+            n--;
+        }
+        if (n == 0 || *p == '#')
+            continue;
+        if (n != 40 || memchr(p, '\0', n))
+            return -1;
+        memcpy(key, p, 40);
+        key[40] = '\0';
+        return s_valid_z85_key(key) ? 1 : -1;
+    }
+    return 0;
+}
+
+/* Reads the whole file at path (at most LQ_CURVE_FILE_MAX bytes) into a
+ * new buffer (caller frees) and its size into *len. NULL with err. */
+static char *s_slurp(const char *path, size_t *len, char *err, size_t errlen)
+{
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        snprintf(err, errlen, "%s: %s", path, strerror(errno));
+        return NULL;
+    }
+    char *buf = xmalloc(LQ_CURVE_FILE_MAX + 1);
+    *len = fread(buf, 1, LQ_CURVE_FILE_MAX + 1, f);
+    int bad = ferror(f);
+    fclose(f);
+    if (bad || *len > LQ_CURVE_FILE_MAX) {
+        snprintf(err, errlen, "%s: %s", path, bad ? "read error" : "too large for a key file");
+        free(buf);
+        return NULL;
+    }
+    return buf;
+}
+
 int lq_curve_read_secret(const char *path, char secret[41], char public_key[41], char *err,
                          size_t errlen)
 {
-    char buf[256];
-    if (s_first_line(path, buf, sizeof buf, err, errlen) < 0)
+    size_t len = 0, pos = 0;
+    char *text = s_slurp(path, &len, err, errlen);
+    if (!text)
         return -1;
-    if (!s_valid_z85_key(buf)) {
-        snprintf(err, errlen, "%s: not a 40-character Z85 CURVE key", path);
+    int lineno = 0;
+    char buf[41];
+    int rc = lq_curve_next_key(text, len, &pos, &lineno, buf);
+    memset(text, 0, len);
+    free(text);
+    if (rc <= 0) {
+        snprintf(err, errlen, rc == 0 ? "%s: no key in the file"
+                                      : "%s: not a 40-character Z85 CURVE key", path);
         return -1;
     }
     memcpy(secret, buf, 41);
+    memset(buf, 0, sizeof buf);
     if (zmq_curve_public(public_key, secret) != 0) {
         snprintf(err, errlen, "%s: cannot derive the public key: %s", path, zmq_strerror(errno));
         return -1;
@@ -225,29 +244,26 @@ static void s_zap_tick(lq_loop_t *loop, lq_timer_t *t, void *arg)
 lq_zap_t *lq_zap_new(lq_loop_t *loop, void *zctx, const char *allowed_file, char *err,
                      size_t errlen)
 {
-    FILE *f = fopen(allowed_file, "r");
-    if (!f) {
-        snprintf(err, errlen, "%s: %s", allowed_file, strerror(errno));
+    size_t len = 0, pos = 0;
+    char *text = s_slurp(allowed_file, &len, err, errlen);
+    if (!text)
         return NULL;
-    }
     lq_zap_t *z = xcalloc(1, sizeof *z);
-    char line[256];
-    int lineno = 0;
-    const char *p;
-    while ((p = s_next_key(f, line, sizeof line, &lineno))) {
-        uint8_t bin[32];
-        if (strlen(p) != 40 || !zmq_z85_decode(bin, p)) {
+    int lineno = 0, rc;
+    char key[41];
+    while ((rc = lq_curve_next_key(text, len, &pos, &lineno, key)) != 0) {
+        if (rc < 0) {
             snprintf(err, errlen, "%s:%d: not a 40-character Z85 public key", allowed_file,
                      lineno);
-            fclose(f);
+            free(text);
             free(z->keys);
             free(z);
             return NULL;
         }
         z->keys = xrealloc(z->keys, (z->nkeys + 1) * sizeof *z->keys);
-        memcpy(z->keys[z->nkeys++], bin, 32);
+        zmq_z85_decode(z->keys[z->nkeys++], key);
     }
-    fclose(f);
+    free(text);
     z->loop = loop;
     z->sock = zmq_socket(zctx, ZMQ_REP);
     int zero = 0;

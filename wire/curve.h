@@ -14,6 +14,16 @@
 
 #include <stddef.h>
 
+/* The key-file syntax, shared by secret key files and allowed-key files:
+ * lines end with LF (or CRLF); blank lines and lines whose first non-blank
+ * character is '#' are skipped; every other line must be exactly one
+ * 40-character Z85 key, with optional blanks around it. Scans text[0..len)
+ * from *pos (start at 0, *lineno at 0) to the next key line. Returns 1 with
+ * the key in key (NUL-terminated), 0 at the end of the text, or -1 when the
+ * line *lineno is neither blank, a comment nor a key. Pure; can't crash on
+ * any input (fuzz_curve). */
+int lq_curve_next_key(const char *text, size_t len, size_t *pos, int *lineno, char key[41]);
+
 /* Reads a Z85 secret key from path and derives its public key. Returns 0,
  * or -1 with a message in err (missing file, not a 40-character key). */
 int lq_curve_read_secret(const char *path, char secret[41], char public_key[41], char *err,

@@ -6,9 +6,9 @@
  * command, the same key fields, and re-encode to identical bytes (the
  * encoding of a decoded message is canonical).
  *
- * Seeds (one valid body per command) live in tests/fuzz/seeds/ and are
- * written by `test_msg --write-seeds tests/fuzz/seeds`. Run with
- * `FUZZ_SECONDS=30 make fuzz`. */
+ * Seeds (one valid body per command) live in tests/fuzz/seeds/msg/ and are
+ * written by `test_msg --write-seeds tests/fuzz/seeds/msg`. Run with
+ * `make fuzz FUZZ_TARGET=msg FUZZ_SECONDS=30`. */
 #include "proto/msg.h"
 
 #include <stdint.h>

@@ -21,6 +21,14 @@ import urllib.request
 
 BIN = os.environ.get("LLMQ_BIN", "build")
 _LIVE = []
+SRC = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# Redis runs with deploy/redis/llmq.acl and the broker connects as its
+# restricted `llmq` user (least privilege, issue 18); the tests' own
+# inspection (redis_cli) goes through an extra admin user. LLMQ_TEST_NO_ACL=1
+# runs Redis without the ACL file (the default user, as before).
+ACL_FILE = os.path.join(SRC, "deploy", "redis", "llmq.acl")
+USE_ACL = not os.environ.get("LLMQ_TEST_NO_ACL")
+ADMIN_PASS = "llmq-test-admin-" + os.urandom(6).hex()
 
 
 def parse_bin_arg():
@@ -130,6 +138,7 @@ class Cluster:
         self.workers = []
         self.old_procs = []  # replaced by a restart; still stopped at close
         self.bad_exits = []
+        self.acl_denials = []
         self.nworkers = workers
         _LIVE.append(self)
         if start:
@@ -154,10 +163,44 @@ class Cluster:
                 "--save", "", "--dir", self.dir, "--daemonize", "no",
                 "--appendonly", "yes" if self.aof else "no",
                 "--appendfsync", "everysec"]
-        if self.redis_password:
+        if USE_ACL:
+            argv += ["--aclfile", self._write_acl()]
+        elif self.redis_password:
             argv += ["--requirepass", self.redis_password]
         self.redis = Proc("redis", argv, self.path("redis.log"))
         self._wait(lambda: self._redis_ping(), "redis to start")
+
+    def _write_acl(self):
+        """deploy/redis/llmq.acl with the llmq user's password filled in and
+        an admin user for the tests' own redis-cli. Returns its path."""
+        if not self.redis_password:
+            self.redis_password = "llmq-test-" + os.urandom(6).hex()
+        with open(ACL_FILE) as f:
+            text = f.read()
+        if "#SHA256_OF_PASSWORD" not in text:
+            raise AssertionError(f"{ACL_FILE}: no #SHA256_OF_PASSWORD placeholder")
+        text = text.replace("#SHA256_OF_PASSWORD", ">" + self.redis_password)
+        text += f"user admin on >{ADMIN_PASS} ~* &* +@all\n"
+        path = self.path("users.acl")
+        with open(path, "w") as f:
+            f.write(text)
+        return path
+
+    def acl_denied(self):
+        """Commands or keys Redis refused to the broker's `llmq` user (its
+        ACL LOG), as a list of "reason:object" strings; [] without the ACL."""
+        if not USE_ACL:
+            return []
+        lines = self.redis_cli("ACL", "LOG", "128").splitlines()
+        out = []
+        for i, line in enumerate(lines):
+            if line == "username" and i + 1 < len(lines) and lines[i + 1] == "llmq":
+                entry = lines[max(0, i - 8):i]
+                reason = entry[entry.index("reason") + 1] if "reason" in entry else "?"
+                obj = entry[entry.index("object") + 1] if "object" in entry else "?"
+                if reason != "auth":  # a wrong password is a test's own doing
+                    out.append(f"{reason}:{obj}")
+        return out
 
     def _redis_ping(self):
         try:
@@ -169,7 +212,12 @@ class Cluster:
             return False
 
     def redis_cli(self, *args):
-        auth = ["-a", self.redis_password, "--no-auth-warning"] if self.redis_password else []
+        if USE_ACL:
+            auth = ["--user", "admin", "--pass", ADMIN_PASS, "--no-auth-warning"]
+        elif self.redis_password:
+            auth = ["-a", self.redis_password, "--no-auth-warning"]
+        else:
+            auth = []
         return subprocess.run(["redis-cli", "-p", str(self.redis_port), *auth, *args],
                               capture_output=True, text=True, timeout=30).stdout
 
@@ -187,7 +235,8 @@ class Cluster:
 
     def redis_url(self, password=None):
         pw = password if password is not None else self.redis_password
-        auth = f":{pw}@" if pw else ""
+        user = "llmq" if USE_ACL else ""
+        auth = f"{user}:{pw}@" if pw else ""
         return f"redis://{auth}127.0.0.1:{self.redis_port}/0"
 
     def start_broker(self):
@@ -217,6 +266,8 @@ class Cluster:
         not exit 0 (crashes, sanitizer reports, hangs on SIGTERM)."""
         bad = []
         for p in [*self.workers, *self.old_procs, self.broker, self.fake, self.redis]:
+            if p and p is self.redis and p.alive():
+                self.acl_denials = self.acl_denied()
             if p:
                 rc = p.stop()
                 if p.name != "redis" and rc not in (None, 0):
@@ -300,6 +351,9 @@ class ClusterTest(unittest.TestCase):
         if bad and not failed:
             details = "\n".join(f"{n} exited {rc}:\n{logs[p]}" for n, rc, p in bad)
             self.fail(f"processes did not exit cleanly on SIGTERM:\n{details}")
+        if c.acl_denials and not failed:
+            self.fail(f"Redis refused the broker's ACL user: {c.acl_denials} "
+                      f"(deploy/redis/llmq.acl lacks a command or key pattern)")
 
 
 def main():
