@@ -3,6 +3,7 @@
 #include "../common/loop.h"
 #include "../common/opts.h"
 #include "../common/util.h"
+#include "../common/version.h"
 #include "broker.h"
 #include "metrics.h"
 #include "../wire/curve.h"
@@ -23,6 +24,8 @@ static void s_on_stop(lq_loop_t *loop, void *arg)
 
 int main(int argc, char **argv)
 {
+    if (lq_version_flag(argc, argv, "llmq-broker"))
+        return 0;
     const char *frontend = "tcp://*:5555", *backend = "tcp://*:5556";
     const char *redis_url = "redis://127.0.0.1:6379/0", *prefix = "llmq:";
     const char *log_level = "info", *metrics = NULL;

@@ -7,6 +7,7 @@
 #include "common/log.h"
 #include "common/opts.h"
 #include "common/util.h"
+#include "common/version.h"
 #include "wire/curve.h"
 
 #include <signal.h>
@@ -44,6 +45,8 @@ static int s_need(int n, int have, const char *cmd, const char *what)
 
 int main(int argc, char **argv)
 {
+    if (lq_version_flag(argc, argv, "llmq"))
+        return 0;
     lq_client_opts_t o = {
         .broker = "tcp://127.0.0.1:5555",
         .connect_timeout_s = 5,

@@ -10,6 +10,7 @@
 #include "../common/loop.h"
 #include "../common/opts.h"
 #include "../common/util.h"
+#include "../common/version.h"
 #include "../wire/curve.h"
 #include "http.h"
 #include "runner.h"
@@ -182,6 +183,8 @@ static int s_curve_secret(const char *secret_file, char sec[41])
 
 int main(int argc, char **argv)
 {
+    if (lq_version_flag(argc, argv, "llmq-worker"))
+        return 0;
     lq_log_init("llmq-worker");
     const char *broker = "tcp://127.0.0.1:5556", *upstream = NULL, *id = NULL;
     const char *log_level = NULL, *curve_server_key = NULL, *curve_secret_file = NULL;
