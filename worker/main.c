@@ -13,6 +13,7 @@
 #include "../common/version.h"
 #include "../wire/curve.h"
 #include "http.h"
+#include "metrics.h"
 #include "runner.h"
 #include "session.h"
 #include "upstream.h"
@@ -31,6 +32,7 @@ typedef struct {
     lq_session_t *session;
     lq_runner_t *runner;
     lq_http_t *http;
+    lq_wmetrics_t *metrics; /* --metrics, or NULL */
     int signals;
     int exit_code;
     lq_timer_t stats_timer;
@@ -94,6 +96,7 @@ static void s_exec(lq_wjob_t *job, void *arg)
 static void s_done(lq_wjob_t *job, void *arg)
 {
     s_app_t *app = arg;
+    lq_wmetrics_observe(app->metrics, job);
     lq_session_job_done(app->session, job);
 }
 
@@ -188,7 +191,7 @@ int main(int argc, char **argv)
     lq_log_init("llmq-worker");
     const char *broker = "tcp://127.0.0.1:5556", *upstream = NULL, *id = NULL;
     const char *log_level = NULL, *curve_server_key = NULL, *curve_secret_file = NULL;
-    const char *ca_file = NULL;
+    const char *ca_file = NULL, *metrics_addr = NULL;
     lq_strlist_t named = {0}, headers = {0};
     long long concurrency = 256, connect_timeout_ms = 10000, timeout_ms = 600000;
     long long max_response = 8LL * 1024 * 1024, heartbeat_ms = 1000, liveness = 3;
@@ -225,6 +228,8 @@ int main(int argc, char **argv)
          "our CURVE secret key (default: an ephemeral one)"},
         {"stats-interval", "LLMQ_STATS_INTERVAL", LQ_OPT_INT, &stats_interval, "SECONDS",
          "seconds between stats lines, 0 = none (default 10)", 0, 86400},
+        {"metrics", "LLMQ_METRICS", LQ_OPT_STR, &metrics_addr, "HOST:PORT",
+         "serve Prometheus text at /metrics (default off)"},
         {"log-level", "LLMQ_LOG_LEVEL", LQ_OPT_STR, &log_level, "LEVEL",
          "debug, info, warn, error (default info)"},
         {NULL},
@@ -371,6 +376,12 @@ int main(int argc, char **argv)
         .curve_secret_key = curve_server_key ? curve_sec : NULL,
     };
     app.session = lq_session_new(app.loop, zctx, &sc, s_exec, s_exit, &app);
+    if (metrics_addr && !(app.metrics = lq_wmetrics_new(app.loop, metrics_addr, id, concurrency,
+                                                        err, sizeof err))) {
+        fprintf(stderr, "llmq-worker: %s\n", err);
+        return 1;
+    }
+    lq_wmetrics_attach(app.metrics, app.session, app.http);
     lq_loop_add_before_sleep(app.loop, s_before_sleep, &app);
     lq_loop_on_signal(app.loop, SIGTERM, s_on_signal, &app);
     lq_loop_on_signal(app.loop, SIGINT, s_on_signal, &app);
@@ -396,6 +407,7 @@ int main(int argc, char **argv)
             (unsigned long long)st.retryable, (unsigned long long)st.fatal, (long long)st.inflight);
     if (stats_interval > 0)
         lq_timer_stop(app.loop, &app.stats_timer);
+    lq_wmetrics_destroy(&app.metrics);
     lq_http_destroy(&app.http);
     lq_session_destroy(&app.session, 500);
     lq_runner_destroy(&app.runner);
