@@ -1,19 +1,29 @@
-/* frontend: answers client requests (submit, status, results, cancel, list,
- * workers). Each request that needs Redis keeps the client's identity and
- * request id in a small context until the reply comes back; a request that
- * cannot be served (Redis down, unknown batch, bad arguments) gets an ERROR
- * reply with a code and a message, and changes nothing. */
-#include "broker.h"
+/* frontend: see frontend.h. Each request that needs Redis keeps the
+ * client's identity and request id in a small context until the reply comes
+ * back. */
+#include "frontend.h"
 
 #include "../common/log.h"
 #include "../common/util.h"
+#include "../wire/curve.h"
+#include "../wire/zsock.h"
+#include "payload.h"
+#include "record.h"
 #include "scripts.h"
+
+#include <errno.h>
+#include <zmq.h>
 
 #include <stdlib.h>
 #include <string.h>
 
-typedef struct {
+struct lq_frontend {
     lq_broker_t *b;
+    lq_zsock_t *sock;
+};
+
+typedef struct {
+    lq_frontend_t *f;
     uint8_t ident[LQ_MAX_IDENT];
     size_t ident_len;
     uint64_t req;
@@ -23,10 +33,10 @@ typedef struct {
     int64_t priority, timeout_ms, n;
 } s_ctx_t;
 
-static s_ctx_t *s_ctx(lq_broker_t *b, const uint8_t *ident, size_t len, uint64_t req, uint8_t cmd)
+static s_ctx_t *s_ctx(lq_frontend_t *f, const uint8_t *ident, size_t len, uint64_t req, uint8_t cmd)
 {
     s_ctx_t *c = xcalloc(1, sizeof *c);
-    c->b = b;
+    c->f = f;
     memcpy(c->ident, ident, len);
     c->ident_len = len;
     c->req = req;
@@ -36,10 +46,10 @@ static s_ctx_t *s_ctx(lq_broker_t *b, const uint8_t *ident, size_t len, uint64_t
 
 static void s_reply(s_ctx_t *c, lq_msg_t *m)
 {
-    lq_zsock_send(c->b->front, c->ident, c->ident_len, m);
+    lq_zsock_send(c->f->sock, c->ident, c->ident_len, m);
 }
 
-static void s_error(lq_broker_t *b, const uint8_t *ident, size_t len, uint64_t req,
+static void s_error(lq_frontend_t *f, const uint8_t *ident, size_t len, uint64_t req,
                     const char *code, const char *message)
 {
     lq_msg_t m = {0};
@@ -47,12 +57,12 @@ static void s_error(lq_broker_t *b, const uint8_t *ident, size_t len, uint64_t r
     m.u.error.req = req;
     m.u.error.code = code;
     m.u.error.message = message;
-    lq_zsock_send(b->front, ident, len, &m);
+    lq_zsock_send(f->sock, ident, len, &m);
 }
 
 static void s_ctx_error(s_ctx_t *c, const char *code, const char *message)
 {
-    s_error(c->b, c->ident, c->ident_len, c->req, code, message);
+    s_error(c->f, c->ident, c->ident_len, c->req, code, message);
 }
 
 /* Replies "unavailable" for a lost Redis reply, "internal" for an error
@@ -78,7 +88,7 @@ static int s_bad_reply(s_ctx_t *c, redisReply *reply, int type)
 static int s_eval(s_ctx_t *c, int script, lq_redis_cb cb, int argc, const char **argv,
                   const size_t *lens)
 {
-    if (lq_redis_eval(c->b->redis, script, cb, c, 0, argc, argv, lens) < 0) {
+    if (lq_redis_eval(lq_broker_redis(c->f->b), script, cb, c, 0, argc, argv, lens) < 0) {
         s_ctx_error(c, "unavailable", "the broker cannot reach Redis right now; retry");
         free(c);
         return -1;
@@ -115,7 +125,7 @@ static void s_on_open(lq_redis_t *r, redisReply *reply, void *arg)
                     "use another name");
     } else {
         const char *id = reply->element[0]->str;
-        lq_broker_batch(c->b, id, c->upstream, c->priority, c->timeout_ms);
+        lq_broker_batch_open(c->f->b, id, c->upstream, c->priority, c->timeout_ms);
         lq_msg_t m = {0};
         m.cmd = LQ_C_OPENED;
         m.u.opened.req = c->req;
@@ -129,18 +139,18 @@ static void s_on_open(lq_redis_t *r, redisReply *reply, void *arg)
     free(c);
 }
 
-static void s_open(lq_broker_t *b, const uint8_t *ident, size_t len, const lq_c_open_t *o)
+static void s_open(lq_frontend_t *f, const uint8_t *ident, size_t len, const lq_c_open_t *o)
 {
     if (o->name && !s_valid_id(o->name)) {
-        s_error(b, ident, len, o->req, "bad_request",
+        s_error(f, ident, len, o->req, "bad_request",
                 "batch name may only hold letters, digits, '_', '-' and '.'");
         return;
     }
     if (o->max_attempts < 1 || o->timeout_ms < 1) {
-        s_error(b, ident, len, o->req, "bad_request", "max_attempts and timeout must be >= 1");
+        s_error(f, ident, len, o->req, "bad_request", "max_attempts and timeout must be >= 1");
         return;
     }
-    s_ctx_t *c = s_ctx(b, ident, len, o->req, LQ_C_OPEN);
+    s_ctx_t *c = s_ctx(f, ident, len, o->req, LQ_C_OPEN);
     snprintf(c->upstream, sizeof c->upstream, "%s", o->upstream ? o->upstream : "default");
     c->priority = o->priority;
     c->timeout_ms = o->timeout_ms;
@@ -151,7 +161,7 @@ static void s_open(lq_broker_t *b, const uint8_t *ident, size_t len, const lq_c_
     snprintf(to, sizeof to, "%lld", (long long)o->timeout_ms);
     snprintf(pr, sizeof pr, "%lld", (long long)o->priority);
     snprintf(now, sizeof now, "%lld", (long long)lq_wall_s());
-    const char *argv[9] = {b->opts.prefix, o->name ? o->name : "", c->upstream, ma, to, pr, now,
+    const char *argv[9] = {lq_broker_prefix(f->b), o->name ? o->name : "", c->upstream, ma, to, pr, now,
                            id, o->fingerprint ? o->fingerprint : ""};
     s_eval(c, LQ_SCRIPT_OPEN, s_on_open, 9, argv, NULL);
 }
@@ -180,53 +190,36 @@ static void s_on_chunk(lq_redis_t *r, redisReply *reply, void *arg)
             m.u.chunk_ack.batch = c->batch;
             m.u.chunk_ack.next_index = code;
             s_reply(c, &m);
-            lq_batch_t *batch = lq_map_gets(c->b->batches, c->batch);
-            lq_broker_kick(c->b, batch);
+            lq_broker_kick(c->f->b, c->batch);
         }
     }
     free(c);
 }
 
-static void s_chunk(lq_broker_t *b, const uint8_t *ident, size_t len, const lq_c_chunk_t *ch)
+static void s_chunk(lq_frontend_t *f, const uint8_t *ident, size_t len, const lq_c_chunk_t *ch)
 {
     for (size_t i = 0; i < ch->njobs; i++) {
         if (ch->jobs[i].url[0] != '/' || ch->jobs[i].est_tokens < 0) {
-            s_error(b, ident, len, ch->req, "bad_request", "job url must start with '/'");
+            s_error(f, ident, len, ch->req, "bad_request", "job url must start with '/'");
             return;
         }
     }
-    s_ctx_t *c = s_ctx(b, ident, len, ch->req, LQ_C_CHUNK);
+    s_ctx_t *c = s_ctx(f, ident, len, ch->req, LQ_C_CHUNK);
     snprintf(c->batch, sizeof c->batch, "%s", ch->batch);
     size_t argc = 3 + ch->njobs;
     const char **argv = xmalloc(argc * sizeof *argv);
     size_t *lens = xmalloc(argc * sizeof *lens);
     char first[24];
     snprintf(first, sizeof first, "%lld", (long long)ch->first);
-    argv[0] = b->opts.prefix;
+    argv[0] = lq_broker_prefix(f->b);
     argv[1] = ch->batch;
     argv[2] = first;
     for (size_t i = 0; i < 3; i++)
         lens[i] = strlen(argv[i]);
     for (size_t i = 0; i < ch->njobs; i++) {
         const lq_job_spec_t *j = &ch->jobs[i];
-        size_t cl = strlen(j->custom_id), ul = strlen(j->url);
-        char head[64];
-        int hl = snprintf(head, sizeof head, "%zu:", cl);
-        char mid[64];
-        int ml = snprintf(mid, sizeof mid, "%zu:", ul);
-        char tail[64];
-        int tl = snprintf(tail, sizeof tail, "%lld:", (long long)j->est_tokens);
-        size_t n = (size_t)hl + cl + (size_t)ml + ul + (size_t)tl + j->body_len;
-        char *p = xmalloc(n);
-        char *w = p;
-        memcpy(w, head, (size_t)hl), w += hl;
-        memcpy(w, j->custom_id, cl), w += cl;
-        memcpy(w, mid, (size_t)ml), w += ml;
-        memcpy(w, j->url, ul), w += ul;
-        memcpy(w, tail, (size_t)tl), w += tl;
-        memcpy(w, j->body, j->body_len);
-        argv[3 + i] = p;
-        lens[3 + i] = n;
+        argv[3 + i] = lq_payload_encode(j->custom_id, j->url, j->est_tokens, j->body, j->body_len,
+                                        &lens[3 + i]);
     }
     s_eval(c, LQ_SCRIPT_CHUNK, s_on_chunk, (int)argc, argv, lens);
     for (size_t i = 3; i < argc; i++)
@@ -252,15 +245,14 @@ static void s_on_status(lq_redis_t *r, redisReply *reply, void *arg)
                 m.u.batch_req.batch = c->batch;
             } else {
                 m.u.batch.req = c->req;
-                lq_batch_info_from_reply(&m.u.batch.info, c->batch, reply);
+                lq_record_batch_info(&m.u.batch.info, c->batch, reply);
                 /* jobs leased into the broker's prefetch queue are not running */
-                lq_batch_t *mem = lq_map_gets(c->b->batches, c->batch);
+                int64_t queued = (int64_t)lq_broker_prefetched(c->f->b, c->batch);
                 lq_batch_info_t *info = &m.u.batch.info;
-                if (mem && info->inflight >= (int64_t)mem->queued &&
-                    strcmp(info->state, "completed") != 0 &&
+                if (info->inflight >= queued && strcmp(info->state, "completed") != 0 &&
                     strcmp(info->state, "cancelled") != 0) {
-                    info->inflight -= (int64_t)mem->queued;
-                    info->pending += (int64_t)mem->queued;
+                    info->inflight -= queued;
+                    info->pending += queued;
                 }
             }
             s_reply(c, &m);
@@ -272,9 +264,9 @@ static void s_on_status(lq_redis_t *r, redisReply *reply, void *arg)
 static void s_send_status(s_ctx_t *c)
 {
     char key[LQ_MAX_ID * 2];
-    snprintf(key, sizeof key, "%sb:%s", c->b->opts.prefix, c->batch);
+    snprintf(key, sizeof key, "%sb:%s", lq_broker_prefix(c->f->b), c->batch);
     const char *argv[2] = {"HGETALL", key};
-    if (lq_redis_command(c->b->redis, s_on_status, c, 2, argv, NULL) < 0) {
+    if (lq_redis_command(lq_broker_redis(c->f->b), s_on_status, c, 2, argv, NULL) < 0) {
         s_ctx_error(c, "unavailable", "the broker cannot reach Redis right now; retry");
         free(c);
     }
@@ -303,22 +295,22 @@ static void s_on_close_or_cancel(lq_redis_t *r, redisReply *reply, void *arg)
         return;
     }
     if (c->cmd == LQ_C_CANCEL) {
-        lq_broker_cancel_local(c->b, c->batch);
+        lq_broker_cancel_local(c->f->b, c->batch);
         LQ_INFO("batch %s cancel: %s", c->batch, e->str ? e->str : "?");
     } else {
-        lq_broker_kick(c->b, lq_map_gets(c->b->batches, c->batch));
+        lq_broker_kick(c->f->b, c->batch);
     }
     s_send_status(c);
 }
 
-static void s_batch_op(lq_broker_t *b, const uint8_t *ident, size_t len, uint8_t cmd, uint64_t req,
+static void s_batch_op(lq_frontend_t *f, const uint8_t *ident, size_t len, uint8_t cmd, uint64_t req,
                        const char *batch, int64_t total)
 {
     if (!s_valid_id(batch)) {
-        s_error(b, ident, len, req, "not_found", "no such batch");
+        s_error(f, ident, len, req, "not_found", "no such batch");
         return;
     }
-    s_ctx_t *c = s_ctx(b, ident, len, req, cmd);
+    s_ctx_t *c = s_ctx(f, ident, len, req, cmd);
     snprintf(c->batch, sizeof c->batch, "%s", batch);
     char now[24], tot[24];
     snprintf(now, sizeof now, "%lld", (long long)lq_wall_ms());
@@ -326,10 +318,10 @@ static void s_batch_op(lq_broker_t *b, const uint8_t *ident, size_t len, uint8_t
     if (cmd == LQ_C_STATUS) {
         s_send_status(c);
     } else if (cmd == LQ_C_CLOSE) {
-        const char *argv[4] = {b->opts.prefix, batch, tot, now};
+        const char *argv[4] = {lq_broker_prefix(f->b), batch, tot, now};
         s_eval(c, LQ_SCRIPT_CLOSE, s_on_close_or_cancel, 4, argv, NULL);
     } else {
-        const char *argv[3] = {b->opts.prefix, batch, now};
+        const char *argv[3] = {lq_broker_prefix(f->b), batch, now};
         s_eval(c, LQ_SCRIPT_CANCEL, s_on_close_or_cancel, 3, argv, NULL);
     }
 }
@@ -379,22 +371,22 @@ static void s_on_results(lq_redis_t *r, redisReply *reply, void *arg)
     free(c);
 }
 
-static void s_results(lq_broker_t *b, const uint8_t *ident, size_t len, const lq_c_results_t *q)
+static void s_results(lq_frontend_t *f, const uint8_t *ident, size_t len, const lq_c_results_t *q)
 {
     if (!s_valid_id(q->batch)) {
-        s_error(b, ident, len, q->req, "not_found", "no such batch");
+        s_error(f, ident, len, q->req, "not_found", "no such batch");
         return;
     }
     if (q->from < 0 || q->max < 1) {
-        s_error(b, ident, len, q->req, "bad_request", "from must be >= 0 and max >= 1");
+        s_error(f, ident, len, q->req, "bad_request", "from must be >= 0 and max >= 1");
         return;
     }
-    s_ctx_t *c = s_ctx(b, ident, len, q->req, LQ_C_RESULTS);
+    s_ctx_t *c = s_ctx(f, ident, len, q->req, LQ_C_RESULTS);
     snprintf(c->batch, sizeof c->batch, "%s", q->batch);
     char from[24], max[24];
     snprintf(from, sizeof from, "%lld", (long long)q->from);
     snprintf(max, sizeof max, "%lld", (long long)(q->max > 5000 ? 5000 : q->max));
-    const char *argv[4] = {b->opts.prefix, q->batch, from, max};
+    const char *argv[4] = {lq_broker_prefix(f->b), q->batch, from, max};
     s_eval(c, LQ_SCRIPT_RESULTS, s_on_results, 4, argv, NULL);
 }
 
@@ -409,12 +401,9 @@ static void s_on_list(lq_redis_t *r, redisReply *reply, void *arg)
         size_t n = 0;
         for (size_t i = 0; i < reply->elements; i++) {
             redisReply *flat = reply->element[i];
-            const char *id = NULL;
-            for (size_t k = 0; k + 1 < flat->elements; k += 2)
-                if (flat->element[k]->str && strcmp(flat->element[k]->str, "id") == 0)
-                    id = flat->element[k + 1]->str;
+            const char *id = lq_record_field(flat, "id");
             if (id)
-                lq_batch_info_from_reply(&infos[n++], id, flat);
+                lq_record_batch_info(&infos[n++], id, flat);
         }
         lq_msg_t m = {0};
         m.cmd = LQ_C_LIST_REPLY;
@@ -427,85 +416,91 @@ static void s_on_list(lq_redis_t *r, redisReply *reply, void *arg)
     free(c);
 }
 
-static void s_workers(lq_broker_t *b, const uint8_t *ident, size_t len, uint64_t req)
+static void s_workers(lq_frontend_t *f, const uint8_t *ident, size_t len, uint64_t req)
 {
-    size_t n = lq_map_len(b->workers), k = 0, pos = 0;
-    lq_worker_info_t *infos = xcalloc(n + 1, sizeof *infos);
-    void *v;
-    uint64_t now = lq_loop_now(b->loop);
-    while (lq_map_next(b->workers, &pos, NULL, NULL, &v) && k < n) {
-        lq_worker_t *w = v;
-        infos[k].id = w->id;
-        infos[k].concurrency = w->concurrency;
-        infos[k].inflight = w->inflight;
-        infos[k].credit = w->credit;
-        infos[k].completed = w->completed;
-        infos[k].last_seen_ms = (int64_t)(now - w->last_seen_ms);
-        k++;
-    }
-    size_t nup = lq_map_len(b->limiters), ku = 0;
-    lq_upstream_info_t *ups = xcalloc(nup + 1, sizeof *ups);
-    pos = 0;
-    const void *key;
-    while (lq_map_next(b->limiters, &pos, &key, NULL, &v) && ku < nup) {
-        lq_rl_stats_t st;
-        lq_rl_stats(v, now, &st);
-        ups[ku].name = key;
-        ups[ku].limit_rpm = (int64_t)(st.rate_limit * 60.0);
-        ups[ku].learned_rpm = (int64_t)(st.learned_rps * 60.0);
-        ups[ku].ok_rpm = (int64_t)(st.ok_rps * 60.0);
-        ups[ku].inflight = st.inflight;
-        ups[ku].window = (int64_t)st.window;
-        ups[ku].n429 = st.n429;
-        ups[ku].nok = st.nok;
-        ups[ku].nerr = st.nerr;
-        ups[ku].paused_ms = st.paused_ms;
-        ku++;
-    }
     lq_msg_t m = {0};
     m.cmd = LQ_C_WORKERS_REPLY;
     m.u.workers_reply.req = req;
-    m.u.workers_reply.workers = infos;
-    m.u.workers_reply.nworkers = k;
-    m.u.workers_reply.upstreams = ups;
-    m.u.workers_reply.nupstreams = ku;
-    lq_zsock_send(b->front, ident, len, &m);
-    free(ups);
-    free(infos);
+    m.u.workers_reply.nworkers = lq_broker_workers(f->b, &m.u.workers_reply.workers);
+    m.u.workers_reply.nupstreams = lq_broker_upstreams(f->b, &m.u.workers_reply.upstreams);
+    lq_zsock_send(f->sock, ident, len, &m);
+    free(m.u.workers_reply.upstreams);
+    free(m.u.workers_reply.workers);
 }
 
-void lq_frontend_handle(lq_broker_t *b, const uint8_t *ident, size_t len, lq_msg_t *m)
+/* Answers one client message. */
+static void s_on_message(lq_zsock_t *s, const uint8_t *ident, size_t len, lq_msg_t *m, void *arg)
 {
+    (void)s;
+    lq_frontend_t *f = arg;
     switch (m->cmd) {
     case LQ_C_OPEN:
-        s_open(b, ident, len, &m->u.open);
+        s_open(f, ident, len, &m->u.open);
         break;
     case LQ_C_CHUNK:
-        s_chunk(b, ident, len, &m->u.chunk);
+        s_chunk(f, ident, len, &m->u.chunk);
         break;
     case LQ_C_CLOSE:
-        s_batch_op(b, ident, len, LQ_C_CLOSE, m->u.close.req, m->u.close.batch, m->u.close.total);
+        s_batch_op(f, ident, len, LQ_C_CLOSE, m->u.close.req, m->u.close.batch, m->u.close.total);
         break;
     case LQ_C_STATUS:
     case LQ_C_CANCEL:
-        s_batch_op(b, ident, len, m->cmd, m->u.batch_req.req, m->u.batch_req.batch, 0);
+        s_batch_op(f, ident, len, m->cmd, m->u.batch_req.req, m->u.batch_req.batch, 0);
         break;
     case LQ_C_RESULTS:
-        s_results(b, ident, len, &m->u.results);
+        s_results(f, ident, len, &m->u.results);
         break;
     case LQ_C_LIST: {
-        s_ctx_t *c = s_ctx(b, ident, len, m->u.simple.req, LQ_C_LIST);
-        const char *argv[3] = {b->opts.prefix, "1000", "0"};
+        s_ctx_t *c = s_ctx(f, ident, len, m->u.simple.req, LQ_C_LIST);
+        const char *argv[3] = {lq_broker_prefix(f->b), "1000", "0"};
         s_eval(c, LQ_SCRIPT_LIST, s_on_list, 3, argv, NULL);
         break;
     }
     case LQ_C_WORKERS:
-        s_workers(b, ident, len, m->u.simple.req);
+        s_workers(f, ident, len, m->u.simple.req);
         break;
     case LQ_W_HEARTBEAT:
         break;
     default:
-        s_error(b, ident, len, 0, "bad_request", "unexpected command on the client port");
+        s_error(f, ident, len, 0, "bad_request", "unexpected command on the client port");
         break;
     }
+}
+
+lq_frontend_t *lq_frontend_new(lq_loop_t *loop, void *zctx, lq_broker_t *b,
+                               const lq_frontend_opts_t *opts, char *err, size_t errlen)
+{
+    lq_frontend_t *f = xcalloc(1, sizeof *f);
+    f->b = b;
+    f->sock = lq_zsock_new(loop, zctx, ZMQ_ROUTER, s_on_message, f);
+    if (!f->sock) {
+        snprintf(err, errlen, "cannot create the client socket: %s", zmq_strerror(errno));
+        lq_frontend_destroy(&f);
+        return NULL;
+    }
+    if (opts->curve_secret && lq_curve_server(f->sock, opts->curve_secret) < 0) {
+        snprintf(err, errlen, "cannot enable CURVE: %s", zmq_strerror(errno));
+        lq_frontend_destroy(&f);
+        return NULL;
+    }
+    if (lq_zsock_bind(f->sock, opts->endpoint) < 0) {
+        snprintf(err, errlen, "cannot bind frontend %s: %s", opts->endpoint, zmq_strerror(errno));
+        lq_frontend_destroy(&f);
+        return NULL;
+    }
+    return f;
+}
+
+uint64_t lq_frontend_dropped(const lq_frontend_t *f)
+{
+    return lq_zsock_dropped(f->sock);
+}
+
+void lq_frontend_destroy(lq_frontend_t **p)
+{
+    if (!p || !*p)
+        return;
+    lq_zsock_destroy(&(*p)->sock);
+    free(*p);
+    *p = NULL;
 }

@@ -28,7 +28,9 @@ typedef struct s_conn {
 } s_conn_t;
 
 struct lq_metrics {
+    lq_loop_t *loop;
     lq_broker_t *b;
+    const lq_frontend_t *front;
     int fd;
     s_conn_t *conns;
     int nconns;
@@ -37,8 +39,8 @@ struct lq_metrics {
 static void s_conn_close(s_conn_t *c)
 {
     lq_metrics_t *m = c->m;
-    lq_loop_unwatch(m->b->loop, c->fd);
-    lq_timer_stop(m->b->loop, &c->timeout);
+    lq_loop_unwatch(m->loop, c->fd);
+    lq_timer_stop(m->loop, &c->timeout);
     close(c->fd);
     for (s_conn_t **p = &m->conns; *p; p = &(*p)->next) {
         if (*p == c) {
@@ -70,17 +72,12 @@ static void s_append(char **buf, size_t *len, size_t *cap, const char *fmt, ...)
 }
 
 /* Renders the metrics text. Caller frees. */
-static char *s_render(lq_broker_t *b, size_t *out_len)
+static char *s_render(lq_metrics_t *m, size_t *out_len)
 {
     size_t cap = 4096, len = 0;
     char *s = xmalloc(cap);
-    int64_t credit = 0, inflight = 0;
-    size_t pos = 0;
-    void *v;
-    while (lq_map_next(b->workers, &pos, NULL, NULL, &v)) {
-        credit += ((lq_worker_t *)v)->credit;
-        inflight += ((lq_worker_t *)v)->inflight;
-    }
+    lq_broker_stats_t st;
+    lq_broker_stats(m->b, &st);
     s_append(&s, &len, &cap,
              "# TYPE llmq_workers gauge\nllmq_workers %zu\n"
              "# TYPE llmq_worker_free_credit gauge\nllmq_worker_free_credit %lld\n"
@@ -95,33 +92,32 @@ static char *s_render(lq_broker_t *b, size_t *out_len)
              "# TYPE llmq_dropped_messages_total counter\n"
              "llmq_dropped_messages_total{socket=\"frontend\"} %llu\n"
              "llmq_dropped_messages_total{socket=\"backend\"} %llu\n",
-             lq_map_len(b->workers), (long long)credit, (long long)inflight,
-             (long long)b->queued_total, lq_map_len(b->batches),
-             (unsigned long long)b->stat_dispatched, (unsigned long long)b->stat_results,
-             (unsigned long long)b->stat_dups, lq_redis_up(b->redis), lq_redis_pending(b->redis),
-             (unsigned long long)lq_zsock_dropped(b->front),
-             (unsigned long long)lq_zsock_dropped(b->back));
+             st.workers, (long long)st.credit, (long long)st.inflight, (long long)st.prefetched,
+             st.batches, (unsigned long long)st.dispatched, (unsigned long long)st.results,
+             (unsigned long long)st.duplicates, st.redis_up, st.redis_pending,
+             (unsigned long long)(m->front ? lq_frontend_dropped(m->front) : 0),
+             (unsigned long long)st.dropped);
     s_append(&s, &len, &cap,
              "# TYPE llmq_upstream_limit_rpm gauge\n# TYPE llmq_upstream_learned_rpm gauge\n"
              "# TYPE llmq_upstream_in_flight gauge\n# TYPE llmq_upstream_responses_total "
              "counter\n");
-    pos = 0;
-    const void *key;
-    uint64_t now = lq_loop_now(b->loop);
-    while (lq_map_next(b->limiters, &pos, &key, NULL, &v)) {
-        lq_rl_stats_t st;
-        lq_rl_stats(v, now, &st);
-        const char *u = key;
+    lq_upstream_info_t *ups;
+    size_t nups = lq_broker_upstreams(m->b, &ups);
+    for (size_t i = 0; i < nups; i++) {
+        const lq_upstream_info_t *x = &ups[i];
+        const char *u = x->name;
         s_append(&s, &len, &cap,
-                 "llmq_upstream_limit_rpm{upstream=\"%s\"} %.0f\n"
-                 "llmq_upstream_learned_rpm{upstream=\"%s\"} %.0f\n"
+                 "llmq_upstream_limit_rpm{upstream=\"%s\"} %lld\n"
+                 "llmq_upstream_learned_rpm{upstream=\"%s\"} %lld\n"
                  "llmq_upstream_in_flight{upstream=\"%s\"} %lld\n"
                  "llmq_upstream_responses_total{upstream=\"%s\",class=\"ok\"} %lld\n"
                  "llmq_upstream_responses_total{upstream=\"%s\",class=\"429\"} %lld\n"
                  "llmq_upstream_responses_total{upstream=\"%s\",class=\"other\"} %lld\n",
-                 u, st.rate_limit * 60, u, st.learned_rps * 60, u, (long long)st.inflight, u,
-                 (long long)st.nok, u, (long long)st.n429, u, (long long)st.nerr);
+                 u, (long long)x->limit_rpm, u, (long long)x->learned_rpm, u,
+                 (long long)x->inflight, u, (long long)x->nok, u, (long long)x->n429, u,
+                 (long long)x->nerr);
     }
+    free(ups);
     *out_len = len;
     return s;
 }
@@ -133,7 +129,7 @@ static void s_respond(s_conn_t *c)
     size_t blen = 0;
     if (strncmp(c->req, "GET /metrics ", 13) == 0 || strncmp(c->req, "GET /metrics?", 13) == 0) {
         status = "200 OK";
-        body = s_render(c->m->b, &blen);
+        body = s_render(c->m, &blen);
     } else {
         body = xstrdup("not found\n");
         blen = strlen(body);
@@ -208,7 +204,8 @@ static void s_on_accept(lq_loop_t *loop, int fd, int events, void *arg)
     }
 }
 
-lq_metrics_t *lq_metrics_new(lq_broker_t *b, const char *hostport, char *err, size_t errlen)
+lq_metrics_t *lq_metrics_new(lq_loop_t *loop, lq_broker_t *b, const lq_frontend_t *front,
+                             const char *hostport, char *err, size_t errlen)
 {
     const char *colon = strrchr(hostport, ':');
     if (!colon || colon == hostport) {
@@ -239,9 +236,11 @@ lq_metrics_t *lq_metrics_new(lq_broker_t *b, const char *hostport, char *err, si
     }
     freeaddrinfo(ai);
     lq_metrics_t *m = xcalloc(1, sizeof *m);
+    m->loop = loop;
     m->b = b;
+    m->front = front;
     m->fd = fd;
-    lq_loop_watch(b->loop, fd, LQ_READABLE, s_on_accept, m);
+    lq_loop_watch(loop, fd, LQ_READABLE, s_on_accept, m);
     return m;
 }
 
@@ -252,7 +251,7 @@ void lq_metrics_destroy(lq_metrics_t **p)
     lq_metrics_t *m = *p;
     while (m->conns)
         s_conn_close(m->conns);
-    lq_loop_unwatch(m->b->loop, m->fd);
+    lq_loop_unwatch(m->loop, m->fd);
     close(m->fd);
     free(m);
     *p = NULL;

@@ -1,10 +1,10 @@
 /* scripts: see scripts.h. Conventions shared by all scripts:
  *   P = ARGV[1] (key prefix), batch meta hash  P..'b:'..id,
- *   jobs  P..'b:'..id..':jobs'  (index -> payload "<n>:<cid><n>:<url><est>:<body>"),
+ *   jobs  P..'b:'..id..':jobs'  (index -> job payload, payload.h),
  *   att   P..'b:'..id..':att'   (index -> attempts leased so far),
  *   res   P..'b:'..id..':res'   (index -> 'S'|'F' .. output line),
  *   q     P..'b:'..id..':q'     (list of indices to run again),
- *   P..'leases'  zset "id|index" -> lease deadline (unix ms),
+ *   P..'leases'  zset member "id|index" (payload.h) -> lease deadline (unix ms),
  *   P..'delayed' zset "id|index" -> retry due time (unix ms),
  *   P..'batches' zset id -> created (unix s), P..'active' set of unfinished
  *   batches, P..'name:'..name -> id.
@@ -12,16 +12,13 @@
  * 'leased' counts them per batch and only changes together with that zset. */
 #include "scripts.h"
 
+#include "payload.h"
+
 #include <stddef.h>
 
 /* Helpers prepended to the scripts that need them. */
 #define LQ_LUA_LIB                                                                                 \
-    "local P = ARGV[1]\n"                                                                          \
-    "local function cid_of(payload)\n"                                                             \
-    "  local c = string.find(payload, ':', 1, true)\n"                                             \
-    "  local n = tonumber(string.sub(payload, 1, c - 1))\n"                                        \
-    "  return string.sub(payload, c + 1, c + n)\n"                                                 \
-    "end\n"                                                                                        \
+    "local P = ARGV[1]\n" LQ_PAYLOAD_LUA                                                           \
     "local function unlease(m, member)\n"                                                          \
     "  if redis.call('ZREM', P..'leases', member) == 1 then\n"                                     \
     "    redis.call('HINCRBY', m, 'leased', -1)\n"                                                 \
@@ -48,7 +45,7 @@
     "    ',\"error\":'..(err ~= '' and err or 'null')..'}'\n"                                      \
     "  redis.call('HSET', m..':res', idx, (failed and 'F' or 'S')..attempt..'|'..line)\n"          \
     "  redis.call('HINCRBY', m, failed and 'failed' or 'completed', 1)\n"                          \
-    "  local member = id..'|'..idx\n"                                                              \
+    "  local member = member_of(id, idx)\n"                                                        \
     "  unlease(m, member)\n"                                                                       \
     "  redis.call('ZREM', P..'delayed', member)\n"                                                 \
     "end\n"
@@ -122,7 +119,7 @@ static const char s_close[] = LQ_LUA_LIB
 
 /* LEASE(P, id, n, lease_deadline_ms) -> {more, idx, attempt, payload, ...} */
 static const char s_lease[] =
-    "local P = ARGV[1]\n"
+    "local P = ARGV[1]\n" LQ_PAYLOAD_LUA
     "local id = ARGV[2]\n"
     "local m = P..'b:'..id\n"
     "local st = redis.call('HMGET', m, 'state', 'submitted', 'cursor')\n"
@@ -134,7 +131,7 @@ static const char s_lease[] =
     "while got < n do\n"
     "  local idx = redis.call('LPOP', m..':q')\n"
     "  if not idx then break end\n"
-    "  local member = id..'|'..idx\n"
+    "  local member = member_of(id, idx)\n"
     "  if redis.call('HEXISTS', m..':res', idx) == 0 and\n"
     "     not redis.call('ZSCORE', P..'leases', member) then\n"
     "    local att = redis.call('HINCRBY', m..':att', idx, 1)\n"
@@ -160,7 +157,7 @@ static const char s_lease[] =
     "    att[#att + 1] = idx\n"
     "    att[#att + 1] = 1\n"
     "    z[#z + 1] = deadline\n"
-    "    z[#z + 1] = id..'|'..idx\n"
+    "    z[#z + 1] = member_of(id, idx)\n"
     "    out[#out + 1] = idx\n"
     "    out[#out + 1] = 1\n"
     "    out[#out + 1] = payloads[i]\n"
@@ -206,7 +203,7 @@ static const char s_report[] = LQ_LUA_LIB
     "  local bar = string.find(prev, '|', 1, true)\n"
     "  if tonumber(string.sub(prev, 2, bar - 1)) == attempt then return 'resent' end\n"
     "  x.duplicates = x.duplicates + 1\n"
-    "  unlease_x(x, id..'|'..idx)\n"
+    "  unlease_x(x, member_of(id, idx))\n"
     "  return 'dup'\n"
     "end\n"
     "for b = 3, #ARGV, 10 do\n"
@@ -214,7 +211,7 @@ static const char s_report[] = LQ_LUA_LIB
     "  local attempt, outcome = tonumber(ARGV[b + 2]), tonumber(ARGV[b + 3])\n"
     "  local x = meta_of(id)\n"
     "  local code\n"
-    "  local member = id..'|'..idx\n"
+    "  local member = member_of(id, idx)\n"
     "  if not x then\n"
     "    code = 'gone'\n"
     "  else\n"
@@ -274,9 +271,8 @@ static const char s_report[] = LQ_LUA_LIB
  * attempts are used up). Returns 1 if the job went back to its queue. */
 #define LQ_LUA_REQUEUE_ONE                                                                         \
     "local function requeue_one(member, now, err)\n"                                               \
-    "  local bar = string.find(member, '|', 1, true)\n"                                            \
-    "  if not bar then redis.call('ZREM', P..'leases', member) return 0 end\n"                     \
-    "  local id, idx = string.sub(member, 1, bar - 1), string.sub(member, bar + 1)\n"              \
+    "  local id, idx = split_member(member)\n"                                                     \
+    "  if not id then redis.call('ZREM', P..'leases', member) return 0 end\n"                      \
     "  local m = P..'b:'..id\n"                                                                    \
     "  if redis.call('ZREM', P..'leases', member) == 0 then return 0 end\n"                        \
     "  local meta = redis.call('HMGET', m, 'state', 'max_attempts')\n"                             \
@@ -312,7 +308,7 @@ static const char s_expire[] = LQ_LUA_LIB LQ_LUA_REQUEUE_ONE
     "local ids, seen = {}, {}\n"
     "for _, member in ipairs(members) do\n"
     "  if requeue_one(member, now, ARGV[3]) == 1 then\n"
-    "    local id = string.sub(member, 1, string.find(member, '|', 1, true) - 1)\n"
+    "    local id = split_member(member)\n"
     "    if not seen[id] then seen[id] = true ids[#ids + 1] = id end\n"
     "  end\n"
     "end\n"
@@ -320,16 +316,15 @@ static const char s_expire[] = LQ_LUA_LIB LQ_LUA_REQUEUE_ONE
 
 /* PROMOTE(P, now_ms, limit) -> {next_due_ms or -1, batch ids with work} */
 static const char s_promote[] =
-    "local P = ARGV[1]\n"
+    "local P = ARGV[1]\n" LQ_PAYLOAD_LUA
     "local now = tonumber(ARGV[2])\n"
     "local members = redis.call('ZRANGEBYSCORE', P..'delayed', '-inf', now, 'LIMIT', 0,"
     " tonumber(ARGV[3]))\n"
     "local out, seen = {-1}, {}\n"
     "for _, member in ipairs(members) do\n"
     "  redis.call('ZREM', P..'delayed', member)\n"
-    "  local bar = string.find(member, '|', 1, true)\n"
-    "  if bar then\n"
-    "    local id, idx = string.sub(member, 1, bar - 1), string.sub(member, bar + 1)\n"
+    "  local id, idx = split_member(member)\n"
+    "  if id then\n"
     "    local m = P..'b:'..id\n"
     "    local state = redis.call('HGET', m, 'state')\n"
     "    if (state == 'in_progress' or state == 'submitting') and\n"

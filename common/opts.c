@@ -1,6 +1,7 @@
 /* opts: see opts.h. */
 #include "opts.h"
 
+#include "log.h"
 #include "util.h"
 
 #include <stdlib.h>
@@ -127,7 +128,34 @@ void lq_opts_print_help(FILE *out, const char *usage, const lq_opt_t *opts)
     fprintf(out, "  %-28s %s\n", "-h, --help", "show this help");
 }
 
-void lq_strlist_free(lq_strlist_t *l)
+int lq_opts_main(const lq_opts_main_t *m, int argc, char **argv, lq_opts_result_t *res)
+{
+    char err[512];
+    if (lq_opts_parse(m->opts, argc, argv, 1, res, err, sizeof err) < 0) {
+        fprintf(stderr, "%s: %s\n", m->prog, err);
+        return 1;
+    }
+    if (res->help) {
+        lq_opts_print_help(stdout, m->usage, m->opts);
+        return 0;
+    }
+    if (res->npositionals > m->max_positionals) {
+        fprintf(stderr, "%s: unexpected argument '%s' (try --help)\n", m->prog,
+                res->positionals[m->max_positionals]);
+        return 1;
+    }
+    if (m->log_level && *m->log_level) {
+        lq_log_level_t level;
+        if (lq_log_parse_level(*m->log_level, &level) < 0) {
+            fprintf(stderr, "%s: bad --log-level '%s'\n", m->prog, *m->log_level);
+            return 1;
+        }
+        lq_log_set_level(level);
+    }
+    return -1;
+}
+
+void lq_strlist_clear(lq_strlist_t *l)
 {
     free(l->items);
     l->items = NULL;

@@ -47,7 +47,24 @@ int lq_opts_parse(const lq_opt_t *opts, int argc, char **argv, int first, lq_opt
 /* Prints "usage" then one line per option with its env variable. */
 void lq_opts_print_help(FILE *out, const char *usage, const lq_opt_t *opts);
 
-/* Frees the item array of a list (not the strings). Safe on empty. */
-void lq_strlist_free(lq_strlist_t *l);
+/* The opening of every main: the program's name, its usage text, its
+ * option table and how many positionals it takes. */
+typedef struct {
+    const char *prog;            /* prefix of error messages, e.g. "llmq-broker" */
+    const char *usage;           /* shown above the options by --help */
+    const lq_opt_t *opts;        /* terminated by an entry with name NULL */
+    int max_positionals;         /* more is bad usage */
+    const char *const *log_level; /* the table's --log-level target, NULL = none */
+} lq_opts_main_t;
+
+/* Parses env then argv[1..argc) into the table's targets and res, answers
+ * --help on stdout, rejects surplus positionals and applies --log-level.
+ * Returns -1 when the program should go on, else the exit status to end
+ * with: 0 after --help, 1 after printing "PROG: what is wrong" on stderr. */
+int lq_opts_main(const lq_opts_main_t *m, int argc, char **argv, lq_opts_result_t *res);
+
+/* Frees the item array of a list (not the strings) and empties it. Safe on
+ * empty. */
+void lq_strlist_clear(lq_strlist_t *l);
 
 #endif

@@ -298,8 +298,8 @@ int main(int argc, char **argv)
     }
     if (!bad && lq_upstreams_finish(ups, err, sizeof err) < 0)
         bad = 1;
-    lq_strlist_free(&named);
-    lq_strlist_free(&headers);
+    lq_strlist_clear(&named);
+    lq_strlist_clear(&headers);
     if (bad) {
         fprintf(stderr, "llmq-worker: %s\n", err);
         lq_upstreams_destroy(&ups);

@@ -77,7 +77,7 @@ static void test_opts_flags_env_and_errors(void **state)
     assert_int_equal(list.len, 2);
     assert_int_equal(res.npositionals, 2);
     assert_string_equal(res.positionals[1], "pos2");
-    lq_strlist_free(&list);
+    lq_strlist_clear(&list);
 
     char *bad_int[] = {"prog", "--n", "11"};
     assert_int_equal(lq_opts_parse(opts, 3, bad_int, 1, &res, err, sizeof err), -1);

@@ -7,7 +7,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
-#include "broker/ratelimit.c"
+#include "broker/ratelimit.h"
 
 #include <stdlib.h>
 

@@ -1,0 +1,66 @@
+/* reports: worker results on their way into Redis.
+ *
+ * Owns the results received and not yet written: each one becomes the
+ * parts of an output line (the response object, the error object) plus its
+ * retry delay, and all that arrived in one loop iteration go to Redis as
+ * few REPORT calls as possible (lq_reports_flush, from the before-sleep
+ * hook). When Redis answers, the owner's on_recorded handler learns the
+ * script's verdict for each result (ok, failed, retry, dup, resent, stale,
+ * gone) so that it can acknowledge it to the worker; a result whose call
+ * was lost is not acknowledged, and the worker sends it again. */
+#ifndef LQ_REPORTS_H
+#define LQ_REPORTS_H
+
+#include "../proto/msg.h"
+#include "redis.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct lq_reports lq_reports_t;
+
+/* One result's verdict: code is the REPORT script's; delay_ms the retry
+ * delay that was scheduled (for code "retry"). */
+typedef void (*lq_reports_recorded_cb)(void *arg, const uint8_t *ident, size_t ident_len,
+                                       const char *batch, int64_t index, const char *code,
+                                       int64_t delay_ms);
+
+typedef struct {
+    const char *prefix;    /* Redis key prefix (borrowed) */
+    int64_t retry_base_ms; /* first backoff ceiling */
+    int64_t retry_cap_ms;  /* largest backoff */
+} lq_reports_opts_t;
+
+typedef struct {
+    uint64_t results;    /* recorded by Redis */
+    uint64_t duplicates; /* of which were duplicates */
+} lq_reports_stats_t;
+
+/* Creates the queue on a Redis connection the caller owns (and keeps alive
+ * until after lq_reports_destroy's pending calls are failed by
+ * lq_redis_destroy). Can't fail. */
+lq_reports_t *lq_reports_new(lq_redis_t *redis, const lq_reports_opts_t *opts,
+                             lq_reports_recorded_cb on_recorded, void *arg);
+/* Frees unsent results. Safe on NULL; clears *r. */
+void lq_reports_destroy(lq_reports_t **r);
+
+/* Queues one result from the worker of that identity; cid is the job's
+ * custom_id or "" (then the script reads it from the payload); takes
+ * ownership of cid. Can't fail. */
+void lq_reports_add(lq_reports_t *r, const uint8_t *ident, size_t ident_len,
+                    const lq_w_result_t *res, char *cid);
+/* Sends the queued results to Redis. Can't fail: with Redis down they are
+ * dropped unacknowledged (the workers send them again). */
+void lq_reports_flush(lq_reports_t *r);
+void lq_reports_stats(const lq_reports_t *r, lq_reports_stats_t *st);
+
+/* Retry delay of an attempt: Retry-After when given (retry_after_ms >= 0,
+ * capped at an hour), else full jitter over base * 2^(attempt-1), capped. */
+int64_t lq_reports_retry_delay(const lq_reports_opts_t *o, int64_t attempt,
+                               int64_t retry_after_ms);
+
+/* The "error" object of an output line, {"code":...,"message":...}, as a
+ * new string (caller frees). Can't fail. */
+char *lq_error_json(const char *code, const char *message);
+
+#endif
