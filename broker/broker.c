@@ -12,6 +12,7 @@
 #include "dispatch.h"
 #include "record.h"
 #include "reports.h"
+#include "stats.h"
 #include "scripts.h"
 
 #include <errno.h>
@@ -36,6 +37,7 @@ struct lq_broker {
     lq_redis_t *redis;
     lq_dispatch_t *dispatch;
     lq_reports_t *reports;
+    lq_bstats_t *stats; /* what /metrics adds to the gauges */
     lq_map_t *acks; /* worker ident -> s_acks_t */
     lq_timer_t rl_timer, heartbeat_timer, renew_timer, expire_timer, promote_timer;
     int redis_was_down;
@@ -477,6 +479,13 @@ static void s_start_timers(lq_broker_t *b)
     lq_timer_start(b->loop, &b->promote_timer, 100);
 }
 
+/* The stats module's fallback for a batch it has not polled yet. */
+static const char *s_upstream_of(void *arg, const char *batch)
+{
+    lq_broker_t *b = arg;
+    return lq_dispatch_batch_upstream(b->dispatch, batch);
+}
+
 lq_broker_t *lq_broker_new(lq_loop_t *loop, void *zctx, const lq_broker_opts_t *opts, char *err,
                            size_t errlen)
 {
@@ -501,6 +510,8 @@ lq_broker_t *lq_broker_new(lq_loop_t *loop, void *zctx, const lq_broker_opts_t *
     }
     lq_reports_opts_t rep = {opts->prefix, opts->retry_base_ms, opts->retry_cap_ms};
     b->reports = lq_reports_new(b->redis, &rep, s_on_recorded, b);
+    b->stats = lq_bstats_new(loop, b->redis, opts->prefix, 1000, s_upstream_of, b);
+    lq_reports_observe(b->reports, lq_bstats_on_report, b->stats);
     lq_loop_add_before_sleep(loop, s_before_sleep, b);
     s_start_timers(b);
     return b;
@@ -518,6 +529,7 @@ void lq_broker_destroy(lq_broker_t **p)
     lq_timer_stop(b->loop, &b->rl_timer);
     lq_redis_destroy(&b->redis); /* fails pending calls first */
     lq_reports_destroy(&b->reports);
+    lq_bstats_destroy(&b->stats); /* after Redis: its pending polls are failed */
     lq_dispatch_destroy(&b->dispatch);
     size_t pos = 0;
     void *v;
@@ -581,6 +593,11 @@ size_t lq_broker_workers(const lq_broker_t *b, lq_worker_info_t **out)
 size_t lq_broker_upstreams(lq_broker_t *b, lq_upstream_info_t **out)
 {
     return lq_dispatch_upstreams(b->dispatch, out);
+}
+
+const lq_bstats_t *lq_broker_observed(const lq_broker_t *b)
+{
+    return b->stats;
 }
 
 void lq_broker_stats(const lq_broker_t *b, lq_broker_stats_t *st)

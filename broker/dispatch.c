@@ -185,6 +185,12 @@ void lq_dispatch_cancel(lq_dispatch_t *d, const char *id)
     }
 }
 
+const char *lq_dispatch_batch_upstream(const lq_dispatch_t *d, const char *id)
+{
+    const s_batch_t *b = s_batch(d, id);
+    return b ? b->upstream : NULL;
+}
+
 size_t lq_dispatch_queued(const lq_dispatch_t *d, const char *id)
 {
     const s_batch_t *b = s_batch(d, id);
