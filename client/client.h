@@ -56,5 +56,7 @@ int lq_cmd_results(const lq_client_opts_t *o, const char *batch);
 int lq_cmd_cancel(const lq_client_opts_t *o, const char *batch);
 int lq_cmd_list(const lq_client_opts_t *o);
 int lq_cmd_workers(const lq_client_opts_t *o);
+/* top.c: the live full-terminal view; q quits. */
+int lq_cmd_top(const lq_client_opts_t *o);
 
 #endif

@@ -29,6 +29,7 @@ static const char s_usage[] =
     "  cancel BATCH                             stop a batch; finished results stay\n"
     "  list [--json]                            recent batches\n"
     "  workers [--json]                         connected workers and upstream rate limits\n"
+    "  top                                      live full-terminal view; q quits\n"
     "  keygen PREFIX                            write a CURVE key pair: PREFIX.key, PREFIX.pub\n"
     "\n"
     "Exit status: 0 all succeeded, 3 finished with failed jobs, 1 bad usage or input,\n"
@@ -178,6 +179,8 @@ int main(int argc, char **argv)
         return lq_cmd_list(&o);
     if (strcmp(cmd, "workers") == 0)
         return lq_cmd_workers(&o);
+    if (strcmp(cmd, "top") == 0)
+        return lq_cmd_top(&o);
     fprintf(stderr, "llmq: unknown command '%s' (try llmq --help)\n", cmd);
     return LQ_EXIT_USAGE;
 }
