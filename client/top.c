@@ -238,8 +238,9 @@ static void s_draw_batch(s_top_t *t, const lq_batch_info_t *b, uint64_t now)
         s_dur(eta, sizeof eta, (double)(b->total - done) / rate);
     char dt[32];
     snprintf(dt, sizeof dt, "%lld/%lld", (long long)done, (long long)b->total);
-    if (t->cols < 100) { /* 80 columns: no bar */
-        s_line(t, "%-22.22s %-11.11s %5.1f%% %13s %6lld %6.1f %6s %s", b->id, b->state, pct, dt,
+    if (t->cols < 100) { /* 80 columns: no bar, ids without "batch_" */
+        const char *id = strncmp(b->id, "batch_", 6) == 0 ? b->id + 6 : b->id;
+        s_line(t, "%-16.16s %-11.11s %5.1f%% %11s %5lld %6.1f %6s %s", id, b->state, pct, dt,
                (long long)b->failed, rate, eta, b->name);
         return;
     }
@@ -268,8 +269,8 @@ static void s_draw_batches(s_top_t *t, const lq_c_list_reply_t *l, uint64_t now)
     s_line(t, "BATCHES  %zu active, %lld pending, %lld in flight", nactive, (long long)pending,
            (long long)inflight);
     if (t->cols < 100)
-        s_line(t, "%-22s %-11s %6s %13s %6s %6s %6s %s", "ID", "STATE", "DONE", "JOBS", "FAILED",
-               "JOBS/S", "ETA", "NAME");
+        s_line(t, "%-16s %-11s %6s %11s %5s %6s %6s %s", "BATCH_ID", "STATE", "DONE", "JOBS",
+               "FAIL", "JOBS/S", "ETA", "NAME");
     else
         s_line(t, "%-22s %-11s %-22s %6s %13s %6s %6s %6s %s", "ID", "STATE", "PROGRESS", "DONE",
                "JOBS", "FAILED", "JOBS/S", "ETA", "NAME");
