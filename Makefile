@@ -2,7 +2,7 @@
 BUILD ?= build
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: all build deps test unit system demo asan asan-test fuzz bench clean format install deb
+.PHONY: all build deps test unit system demo asan asan-test fuzz bench clean format install deb test-deb
 
 all: build
 
@@ -54,6 +54,11 @@ deb:
 	@cmake -S . -B build-deb -DCMAKE_BUILD_TYPE=Release -DCMAKE_INSTALL_PREFIX=/usr -DLLMQ_WERROR=ON >/dev/null
 	@cmake --build build-deb -j $(JOBS)
 	@cd build-deb && cpack -G DEB >/dev/null && ls -1 $$PWD/*.deb
+
+# Installs the .deb into a clean Debian 12 container and runs a batch there
+# (needs Docker and the Debian mirror; SKIP without Docker).
+test-deb: deps
+	@sh tests/deb/test_deb.sh
 
 clean:
 	rm -rf $(BUILD) build-asan build-fuzz build-deb

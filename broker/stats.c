@@ -13,7 +13,16 @@
 #define S_MAX_BATCHES 1000 /* active batches read per poll */
 
 /* Outcome classes of one attempt (the `class` label). */
-enum { C_OK, C_RATE_LIMITED, C_SERVER_ERROR, C_CLIENT_ERROR, C_TIMEOUT, C_CONNECTION, C_OTHER, NCLASS };
+enum {
+    C_OK,
+    C_RATE_LIMITED,
+    C_SERVER_ERROR,
+    C_CLIENT_ERROR,
+    C_TIMEOUT,
+    C_CONNECTION,
+    C_OTHER,
+    NCLASS
+};
 static const char *const s_class_name[NCLASS] = {
     "ok", "rate_limited", "server_error", "client_error", "timeout", "connection_error", "other",
 };

@@ -218,6 +218,7 @@ static void s_dur(char *buf, size_t n, double s)
         snprintf(buf, n, "%llds", v);
 }
 
+/* 1 for a batch that still runs (its ETA means something). */
 static int s_active(const char *state)
 {
     return strcmp(state, "in_progress") == 0 || strcmp(state, "submitting") == 0 ||
