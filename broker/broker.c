@@ -21,6 +21,7 @@
 #include <zmq.h>
 
 #define LQ_RENEW_BATCH 500 /* members per ZADD XX */
+#define LQ_SWEEP_MAX 100   /* batches removed per SWEEP call */
 
 /* Results stored in Redis whose acknowledgement a worker is owed. */
 typedef struct {
@@ -40,7 +41,12 @@ struct lq_broker {
     lq_bstats_t *stats; /* what /metrics adds to the gauges */
     lq_map_t *acks; /* worker ident -> s_acks_t */
     lq_timer_t rl_timer, heartbeat_timer, renew_timer, expire_timer, promote_timer;
+    lq_timer_t memory_timer, sweep_timer;
     int redis_was_down;
+    /* Redis memory, from INFO memory once a second */
+    int64_t used_bytes, max_bytes, admitted_since; /* bytes admitted since that INFO */
+    uint64_t batches_expired;
+    char fatal[256];
 };
 
 typedef struct {
@@ -269,12 +275,25 @@ static void s_on_backend(lq_zsock_t *s, const uint8_t *ident, size_t len, lq_msg
 
 /* ---- loop duties ---- */
 
+/* Asks every worker to register again and re-send what is unacknowledged. */
+static void s_reregister_workers(lq_broker_t *b)
+{
+    size_t pos = 0, len;
+    lq_worker_info_t info;
+    const uint8_t *ident;
+    while (lq_dispatch_worker_next(b->dispatch, &pos, &info, &ident, &len))
+        s_send_simple(b, ident, len, LQ_W_DISCONNECT);
+}
+
 static void s_before_sleep(lq_loop_t *loop, void *arg)
 {
-    (void)loop;
     lq_broker_t *b = arg;
-    lq_reports_flush(b->reports);
+    lq_reports_flush(b->reports, lq_loop_now(loop));
     s_flush_acks(b);
+    if (lq_reports_take_lost(b->reports))
+        s_reregister_workers(b);
+    /* results first: no new work while Redis refuses to record results */
+    lq_dispatch_hold(b->dispatch, lq_reports_blocked(b->reports));
     lq_dispatch_run(b->dispatch);
 }
 
@@ -394,6 +413,131 @@ static void s_on_promote_timer(lq_loop_t *loop, lq_timer_t *t, void *arg)
     lq_redis_eval(b->redis, LQ_SCRIPT_PROMOTE, s_on_promoted, b, 0, 3, argv, NULL);
 }
 
+/* ---- Redis memory: admission, eviction policy, retention ---- */
+
+/* The value of "name:" in an INFO reply, or NULL. */
+static const char *s_info_field(const char *info, const char *name, size_t *len)
+{
+    size_t n = strlen(name);
+    for (const char *p = info; p && *p; p = strchr(p, '\n'), p = p ? p + 1 : NULL) {
+        if (strncmp(p, name, n) == 0 && p[n] == ':') {
+            *len = strcspn(p + n + 1, "\r\n");
+            return p + n + 1;
+        }
+    }
+    return NULL;
+}
+
+static void s_on_memory(lq_redis_t *r, redisReply *reply, void *arg)
+{
+    (void)r;
+    lq_broker_t *b = arg;
+    if (!reply || reply->type != REDIS_REPLY_STRING)
+        return;
+    size_t len;
+    const char *used = s_info_field(reply->str, "used_memory", &len);
+    const char *max = s_info_field(reply->str, "maxmemory", &len);
+    const char *policy = s_info_field(reply->str, "maxmemory_policy", &len);
+    b->used_bytes = used ? strtoll(used, NULL, 10) : 0;
+    b->max_bytes = max ? strtoll(max, NULL, 10) : 0;
+    b->admitted_since = 0;
+    if (policy && !(len == 10 && strncmp(policy, "noeviction", 10) == 0)) {
+        snprintf(b->fatal, sizeof b->fatal,
+                 "Redis has maxmemory-policy %.*s: it would evict jobs and results silently. "
+                 "Set maxmemory-policy noeviction (redis.conf, or CONFIG SET maxmemory-policy "
+                 "noeviction)",
+                 (int)len, policy);
+        LQ_ERROR("%s", b->fatal);
+        lq_loop_stop(b->loop);
+    }
+}
+
+/* Reads Redis's memory use and policy (now and every second). */
+static void s_poll_memory(lq_broker_t *b)
+{
+    const char *argv[2] = {"INFO", "memory"};
+    lq_redis_command(b->redis, s_on_memory, b, 2, argv, NULL);
+}
+
+static void s_on_memory_timer(lq_loop_t *loop, lq_timer_t *t, void *arg)
+{
+    lq_timer_start(loop, t, 1000);
+    s_poll_memory(arg);
+}
+
+static void s_on_swept(lq_redis_t *r, redisReply *reply, void *arg)
+{
+    (void)r;
+    lq_broker_t *b = arg;
+    if (!reply || reply->type != REDIS_REPLY_ARRAY)
+        return;
+    for (size_t i = 0; i < reply->elements; i++)
+        if (reply->element[i]->type == REDIS_REPLY_STRING)
+            LQ_INFO("batch %s removed: its retention ran out", reply->element[i]->str);
+    b->batches_expired += reply->elements;
+}
+
+/* Removes the finished batches whose retention ran out. */
+static void s_on_sweep_timer(lq_loop_t *loop, lq_timer_t *t, void *arg)
+{
+    lq_broker_t *b = arg;
+    lq_timer_start(loop, t, 1000);
+    char now[24], ret[24], max[24];
+    snprintf(now, sizeof now, "%lld", (long long)lq_wall_s());
+    snprintf(ret, sizeof ret, "%lld", (long long)b->opts.retention_s);
+    snprintf(max, sizeof max, "%d", LQ_SWEEP_MAX);
+    const char *argv[5] = {b->opts.prefix, now, ret, b->opts.retain_unfetched ? "0" : "1", max};
+    lq_redis_eval(b->redis, LQ_SCRIPT_SWEEP, s_on_swept, b, 0, 5, argv, NULL);
+}
+
+int lq_broker_admit(lq_broker_t *b, size_t bytes, char *msg, size_t len)
+{
+    /* stored jobs take about twice their bytes in Redis (hash overhead) */
+    int64_t est = b->used_bytes + 2 * (b->admitted_since + (int64_t)bytes);
+    int64_t limit = b->max_bytes * b->opts.high_water_pct / 100;
+    if (b->max_bytes > 0 && est > limit) {
+        snprintf(msg, len,
+                 "Redis is %lld%% full (%.1f MB used of maxmemory %.1f MB; new batches are "
+                 "refused above %lld%%, the rest is kept for results). Free space with "
+                 "`llmq delete BATCH...` of finished batches, or raise Redis's maxmemory",
+                 (long long)(b->used_bytes * 100 / b->max_bytes), b->used_bytes / 1e6,
+                 b->max_bytes / 1e6, (long long)b->opts.high_water_pct);
+        return -1;
+    }
+    b->admitted_since += (int64_t)bytes;
+    return 0;
+}
+
+void lq_broker_redis_state(const lq_broker_t *b, lq_redis_state_t *st)
+{
+    lq_reports_stats_t rs;
+    lq_reports_stats(b->reports, &rs);
+    st->used_bytes = b->used_bytes;
+    st->max_bytes = b->max_bytes;
+    st->high_water_pct = b->opts.high_water_pct;
+    st->accepting = b->max_bytes == 0 ||
+                    b->used_bytes + 2 * b->admitted_since <=
+                        b->max_bytes * b->opts.high_water_pct / 100;
+    st->results_blocked = rs.blocked;
+    st->results_held = rs.held;
+}
+
+int64_t lq_broker_expires_at(const lq_broker_t *b, int64_t finished_at, int64_t fetched_at)
+{
+    if (b->opts.retention_s <= 0)
+        return 0;
+    if (fetched_at > 0)
+        return fetched_at + b->opts.retention_s;
+    if (b->opts.retain_unfetched && finished_at > 0)
+        return finished_at + b->opts.retention_s;
+    return 0;
+}
+
+const char *lq_broker_fatal(const lq_broker_t *b)
+{
+    return b->fatal[0] ? b->fatal : NULL;
+}
+
 /* ---- Redis state ---- */
 
 /* The active batches at (re)connection: make them known, ready the open ones. */
@@ -429,15 +573,11 @@ static void s_on_redis_state(lq_redis_t *r, int up, void *arg)
     }
     const char *argv[3] = {b->opts.prefix, "0", "1"};
     lq_redis_eval(r, LQ_SCRIPT_LIST, s_on_active, b, 0, 3, argv, NULL);
-    if (b->redis_was_down) {
-        /* Results sent while Redis was away were not acknowledged: make
-         * every worker register again and re-send them. */
-        size_t pos = 0, len;
-        lq_worker_info_t info;
-        const uint8_t *ident;
-        while (lq_dispatch_worker_next(b->dispatch, &pos, &info, &ident, &len))
-            s_send_simple(b, ident, len, LQ_W_DISCONNECT);
-    }
+    /* Results sent while Redis was away were not acknowledged: make every
+     * worker register again and re-send them. */
+    if (b->redis_was_down)
+        s_reregister_workers(b);
+    s_poll_memory(b);
 }
 
 /* ---- set-up ---- */
@@ -473,6 +613,11 @@ static void s_start_timers(lq_broker_t *b)
     lq_timer_init(&b->renew_timer, s_on_renew, b);
     lq_timer_init(&b->expire_timer, s_on_expire_timer, b);
     lq_timer_init(&b->promote_timer, s_on_promote_timer, b);
+    lq_timer_init(&b->memory_timer, s_on_memory_timer, b);
+    lq_timer_init(&b->sweep_timer, s_on_sweep_timer, b);
+    lq_timer_start(b->loop, &b->memory_timer, 1000);
+    if (b->opts.retention_s > 0)
+        lq_timer_start(b->loop, &b->sweep_timer, 1000);
     lq_timer_start(b->loop, &b->heartbeat_timer, (uint64_t)b->opts.heartbeat_ms);
     lq_timer_start(b->loop, &b->renew_timer, (uint64_t)(b->opts.lease_ms / 3));
     lq_timer_start(b->loop, &b->expire_timer, 1000);
@@ -527,6 +672,8 @@ void lq_broker_destroy(lq_broker_t **p)
     lq_timer_stop(b->loop, &b->expire_timer);
     lq_timer_stop(b->loop, &b->promote_timer);
     lq_timer_stop(b->loop, &b->rl_timer);
+    lq_timer_stop(b->loop, &b->memory_timer);
+    lq_timer_stop(b->loop, &b->sweep_timer);
     lq_redis_destroy(&b->redis); /* fails pending calls first */
     lq_reports_destroy(&b->reports);
     lq_bstats_destroy(&b->stats); /* after Redis: its pending polls are failed */
@@ -618,4 +765,7 @@ void lq_broker_stats(const lq_broker_t *b, lq_broker_stats_t *st)
     st->redis_up = lq_redis_up(b->redis);
     st->redis_pending = lq_redis_pending(b->redis);
     st->dropped = lq_zsock_dropped(b->back);
+    st->results_refused = rs.refused;
+    st->batches_expired = b->batches_expired;
+    lq_broker_redis_state(b, &st->redis);
 }

@@ -38,6 +38,9 @@ typedef struct {
     size_t nlimits;
     int ignore_ratelimit_headers;
     const char *curve_secret; /* Z85 secret key: CURVE on the worker port, NULL = off */
+    int64_t high_water_pct;   /* refuse submissions above this share of maxmemory (1..100) */
+    int64_t retention_s;      /* remove finished batches after this long, 0 = never */
+    int retain_unfetched;     /* 0: retention counts from the first complete fetch */
 } lq_broker_opts_t;
 
 typedef struct {
@@ -45,7 +48,10 @@ typedef struct {
     int64_t credit, inflight, prefetched;
     uint64_t dispatched, results, duplicates;
     int redis_up, redis_pending;
-    uint64_t dropped; /* malformed messages on the worker port */
+    uint64_t dropped;        /* malformed messages on the worker port */
+    uint64_t results_refused; /* REPORT calls Redis refused */
+    uint64_t batches_expired; /* removed by retention */
+    lq_redis_state_t redis;
 } lq_broker_stats_t;
 
 /* Creates the core on a ZeroMQ context the caller owns: binds the worker
@@ -55,6 +61,9 @@ lq_broker_t *lq_broker_new(lq_loop_t *loop, void *zctx, const lq_broker_opts_t *
                            size_t errlen);
 /* Closes the port and Redis, frees all state. Safe on NULL; clears *b. */
 void lq_broker_destroy(lq_broker_t **b);
+/* Why the broker stopped its loop on its own (e.g. a Redis eviction policy
+ * that would lose jobs), or NULL. */
+const char *lq_broker_fatal(const lq_broker_t *b);
 
 /* ---- for the frontend ---- */
 
@@ -70,6 +79,15 @@ void lq_broker_kick(lq_broker_t *b, const char *id);
 void lq_broker_cancel_local(lq_broker_t *b, const char *id);
 /* Jobs of the batch leased into the prefetch queue (not running yet). */
 size_t lq_broker_prefetched(const lq_broker_t *b, const char *id);
+/* Admission control: may bytes more of jobs be stored? Returns 0, or -1
+ * with a message a user can act on (how full Redis is, the limit, what to
+ * do). Counts the bytes against Redis's last reported use. */
+int lq_broker_admit(lq_broker_t *b, size_t bytes, char *msg, size_t len);
+/* How full Redis is, admission and the results queue. Can't fail. */
+void lq_broker_redis_state(const lq_broker_t *b, lq_redis_state_t *st);
+/* When a batch will be removed (unix s, 0 = not scheduled), from its
+ * finished_at and fetched_at. */
+int64_t lq_broker_expires_at(const lq_broker_t *b, int64_t finished_at, int64_t fetched_at);
 /* New arrays (caller frees) describing the workers / the upstreams; the
  * strings they point to stay valid until the loop runs again. */
 size_t lq_broker_workers(const lq_broker_t *b, lq_worker_info_t **out);

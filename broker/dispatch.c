@@ -73,6 +73,7 @@ struct lq_dispatch {
     int fetches;
     int64_t fetch_priority; /* only batches this important may lease now */
     uint64_t rr_clock, dispatched;
+    int held; /* lq_dispatch_hold */
 };
 
 /* ---- jobs and batches ---- */
@@ -658,8 +659,15 @@ static void s_lease_more(lq_dispatch_t *d)
     }
 }
 
+void lq_dispatch_hold(lq_dispatch_t *d, int held)
+{
+    d->held = held;
+}
+
 void lq_dispatch_run(lq_dispatch_t *d)
 {
+    if (d->held)
+        return;
     s_hot_compact(d);
     s_send_queued(d);
     s_lease_more(d);

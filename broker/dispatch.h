@@ -79,6 +79,10 @@ void lq_dispatch_destroy(lq_dispatch_t **d);
  * Call it after anything that may have created work or credit. */
 void lq_dispatch_run(lq_dispatch_t *d);
 
+/* While held, nothing is sent to workers and nothing is leased (the owner
+ * holds dispatch while Redis cannot record results). */
+void lq_dispatch_hold(lq_dispatch_t *d, int held);
+
 /* ---- batches ---- */
 
 /* Makes the batch known (no-op if it is). upstream "" or NULL = "default",

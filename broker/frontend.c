@@ -150,6 +150,11 @@ static void s_open(lq_frontend_t *f, const uint8_t *ident, size_t len, const lq_
         s_error(f, ident, len, o->req, "bad_request", "max_attempts and timeout must be >= 1");
         return;
     }
+    char full[512];
+    if (lq_broker_admit(f->b, 0, full, sizeof full) < 0) {
+        s_error(f, ident, len, o->req, "redis_full", full);
+        return;
+    }
     s_ctx_t *c = s_ctx(f, ident, len, o->req, LQ_C_OPEN);
     snprintf(c->upstream, sizeof c->upstream, "%s", o->upstream ? o->upstream : "default");
     c->priority = o->priority;
@@ -204,6 +209,14 @@ static void s_chunk(lq_frontend_t *f, const uint8_t *ident, size_t len, const lq
             return;
         }
     }
+    size_t bytes = 0;
+    for (size_t i = 0; i < ch->njobs; i++)
+        bytes += ch->jobs[i].body_len + strlen(ch->jobs[i].custom_id) + strlen(ch->jobs[i].url);
+    char full[512];
+    if (lq_broker_admit(f->b, bytes, full, sizeof full) < 0) {
+        s_error(f, ident, len, ch->req, "redis_full", full);
+        return;
+    }
     s_ctx_t *c = s_ctx(f, ident, len, ch->req, LQ_C_CHUNK);
     snprintf(c->batch, sizeof c->batch, "%s", ch->batch);
     size_t argc = 3 + ch->njobs;
@@ -246,6 +259,9 @@ static void s_on_status(lq_redis_t *r, redisReply *reply, void *arg)
             } else {
                 m.u.batch.req = c->req;
                 lq_record_batch_info(&m.u.batch.info, c->batch, reply);
+                m.u.batch.info.expires_at =
+                    lq_broker_expires_at(c->f->b, m.u.batch.info.finished_at,
+                                         lq_record_field_ll(reply, "fetched_at"));
                 /* jobs leased into the broker's prefetch queue are not running */
                 int64_t queued = (int64_t)lq_broker_prefetched(c->f->b, c->batch);
                 lq_batch_info_t *info = &m.u.batch.info;
@@ -383,11 +399,55 @@ static void s_results(lq_frontend_t *f, const uint8_t *ident, size_t len, const 
     }
     s_ctx_t *c = s_ctx(f, ident, len, q->req, LQ_C_RESULTS);
     snprintf(c->batch, sizeof c->batch, "%s", q->batch);
-    char from[24], max[24];
+    char from[24], max[24], now[24];
     snprintf(from, sizeof from, "%lld", (long long)q->from);
     snprintf(max, sizeof max, "%lld", (long long)(q->max > 5000 ? 5000 : q->max));
-    const char *argv[4] = {lq_broker_prefix(f->b), q->batch, from, max};
-    s_eval(c, LQ_SCRIPT_RESULTS, s_on_results, 4, argv, NULL);
+    snprintf(now, sizeof now, "%lld", (long long)lq_wall_s());
+    const char *argv[5] = {lq_broker_prefix(f->b), q->batch, from, max, now};
+    s_eval(c, LQ_SCRIPT_RESULTS, s_on_results, 5, argv, NULL);
+}
+
+/* ---- DELETE ---- */
+
+static void s_on_delete(lq_redis_t *r, redisReply *reply, void *arg)
+{
+    (void)r;
+    s_ctx_t *c = arg;
+    if (s_bad_reply(c, reply, REDIS_REPLY_ARRAY) || reply->elements < 1) {
+        free(c);
+        return;
+    }
+    long long code = reply->element[0]->integer;
+    if (code == -1) {
+        s_ctx_error(c, "not_found", "no such batch");
+    } else if (code == -2) {
+        char msg[512];
+        snprintf(msg, sizeof msg,
+                 "batch %s is still %s: cancel it first (llmq cancel %s), or wait for it", c->batch,
+                 reply->elements > 1 && reply->element[1]->str ? reply->element[1]->str : "active",
+                 c->batch);
+        s_ctx_error(c, "active", msg);
+    } else {
+        LQ_INFO("batch %s deleted", c->batch);
+        lq_msg_t m = {0};
+        m.cmd = LQ_C_DELETED;
+        m.u.batch_req.req = c->req;
+        m.u.batch_req.batch = c->batch;
+        s_reply(c, &m);
+    }
+    free(c);
+}
+
+static void s_delete(lq_frontend_t *f, const uint8_t *ident, size_t len, const lq_c_batch_req_t *q)
+{
+    if (!s_valid_id(q->batch)) {
+        s_error(f, ident, len, q->req, "not_found", "no such batch");
+        return;
+    }
+    s_ctx_t *c = s_ctx(f, ident, len, q->req, LQ_C_DELETE);
+    snprintf(c->batch, sizeof c->batch, "%s", q->batch);
+    const char *argv[2] = {lq_broker_prefix(f->b), q->batch};
+    s_eval(c, LQ_SCRIPT_DELETE, s_on_delete, 2, argv, NULL);
 }
 
 /* ---- LIST, WORKERS ---- */
@@ -402,8 +462,12 @@ static void s_on_list(lq_redis_t *r, redisReply *reply, void *arg)
         for (size_t i = 0; i < reply->elements; i++) {
             redisReply *flat = reply->element[i];
             const char *id = lq_record_field(flat, "id");
-            if (id)
-                lq_record_batch_info(&infos[n++], id, flat);
+            if (!id)
+                continue;
+            lq_record_batch_info(&infos[n], id, flat);
+            infos[n].expires_at = lq_broker_expires_at(c->f->b, infos[n].finished_at,
+                                                       lq_record_field_ll(flat, "fetched_at"));
+            n++;
         }
         lq_msg_t m = {0};
         m.cmd = LQ_C_LIST_REPLY;
@@ -423,6 +487,7 @@ static void s_workers(lq_frontend_t *f, const uint8_t *ident, size_t len, uint64
     m.u.workers_reply.req = req;
     m.u.workers_reply.nworkers = lq_broker_workers(f->b, &m.u.workers_reply.workers);
     m.u.workers_reply.nupstreams = lq_broker_upstreams(f->b, &m.u.workers_reply.upstreams);
+    lq_broker_redis_state(f->b, &m.u.workers_reply.redis);
     lq_zsock_send(f->sock, ident, len, &m);
     free(m.u.workers_reply.upstreams);
     free(m.u.workers_reply.workers);
@@ -458,6 +523,9 @@ static void s_on_message(lq_zsock_t *s, const uint8_t *ident, size_t len, lq_msg
     }
     case LQ_C_WORKERS:
         s_workers(f, ident, len, m->u.simple.req);
+        break;
+    case LQ_C_DELETE:
+        s_delete(f, ident, len, &m->u.batch_req);
         break;
     case LQ_W_HEARTBEAT:
         break;

@@ -33,7 +33,9 @@ typedef struct {
     lq_strlist_t limits;
     char *env_limits; /* LLMQ_LIMITS, split in place */
     const char *curve_secret_file, *curve_clients;
-    int ignore_headers;
+    const char *retention; /* a duration, parsed into retention_s */
+    long long retention_s, high_water_pct;
+    int ignore_headers, retain_unfetched;
     char curve_secret[41], curve_public[41];
 } s_config_t;
 
@@ -70,6 +72,8 @@ static int s_parse(s_config_t *c, int argc, char **argv)
         .prefetch = 256,
         .retry_base_ms = 500,
         .retry_cap_ms = 60000,
+        .retention = "7d",
+        .high_water_pct = 80,
     };
     const lq_opt_t opts[] = {
         {"frontend", "LLMQ_FRONTEND", LQ_OPT_STR, &c->frontend, "ENDPOINT",
@@ -103,6 +107,13 @@ static int s_parse(s_config_t *c, int argc, char **argv)
          "CURVE-encrypt both ports with this secret key (llmq keygen makes one)"},
         {"curve-clients", "LLMQ_CURVE_CLIENTS", LQ_OPT_STR, &c->curve_clients, "FILE",
          "only accept clients and workers whose public key is listed here"},
+        {"retention", "LLMQ_RETENTION", LQ_OPT_STR, &c->retention, "DURATION",
+         "remove a finished batch this long after its results were fetched (e.g. 2s, 12h, 7d; "
+         "default 7d; 0 = keep forever)"},
+        {"retain-unfetched", "LLMQ_RETAIN_UNFETCHED", LQ_OPT_FLAG, &c->retain_unfetched, NULL,
+         "count retention from when a batch finished, even if its results were never fetched"},
+        {"redis-high-water", "LLMQ_REDIS_HIGH_WATER", LQ_OPT_INT, &c->high_water_pct, "PCT",
+         "refuse new submissions above this share of Redis maxmemory (default 80)", 1, 100},
         {"log-level", "LLMQ_LOG_LEVEL", LQ_OPT_STR, &c->log_level, "LEVEL",
          "debug, info, warn, error (default info)"},
         {NULL},
@@ -133,6 +144,17 @@ static int s_check_limits(s_config_t *c)
                     c->limits.items[i]);
             return -1;
         }
+    }
+    return 0;
+}
+
+/* Parses --retention. Returns 0 or -1 (printed). */
+static int s_check_retention(s_config_t *c)
+{
+    if (lq_parse_duration_s(c->retention, &c->retention_s) < 0) {
+        fprintf(stderr, "llmq-broker: bad --retention '%s' (want e.g. 30s, 12h, 7d, or 0)\n",
+                c->retention);
+        return -1;
     }
     return 0;
 }
@@ -183,6 +205,9 @@ static int s_wire(s_app_t *a, const s_config_t *c)
         .nlimits = c->limits.len,
         .ignore_ratelimit_headers = c->ignore_headers,
         .curve_secret = secret,
+        .high_water_pct = c->high_water_pct,
+        .retention_s = c->retention_s,
+        .retain_unfetched = c->retain_unfetched,
     };
     if (!(a->core = lq_broker_new(a->loop, a->zctx, &bo, err, sizeof err)))
         goto fail;
@@ -226,7 +251,7 @@ int main(int argc, char **argv)
     s_config_t c;
     s_app_t a = {0};
     int rc = s_parse(&c, argc, argv);
-    if (rc < 0 && (s_check_limits(&c) < 0 || s_load_curve(&c) < 0))
+    if (rc < 0 && (s_check_limits(&c) < 0 || s_check_retention(&c) < 0 || s_load_curve(&c) < 0))
         rc = 1;
     if (rc < 0) {
         srandom((unsigned)(time(NULL) ^ getpid()));
@@ -239,6 +264,10 @@ int main(int argc, char **argv)
         LQ_INFO("listening: clients %s, workers %s%s%s", c.frontend, c.backend,
                 c.curve_secret_file ? ", CURVE server key " : "", c.curve_public);
         rc = lq_loop_run(a.loop) < 0 ? 2 : 0;
+        if (lq_broker_fatal(a.core)) {
+            fprintf(stderr, "llmq-broker: %s\n", lq_broker_fatal(a.core));
+            rc = 1;
+        }
     }
     s_teardown(&a);
     s_config_clear(&c);

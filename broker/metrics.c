@@ -93,6 +93,25 @@ static void s_render_core(lq_metrics_t *m, lq_prom_buf_t *b)
                    st.redis_pending,
                    (unsigned long long)(m->front ? lq_frontend_dropped(m->front) : 0),
                    (unsigned long long)st.dropped);
+    lq_prom_printf(
+        b,
+        "# HELP llmq_redis_memory_used_bytes Redis used_memory.\n"
+        "# TYPE llmq_redis_memory_used_bytes gauge\nllmq_redis_memory_used_bytes %lld\n"
+        "# HELP llmq_redis_memory_max_bytes Redis maxmemory (0: none).\n"
+        "# TYPE llmq_redis_memory_max_bytes gauge\nllmq_redis_memory_max_bytes %lld\n"
+        "# HELP llmq_admission_open 1 while new jobs are accepted (Redis under the high water).\n"
+        "# TYPE llmq_admission_open gauge\nllmq_admission_open %d\n"
+        "# HELP llmq_results_blocked 1 while Redis refuses results (they are held and retried).\n"
+        "# TYPE llmq_results_blocked gauge\nllmq_results_blocked %d\n"
+        "# HELP llmq_results_held Results held in memory while Redis refuses them.\n"
+        "# TYPE llmq_results_held gauge\nllmq_results_held %lld\n"
+        "# HELP llmq_results_refused_total Result writes Redis refused.\n"
+        "# TYPE llmq_results_refused_total counter\nllmq_results_refused_total %llu\n"
+        "# HELP llmq_batches_expired_total Batches removed by retention.\n"
+        "# TYPE llmq_batches_expired_total counter\nllmq_batches_expired_total %llu\n",
+        (long long)st.redis.used_bytes, (long long)st.redis.max_bytes, st.redis.accepting,
+        st.redis.results_blocked, (long long)st.redis.results_held,
+        (unsigned long long)st.results_refused, (unsigned long long)st.batches_expired);
 }
 
 /* Appends one series "name{upstream="u"} v". */
@@ -150,14 +169,6 @@ static void s_render_pending(lq_metrics_t *m, lq_prom_buf_t *b)
     lq_prom_header(b, "llmq_upstream_jobs_pending", "gauge", "Jobs waiting, by upstream.");
     for (size_t k = 0; k < nup; k++)
         s_up_series(b, "llmq_upstream_jobs_pending", names[k], per[k]);
-    int64_t used, max;
-    lq_bstats_redis_memory(bs, &used, &max);
-    if (used >= 0) {
-        lq_prom_header(b, "llmq_redis_used_memory_bytes", "gauge", "Redis used_memory.");
-        lq_prom_printf(b, "llmq_redis_used_memory_bytes %lld\n", (long long)used);
-        lq_prom_header(b, "llmq_redis_maxmemory_bytes", "gauge", "Redis maxmemory (0: none).");
-        lq_prom_printf(b, "llmq_redis_maxmemory_bytes %lld\n", (long long)(max > 0 ? max : 0));
-    }
 }
 
 /* Appends the per-worker credit and flight as the broker sees them. */

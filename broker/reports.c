@@ -38,9 +38,13 @@ struct lq_reports {
     void *arg;
     lq_reports_seen_cb on_seen; /* optional observer (metrics) */
     void *seen_arg;
-    s_report_t *items;
+    s_report_t *items; /* waiting to be sent; while blocked, the refused first */
     size_t n, cap;
     lq_reports_stats_t stats;
+    size_t calls;      /* REPORT calls outstanding */
+    uint64_t retry_at; /* while blocked: no send before this */
+    int lost;          /* results were left with their workers */
+    char why[160];     /* Redis's last refusal */
 };
 
 static void s_report_clear(s_report_t *rep)
@@ -114,6 +118,12 @@ static char *s_response_json(const lq_w_result_t *res)
 void lq_reports_add(lq_reports_t *r, const uint8_t *ident, size_t ident_len,
                     const lq_w_result_t *res, char *cid)
 {
+    if (r->stats.blocked && r->n >= LQ_REPORTS_HELD_MAX) {
+        /* bounded: this one stays with its worker, unacknowledged */
+        r->lost = 1;
+        free(cid);
+        return;
+    }
     if (r->n == r->cap) {
         r->cap = r->cap ? r->cap * 2 : 256;
         r->items = xrealloc(r->items, r->cap * sizeof *r->items);
@@ -144,15 +154,43 @@ void lq_reports_add(lq_reports_t *r, const uint8_t *ident, size_t ident_len,
                    : xstrdup("");
 }
 
+/* Puts refused results back at the head of the queue, to be sent again. */
+static void s_hold(lq_reports_t *r, s_call_t *call)
+{
+    if (r->n + call->n > r->cap) {
+        r->cap = r->n + call->n + 256;
+        r->items = xrealloc(r->items, r->cap * sizeof *r->items);
+    }
+    memmove(r->items + call->n, r->items, r->n * sizeof *r->items);
+    memcpy(r->items, call->items, call->n * sizeof *r->items);
+    r->n += call->n;
+    free(call->items);
+    free(call);
+}
+
 static void s_on_report(lq_redis_t *redis, redisReply *reply, void *arg)
 {
     (void)redis;
     s_call_t *call = arg;
     lq_reports_t *r = call->r;
-    int ok = reply && reply->type == REDIS_REPLY_ARRAY && reply->elements == call->n;
-    if (reply && !ok)
-        LQ_ERROR("REPORT failed: %s", reply->type == REDIS_REPLY_ERROR ? reply->str : "bad reply");
-    for (size_t i = 0; ok && i < call->n; i++) {
+    r->calls--;
+    if (reply && (reply->type != REDIS_REPLY_ARRAY || reply->elements != call->n)) {
+        const char *why = reply->type == REDIS_REPLY_ERROR ? reply->str : "bad reply";
+        if (!r->stats.blocked)
+            LQ_ERROR("Redis refuses results (%s): keeping %zu results and holding dispatch "
+                     "until it takes them",
+                     why, call->n);
+        snprintf(r->why, sizeof r->why, "%s", why);
+        r->stats.blocked = 1;
+        r->stats.refused++;
+        s_hold(r, call);
+        return;
+    }
+    if (reply && r->stats.blocked && r->calls == 0) {
+        LQ_INFO("Redis takes results again: dispatch resumes");
+        r->stats.blocked = 0;
+    }
+    for (size_t i = 0; reply && i < call->n; i++) {
         const s_report_t *rep = &call->items[i];
         const char *code = reply->element[i]->str ? reply->element[i]->str : "";
         r->stats.results++;
@@ -207,14 +245,27 @@ static void s_send_call(lq_reports_t *r, const s_report_t *items, size_t n)
      * they register again, so these can go. */
     if (lq_redis_eval(r->redis, LQ_SCRIPT_REPORT, s_on_report, call, 0, (int)argc, argv, NULL) < 0)
         s_call_destroy(&call);
+    else
+        r->calls++;
     free(argv);
     free(nums);
 }
 
-void lq_reports_flush(lq_reports_t *r)
+void lq_reports_flush(lq_reports_t *r, uint64_t now_ms)
 {
     if (r->n == 0 || !lq_redis_up(r->redis))
         return;
+    if (r->stats.blocked) {
+        /* one probe call at a time, every LQ_REPORTS_RETRY_MS */
+        if (r->calls > 0 || now_ms < r->retry_at)
+            return;
+        r->retry_at = now_ms + LQ_REPORTS_RETRY_MS;
+        size_t n = r->n > LQ_REPORT_MAX ? LQ_REPORT_MAX : r->n;
+        s_send_call(r, r->items, n);
+        memmove(r->items, r->items + n, (r->n - n) * sizeof *r->items);
+        r->n -= n;
+        return;
+    }
     for (size_t done = 0; done < r->n;) {
         size_t n = r->n - done > LQ_REPORT_MAX ? LQ_REPORT_MAX : r->n - done;
         s_send_call(r, r->items + done, n);
@@ -243,6 +294,20 @@ void lq_reports_observe(lq_reports_t *r, lq_reports_seen_cb fn, void *arg)
 void lq_reports_stats(const lq_reports_t *r, lq_reports_stats_t *st)
 {
     *st = r->stats;
+    st->held = (int64_t)r->n;
+}
+
+int lq_reports_blocked(const lq_reports_t *r)
+{
+    return r->stats.blocked;
+}
+
+int lq_reports_take_lost(lq_reports_t *r)
+{
+    if (!r->lost || r->stats.blocked)
+        return 0;
+    r->lost = 0;
+    return 1;
 }
 
 void lq_reports_destroy(lq_reports_t **p)

@@ -7,7 +7,17 @@
  * hook). When Redis answers, the owner's on_recorded handler learns the
  * script's verdict for each result (ok, failed, retry, dup, resent, stale,
  * gone) so that it can acknowledge it to the worker; a result whose call
- * was lost is not acknowledged, and the worker sends it again. */
+ * was lost with the connection is not acknowledged, and the worker sends it
+ * again.
+ *
+ * Results first: when Redis refuses a REPORT (an error reply: OOM when
+ * maxmemory is reached, or anything else) its results are not dropped but
+ * kept here and sent again every LQ_REPORTS_RETRY_MS; meanwhile
+ * lq_reports_blocked() is true, so that the owner stops dispatching. What
+ * is kept is bounded (LQ_REPORTS_HELD_MAX results); results past the bound
+ * are left unacknowledged with their workers, and lq_reports_take_lost()
+ * tells the owner to have the workers send them again once Redis takes
+ * results. */
 #ifndef LQ_REPORTS_H
 #define LQ_REPORTS_H
 
@@ -31,9 +41,15 @@ typedef struct {
     int64_t retry_cap_ms;  /* largest backoff */
 } lq_reports_opts_t;
 
+#define LQ_REPORTS_RETRY_MS 500
+#define LQ_REPORTS_HELD_MAX 200000
+
 typedef struct {
     uint64_t results;    /* recorded by Redis */
     uint64_t duplicates; /* of which were duplicates */
+    uint64_t refused;    /* REPORT calls Redis refused */
+    int64_t held;        /* results waiting to be written */
+    int blocked;         /* Redis refuses results right now */
 } lq_reports_stats_t;
 
 /* What an observer learns of each result Redis recorded (borrowed for the
@@ -63,9 +79,15 @@ void lq_reports_destroy(lq_reports_t **r);
  * ownership of cid. Can't fail. */
 void lq_reports_add(lq_reports_t *r, const uint8_t *ident, size_t ident_len,
                     const lq_w_result_t *res, char *cid);
-/* Sends the queued results to Redis. Can't fail: with Redis down they are
- * dropped unacknowledged (the workers send them again). */
-void lq_reports_flush(lq_reports_t *r);
+/* Sends the queued results to Redis (while blocked, at most once every
+ * LQ_REPORTS_RETRY_MS of now_ms, a monotonic clock). Can't fail: with Redis
+ * down they are dropped unacknowledged (the workers send them again). */
+void lq_reports_flush(lq_reports_t *r, uint64_t now_ms);
+/* 1 while Redis refuses results (the last REPORT failed). */
+int lq_reports_blocked(const lq_reports_t *r);
+/* 1 (once) when results were left with their workers while blocked and
+ * Redis now takes results again: the workers should re-send. */
+int lq_reports_take_lost(lq_reports_t *r);
 void lq_reports_stats(const lq_reports_t *r, lq_reports_stats_t *st);
 /* Calls fn for every result Redis recorded, before on_recorded (metrics).
  * fn NULL: none. Can't fail. */

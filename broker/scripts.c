@@ -7,7 +7,10 @@
  *   P..'leases'  zset member "id|index" (payload.h) -> lease deadline (unix ms),
  *   P..'delayed' zset "id|index" -> retry due time (unix ms),
  *   P..'batches' zset id -> created (unix s), P..'active' set of unfinished
- *   batches, P..'name:'..name -> id.
+ *   batches, P..'name:'..name -> id, P..'finished' zset id -> finished (unix
+ *   s), P..'fetched' zset id -> first complete fetch of its results (unix s).
+ * A job's payload and attempt count are removed once it has its final
+ * result (forget_job): a finished batch keeps only its results.
  * A job is "leased" while it has a member in P..'leases'; the meta field
  * 'leased' counts them per batch and only changes together with that zset. */
 #include "scripts.h"
@@ -33,10 +36,16 @@
     " done >= tonumber(f[3]) then\n"                                                               \
     "    redis.call('HSET', m, 'state', 'completed', 'finished_at', math.floor(now / 1000))\n"    \
     "    redis.call('SREM', P..'active', id)\n"                                                    \
+    "    redis.call('ZADD', P..'finished', math.floor(now / 1000), id)\n"                          \
     "  elseif state == 'cancelling' and tonumber(f[6]) <= 0 then\n"                                \
     "    redis.call('HSET', m, 'state', 'cancelled', 'finished_at', math.floor(now / 1000))\n"    \
     "    redis.call('SREM', P..'active', id)\n"                                                    \
+    "    redis.call('ZADD', P..'finished', math.floor(now / 1000), id)\n"                          \
     "  end\n"                                                                                      \
+    "end\n"                                                                                        \
+    "local function forget_job(m, idx)\n"                                                          \
+    "  redis.call('HDEL', m..':jobs', idx)\n"                                                      \
+    "  redis.call('HDEL', m..':att', idx)\n"                                                       \
     "end\n"                                                                                        \
     "local function record(id, m, idx, failed, resp, err, now, attempt)\n"                         \
     "  local payload = redis.call('HGET', m..':jobs', idx) or '0:'\n"                              \
@@ -44,6 +53,7 @@
     "    cjson.encode(cid_of(payload))..',\"response\":'..(resp ~= '' and resp or 'null')..\n"   \
     "    ',\"error\":'..(err ~= '' and err or 'null')..'}'\n"                                      \
     "  redis.call('HSET', m..':res', idx, (failed and 'F' or 'S')..attempt..'|'..line)\n"          \
+    "  forget_job(m, idx)\n"                                                                       \
     "  redis.call('HINCRBY', m, failed and 'failed' or 'completed', 1)\n"                          \
     "  local member = member_of(id, idx)\n"                                                        \
     "  unlease(m, member)\n"                                                                       \
@@ -249,6 +259,7 @@ static const char s_report[] = LQ_LUA_LIB
     "        if pt > 0 then x.prompt_tokens = x.prompt_tokens + pt end\n"
     "        if ct > 0 then x.completion_tokens = x.completion_tokens + ct end\n"
     "        unlease_x(x, member)\n"
+    "        forget_job(x.m, idx)\n"
     "        code = failed and 'failed' or 'ok'\n"
     "      else\n"
     "        code = existing(x, id, idx, attempt)\n"
@@ -368,7 +379,9 @@ static const char s_list[] =
     "end\n"
     "return out\n";
 
-/* RESULTS(P, id, from, max) -> {meta HGETALL, next, done, idx, line...}
+/* RESULTS(P, id, from, max, now_s) -> {next, done, idx, line...}
+ * The first page that reaches the end of a finished batch marks it fetched
+ * (fetched_at, and the 'fetched' zset that retention reads).
  * Walks indices from 'from'; stops at the first job with no result unless
  * the batch is finished (then missing ones, never run, are skipped). A page
  * holds at most 4 MiB of lines (always at least one), so it fits a message. */
@@ -402,10 +415,71 @@ static const char s_results[] =
     "  idx = fields[k] + 1\n"
     "end\n"
     "out[1] = idx\n"
-    "if finished and idx >= total then out[2] = 1 end\n"
+    "if finished and idx >= total then\n"
+    "  out[2] = 1\n"
+    "  if redis.call('HSETNX', m, 'fetched_at', ARGV[5]) == 1 then\n"
+    "    redis.call('ZADD', P..'fetched', tonumber(ARGV[5]), id)\n"
+    "  end\n"
+    "end\n"
+    "return out\n";
+
+/* Removes a finished or cancelled batch and every key it has. Big hashes go
+ * with UNLINK (freed off Redis's main thread). */
+#define LQ_LUA_DROP                                                                                \
+    "local function drop_batch(id)\n"                                                              \
+    "  local m = P..'b:'..id\n"                                                                    \
+    "  local f = redis.call('HMGET', m, 'state', 'name')\n"                                        \
+    "  if f[1] == 'cancelled' then\n"                                                             \
+    "    local cur = '0'\n"                                                                        \
+    "    repeat\n"                                                                                 \
+    "      local r = redis.call('ZSCAN', P..'delayed', cur, 'MATCH', id..'|*', 'COUNT', 1000)\n"   \
+    "      cur = r[1]\n"                                                                           \
+    "      for i = 1, #r[2], 2 do redis.call('ZREM', P..'delayed', r[2][i]) end\n"                 \
+    "    until cur == '0'\n"                                                                       \
+    "  end\n"                                                                                      \
+    "  redis.call('UNLINK', m..':jobs', m..':att', m..':res', m..':q')\n"                          \
+    "  redis.call('DEL', m)\n"                                                                     \
+    "  if f[2] and f[2] ~= '' and redis.call('GET', P..'name:'..f[2]) == id then\n"               \
+    "    redis.call('DEL', P..'name:'..f[2])\n"                                                    \
+    "  end\n"                                                                                      \
+    "  redis.call('ZREM', P..'batches', id)\n"                                                     \
+    "  redis.call('ZREM', P..'finished', id)\n"                                                    \
+    "  redis.call('ZREM', P..'fetched', id)\n"                                                     \
+    "  redis.call('SREM', P..'active', id)\n"                                                      \
+    "end\n"
+
+/* DELETE(P, id) -> {1} deleted, {-1} unknown, {-2, state} still active */
+static const char s_delete[] =
+    "local P = ARGV[1]\n" LQ_LUA_DROP
+    "local id = ARGV[2]\n"
+    "local state = redis.call('HGET', P..'b:'..id, 'state')\n"
+    "if not state then return {-1} end\n"
+    "if state ~= 'completed' and state ~= 'cancelled' then return {-2, state} end\n"
+    "drop_batch(id)\n"
+    "return {1}\n";
+
+/* SWEEP(P, now_s, retention_s, require_fetched, limit) -> {ids deleted}
+ * Removes the batches whose retention ran out: counted from the first
+ * complete fetch of their results (require_fetched = '1'), or from when
+ * they finished. */
+static const char s_sweep[] =
+    "local P = ARGV[1]\n" LQ_LUA_DROP
+    "local src = ARGV[4] == '1' and P..'fetched' or P..'finished'\n"
+    "local due = tonumber(ARGV[2]) - tonumber(ARGV[3])\n"
+    "local ids = redis.call('ZRANGEBYSCORE', src, '-inf', due, 'LIMIT', 0, tonumber(ARGV[5]))\n"
+    "local out = {}\n"
+    "for _, id in ipairs(ids) do\n"
+    "  local state = redis.call('HGET', P..'b:'..id, 'state')\n"
+    "  if state == 'completed' or state == 'cancelled' or not state then\n"
+    "    drop_batch(id)\n"
+    "    out[#out + 1] = id\n"
+    "  else\n"
+    "    redis.call('ZREM', src, id)\n"
+    "  end\n"
+    "end\n"
     "return out\n";
 
 const char *const lq_scripts[] = {
     s_open, s_chunk, s_close, s_lease, s_report, s_requeue, s_expire, s_promote, s_cancel, s_list,
-    s_results, NULL,
+    s_results, s_delete, s_sweep, NULL,
 };

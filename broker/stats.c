@@ -47,7 +47,6 @@ struct lq_bstats {
     size_t nups;
     lq_bstats_batch_t *batches;
     size_t nbatches;
-    int64_t mem_used, mem_max;
 };
 
 /* Polls every active batch's counters: returns a flat array, per batch its
@@ -196,33 +195,8 @@ static void s_on_poll(lq_redis_t *r, redisReply *reply, void *arg)
     s->nbatches = n;
 }
 
-/* Reads "name:value" of an INFO reply (-1 when absent). */
-static int64_t s_info_field(const char *info, const char *name)
-{
-    size_t n = strlen(name);
-    for (const char *p = info; p && *p; p = strchr(p, '\n') ? strchr(p, '\n') + 1 : NULL)
-        if (strncmp(p, name, n) == 0 && p[n] == ':')
-            return strtoll(p + n + 1, NULL, 10);
-    return -1;
-}
-
-/* The answer to INFO memory. */
-static void s_on_info(lq_redis_t *r, redisReply *reply, void *arg)
-{
-    (void)r;
-    lq_bstats_t *s = arg;
-    s->polling--;
-    if (!reply || reply->type != REDIS_REPLY_STRING) {
-        if (reply && reply->type == REDIS_REPLY_ERROR)
-            LQ_DEBUG("INFO memory failed: %s", reply->str);
-        return;
-    }
-    s->mem_used = s_info_field(reply->str, "used_memory");
-    s->mem_max = s_info_field(reply->str, "maxmemory");
-}
-
-/* Asks Redis for the batch counters and memory (skipped while the last
- * poll is unanswered or Redis is down). Can't fail. */
+/* Asks Redis for the batch counters (skipped while the last poll is
+ * unanswered or Redis is down). Can't fail. */
 static void s_poll(lq_bstats_t *s)
 {
     if (s->polling > 0 || !lq_redis_up(s->redis))
@@ -231,9 +205,6 @@ static void s_poll(lq_bstats_t *s)
     snprintf(max, sizeof max, "%d", S_MAX_BATCHES);
     const char *poll[] = {"EVAL", s_poll_lua, "0", s->prefix, max};
     if (lq_redis_command(s->redis, s_on_poll, s, 5, poll, NULL) == 0)
-        s->polling++;
-    const char *info[] = {"INFO", "memory"};
-    if (lq_redis_command(s->redis, s_on_info, s, 2, info, NULL) == 0)
         s->polling++;
 }
 
@@ -255,7 +226,6 @@ lq_bstats_t *lq_bstats_new(lq_loop_t *loop, lq_redis_t *redis, const char *prefi
     s->poll_ms = poll_ms;
     s->upstream_of = upstream_of;
     s->arg = arg;
-    s->mem_used = s->mem_max = -1;
     lq_timer_init(&s->timer, s_on_timer, s);
     lq_timer_start(loop, &s->timer, 0);
     return s;
@@ -275,12 +245,6 @@ size_t lq_bstats_batches(const lq_bstats_t *s, const lq_bstats_batch_t **out)
 {
     *out = s->batches;
     return s->nbatches;
-}
-
-void lq_bstats_redis_memory(const lq_bstats_t *s, int64_t *used, int64_t *max)
-{
-    *used = s->mem_used;
-    *max = s->mem_max;
 }
 
 /* ---- rendering --------------------------------------------------------- */

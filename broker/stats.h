@@ -6,8 +6,9 @@
  * (from the batch's submission to the job's final result), tokens, and 429s
  * that carried Retry-After (each pauses the upstream). (2) A poll of Redis
  * every poll_ms: each active batch's counters (pending = submitted minus
- * finished minus leased) and Redis memory (INFO memory). The poll answers
- * are cached; a scrape reads the cache and never waits for Redis.
+ * finished minus leased). The poll answers are cached; a scrape reads the
+ * cache and never waits for Redis. (Redis memory and admission are the
+ * core's: lq_broker_stats.)
  *
  * Owns its counters, the batch cache and its poll timer; borrows the loop
  * and the Redis connection (both outlive it). */
@@ -51,8 +52,6 @@ void lq_bstats_on_report(void *s, const lq_report_seen_t *seen);
 
 /* The batches of the last poll; *out borrowed until the next poll. */
 size_t lq_bstats_batches(const lq_bstats_t *s, const lq_bstats_batch_t **out);
-/* Redis memory of the last poll (-1 unknown; maxmemory 0 = no limit). */
-void lq_bstats_redis_memory(const lq_bstats_t *s, int64_t *used, int64_t *max);
 
 /* Appends the per-upstream result families (attempts, jobs, latency
  * histograms, tokens, pauses) to b. Can't fail. */

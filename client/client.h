@@ -55,6 +55,9 @@ int lq_cmd_wait(const lq_client_opts_t *o, const char *batch);
 int lq_cmd_results(const lq_client_opts_t *o, const char *batch);
 int lq_cmd_cancel(const lq_client_opts_t *o, const char *batch);
 int lq_cmd_list(const lq_client_opts_t *o);
+/* Deletes each batch (finished or cancelled ones only); goes on past errors.
+ * Returns 0, or the exit status of the last failure. */
+int lq_cmd_delete(const lq_client_opts_t *o, const char *const *batches, size_t n);
 int lq_cmd_workers(const lq_client_opts_t *o);
 /* top.c: the live full-terminal view; q quits. */
 int lq_cmd_top(const lq_client_opts_t *o);

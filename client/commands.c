@@ -39,7 +39,7 @@ int lq_client_call(lq_rpc_t *rpc, const lq_client_opts_t *o, lq_msg_t *m, lq_msg
         if (rc == 1) {
             if (reply->cmd == LQ_C_ERROR && strcmp(reply->u.error.code, "unavailable") == 0 &&
                 lq_mono_ms() < deadline) {
-                lq_msg_destroy(reply);
+                lq_msg_clear(reply);
                 usleep(300000);
                 continue;
             }
@@ -74,10 +74,11 @@ static int s_simple(const lq_client_opts_t *o, lq_msg_t *m, lq_msg_t *reply, lq_
     if (reply->cmd == LQ_C_ERROR) {
         fprintf(stderr, "llmq: %s\n", reply->u.error.message);
         int code = strcmp(reply->u.error.code, "not_found") == 0 ||
-                           strcmp(reply->u.error.code, "bad_request") == 0
+                           strcmp(reply->u.error.code, "bad_request") == 0 ||
+                           strcmp(reply->u.error.code, "active") == 0
                        ? LQ_EXIT_USAGE
                        : LQ_EXIT_RUNTIME;
-        lq_msg_destroy(reply);
+        lq_msg_clear(reply);
         lq_rpc_destroy(&rpc);
         return code;
     }
@@ -114,6 +115,8 @@ static json_t *s_batch_json(const lq_batch_info_t *b)
     json_object_set_new(j, "cancelled_at", finished && strcmp(b->state, "cancelled") == 0
                                                ? json_integer(b->finished_at)
                                                : json_null());
+    json_object_set_new(j, "expires_at", b->expires_at > 0 ? json_integer(b->expires_at)
+                                                           : json_null());
     json_t *rc = json_object();
     json_object_set_new(rc, "total", json_integer(b->total));
     json_object_set_new(rc, "completed", json_integer(b->completed));
@@ -159,6 +162,11 @@ static void s_print_batch(const lq_batch_info_t *b)
            (long long)b->completion_tokens);
     printf("  time       created %s  finished %s  elapsed %llds\n", created, finished,
            (long long)(b->created_at > 0 ? end - b->created_at : 0));
+    if (b->expires_at > 0) {
+        char expires[32];
+        s_time(expires, sizeof expires, b->expires_at);
+        printf("  retention  removed from Redis at %s (llmq delete removes it now)\n", expires);
+    }
 }
 
 static int s_finished(const char *state)
@@ -179,7 +187,7 @@ static int s_status_once(lq_rpc_t *rpc, const lq_client_opts_t *o, const char *b
         fprintf(stderr, "llmq: %s: %s\n", batch, reply->u.error.message);
         int code = strcmp(reply->u.error.code, "not_found") == 0 ? LQ_EXIT_USAGE
                                                                    : LQ_EXIT_RUNTIME;
-        lq_msg_destroy(reply);
+        lq_msg_clear(reply);
         return code;
     }
     return LQ_EXIT_OK;
@@ -202,7 +210,7 @@ int lq_cmd_status(const lq_client_opts_t *o, const char *batch)
         } else {
             s_print_batch(&reply.u.batch.info);
         }
-        lq_msg_destroy(&reply);
+        lq_msg_clear(&reply);
     }
     lq_rpc_destroy(&rpc);
     return rc;
@@ -321,10 +329,10 @@ int lq_cmd_wait(const lq_client_opts_t *o, const char *batch)
             } else {
                 rc = b->failed > 0 ? LQ_EXIT_FAILED_JOBS : LQ_EXIT_OK;
             }
-            lq_msg_destroy(&reply);
+            lq_msg_clear(&reply);
             break;
         }
-        lq_msg_destroy(&reply);
+        lq_msg_clear(&reply);
         /* Poll quickly at first (small batches finish fast), then every
          * 200 ms (the log lines stay every 5 s), watching for Ctrl-C. */
         lq_msg_t dummy;
@@ -358,35 +366,77 @@ static FILE *s_open_tmp(const char *path, char **tmp)
     return f;
 }
 
-int lq_cmd_results(const lq_client_opts_t *o, const char *batch)
+/* The files results go to: OUT (or stdout) and ERRFILE, written as
+ * "<path>.part" and renamed only when complete. */
+typedef struct {
+    FILE *out, *errf;
+    char *tmp_out, *tmp_err;
+    int64_t written, failed;
+} s_sink_t;
+
+/* Opens the sink. Returns 0, or -1 (printed, nothing left open). */
+static int s_sink_open(s_sink_t *k, const lq_client_opts_t *o)
 {
-    if (!o->out) {
-        fprintf(stderr, "llmq: results needs -o OUT\n");
-        return LQ_EXIT_USAGE;
+    memset(k, 0, sizeof *k);
+    k->out = strcmp(o->out, "-") == 0 ? stdout : s_open_tmp(o->out, &k->tmp_out);
+    if (!k->out)
+        return -1;
+    if (o->errors && !(k->errf = s_open_tmp(o->errors, &k->tmp_err))) {
+        if (k->out != stdout)
+            fclose(k->out);
+        free(k->tmp_out);
+        return -1;
     }
-    char *tmp_out = NULL, *tmp_err = NULL;
-    FILE *out = strcmp(o->out, "-") == 0 ? stdout : s_open_tmp(o->out, &tmp_out);
-    if (!out)
-        return LQ_EXIT_USAGE;
-    FILE *errf = NULL;
-    if (o->errors && !(errf = s_open_tmp(o->errors, &tmp_err))) {
-        if (out != stdout)
-            fclose(out);
-        free(tmp_out);
-        return LQ_EXIT_USAGE;
-    }
+    return 0;
+}
+
+static void s_sink_write(s_sink_t *k, const lq_result_item_t *it)
+{
+    FILE *dst = it->failed && k->errf ? k->errf : k->out;
+    fwrite(it->line, 1, it->line_len, dst);
+    fputc('\n', dst);
+    k->failed += it->failed;
+    k->written++;
+}
+
+/* Closes the files. Returns 0, or -1 if a write failed. */
+static int s_sink_close(s_sink_t *k)
+{
+    int failed = 0;
+    if (k->out != stdout)
+        failed |= fclose(k->out) != 0;
+    else
+        fflush(stdout);
+    if (k->errf)
+        failed |= fclose(k->errf) != 0;
+    return failed ? -1 : 0;
+}
+
+/* Renames the finished files into place (keep) or removes them. */
+static void s_sink_finish(s_sink_t *k, const lq_client_opts_t *o, int keep)
+{
+    if (k->tmp_out)
+        keep ? rename(k->tmp_out, o->out) : unlink(k->tmp_out);
+    if (k->tmp_err)
+        keep ? rename(k->tmp_err, o->errors) : unlink(k->tmp_err);
+    free(k->tmp_out);
+    free(k->tmp_err);
+}
+
+/* Streams every result page of batch into the sink, waiting for results
+ * that are not there yet. Returns an exit status. */
+static int s_fetch_results(const lq_client_opts_t *o, const char *batch, s_sink_t *k)
+{
     lq_rpc_t *rpc = lq_client_connect(o);
     int rc = rpc ? LQ_EXIT_OK : LQ_EXIT_RUNTIME;
-    int64_t from = 0, failed = 0, written = 0;
-    int first = 1;
-    while (rc == LQ_EXIT_OK) {
+    int64_t from = 0;
+    for (int first = 1; rc == LQ_EXIT_OK; first = 0) {
         lq_msg_t m = {0}, reply;
         m.cmd = LQ_C_RESULTS;
         m.u.results.batch = batch;
         m.u.results.from = from;
         m.u.results.max = LQ_RESULTS_PAGE;
         int got = lq_client_call(rpc, o, &m, &reply, first);
-        first = 0;
         if (got <= 0) {
             rc = got < 0 ? LQ_EXIT_INTERRUPTED : LQ_EXIT_RUNTIME;
             break;
@@ -394,81 +444,77 @@ int lq_cmd_results(const lq_client_opts_t *o, const char *batch)
         if (reply.cmd == LQ_C_ERROR) {
             fprintf(stderr, "llmq: %s: %s\n", batch, reply.u.error.message);
             rc = strcmp(reply.u.error.code, "not_found") == 0 ? LQ_EXIT_USAGE : LQ_EXIT_RUNTIME;
-            lq_msg_destroy(&reply);
+            lq_msg_clear(&reply);
             break;
         }
-        lq_c_results_page_t *p = &reply.u.results_page;
-        for (size_t i = 0; i < p->nitems; i++) {
-            FILE *dst = p->items[i].failed && errf ? errf : out;
-            fwrite(p->items[i].line, 1, p->items[i].line_len, dst);
-            fputc('\n', dst);
-            failed += p->items[i].failed;
-            written++;
-        }
-        int done = p->done;
-        int progressed = p->next > from;
+        const lq_c_results_page_t *p = &reply.u.results_page;
+        for (size_t i = 0; i < p->nitems; i++)
+            s_sink_write(k, &p->items[i]);
+        int done = p->done, progressed = p->next > from;
         from = p->next;
-        lq_msg_destroy(&reply);
+        lq_msg_clear(&reply);
         if (done)
             break;
-        if (!progressed) { /* results not there yet: wait for them */
-            lq_msg_t dummy;
-            if (lq_rpc_recv(rpc, UINT64_MAX, UINT64_MAX, &dummy, 500) < 0)
-                rc = LQ_EXIT_INTERRUPTED;
-        }
+        lq_msg_t dummy; /* results not there yet: wait for them */
+        if (!progressed && lq_rpc_recv(rpc, UINT64_MAX, UINT64_MAX, &dummy, 500) < 0)
+            rc = LQ_EXIT_INTERRUPTED;
     }
     lq_rpc_destroy(&rpc);
-    int write_failed = 0;
-    if (out != stdout)
-        write_failed |= fclose(out) != 0;
-    else
-        fflush(stdout);
-    if (errf)
-        write_failed |= fclose(errf) != 0;
-    if (write_failed && rc == LQ_EXIT_OK) {
+    return rc;
+}
+
+/* The batch's total and state, for the completeness check. Returns the
+ * total, or -1 when the broker did not say. */
+static int64_t s_batch_total(const lq_client_opts_t *o, const char *batch, char *state,
+                             size_t size)
+{
+    int64_t total = -1;
+    lq_msg_t sm = {0}, sr;
+    sm.cmd = LQ_C_STATUS;
+    sm.u.batch_req.batch = batch;
+    lq_rpc_t *rpc = lq_client_connect(o);
+    if (rpc && lq_rpc_call(rpc, &sm, &sr, 5000) == 1) {
+        if (sr.cmd == LQ_C_BATCH) {
+            total = sr.u.batch.info.total;
+            snprintf(state, size, "%s", sr.u.batch.info.state);
+        }
+        lq_msg_clear(&sr);
+    }
+    lq_rpc_destroy(&rpc);
+    return total;
+}
+
+int lq_cmd_results(const lq_client_opts_t *o, const char *batch)
+{
+    if (!o->out) {
+        fprintf(stderr, "llmq: results needs -o OUT\n");
+        return LQ_EXIT_USAGE;
+    }
+    s_sink_t k;
+    if (s_sink_open(&k, o) < 0)
+        return LQ_EXIT_USAGE;
+    int rc = s_fetch_results(o, batch, &k);
+    if (s_sink_close(&k) < 0 && rc == LQ_EXIT_OK) {
         fprintf(stderr, "llmq: writing the results failed: %s\n", strerror(errno));
         rc = LQ_EXIT_RUNTIME;
     }
-    int64_t total = -1;
+    s_sink_finish(&k, o, rc == LQ_EXIT_OK);
+    if (rc != LQ_EXIT_OK)
+        return rc;
+    if (!o->quiet)
+        fprintf(stderr, "llmq: wrote %lld results (%lld failed) to %s\n", (long long)k.written,
+                (long long)k.failed, o->out);
+    if (k.failed > 0)
+        rc = LQ_EXIT_FAILED_JOBS;
+    /* a cancelled batch gives fewer lines than jobs */
     char state[LQ_MAX_ID + 1] = "";
-    if (rc == LQ_EXIT_OK) { /* a cancelled batch gives fewer lines than jobs */
-        lq_msg_t sm = {0}, sr;
-        sm.cmd = LQ_C_STATUS;
-        sm.u.batch_req.batch = batch;
-        lq_rpc_t *rpc2 = lq_client_connect(o);
-        if (rpc2 && lq_rpc_call(rpc2, &sm, &sr, 5000) == 1) {
-            if (sr.cmd == LQ_C_BATCH) {
-                total = sr.u.batch.info.total;
-                snprintf(state, sizeof state, "%s", sr.u.batch.info.state);
-            }
-            lq_msg_destroy(&sr);
-        }
-        lq_rpc_destroy(&rpc2);
-    }
-    if (rc == LQ_EXIT_OK) {
-        if (tmp_out)
-            rename(tmp_out, o->out);
-        if (tmp_err)
-            rename(tmp_err, o->errors);
+    int64_t total = s_batch_total(o, batch, state, sizeof state);
+    if (total >= 0 && k.written < total) {
         if (!o->quiet)
-            fprintf(stderr, "llmq: wrote %lld results (%lld failed) to %s\n", (long long)written,
-                    (long long)failed, o->out);
-        if (failed > 0)
-            rc = LQ_EXIT_FAILED_JOBS;
-        if (total >= 0 && written < total) {
-            if (!o->quiet)
-                fprintf(stderr, "llmq: batch %s is %s: %lld of %lld jobs have a result\n", batch,
-                        state, (long long)written, (long long)total);
-            rc = LQ_EXIT_FAILED_JOBS;
-        }
-    } else {
-        if (tmp_out)
-            unlink(tmp_out);
-        if (tmp_err)
-            unlink(tmp_err);
+            fprintf(stderr, "llmq: batch %s is %s: %lld of %lld jobs have a result\n", batch,
+                    state, (long long)k.written, (long long)total);
+        rc = LQ_EXIT_FAILED_JOBS;
     }
-    free(tmp_out);
-    free(tmp_err);
     return rc;
 }
 
@@ -484,9 +530,29 @@ int lq_cmd_cancel(const lq_client_opts_t *o, const char *batch)
     if (rc != LQ_EXIT_OK)
         return rc;
     printf("%s %s\n", reply.u.batch.info.id, reply.u.batch.info.state);
-    lq_msg_destroy(&reply);
+    lq_msg_clear(&reply);
     lq_rpc_destroy(&rpc);
     return LQ_EXIT_OK;
+}
+
+int lq_cmd_delete(const lq_client_opts_t *o, const char *const *batches, size_t n)
+{
+    int rc = LQ_EXIT_OK;
+    lq_rpc_t *rpc = NULL;
+    for (size_t i = 0; i < n; i++) {
+        lq_msg_t m = {0}, reply;
+        m.cmd = LQ_C_DELETE;
+        m.u.batch_req.batch = batches[i];
+        int got = s_simple(o, &m, &reply, &rpc);
+        if (got == LQ_EXIT_OK) {
+            printf("%s deleted\n", batches[i]);
+            lq_msg_clear(&reply);
+        } else if (rc == LQ_EXIT_OK || got == LQ_EXIT_RUNTIME) {
+            rc = got;
+        }
+        lq_rpc_destroy(&rpc);
+    }
+    return rc;
 }
 
 int lq_cmd_list(const lq_client_opts_t *o)
@@ -516,9 +582,25 @@ int lq_cmd_list(const lq_client_opts_t *o)
                    (long long)(b->completed + b->failed), (long long)b->failed, b->name);
         }
     }
-    lq_msg_destroy(&reply);
+    lq_msg_clear(&reply);
     lq_rpc_destroy(&rpc);
     return LQ_EXIT_OK;
+}
+
+/* One paragraph on Redis memory, admission and the results queue. */
+static void s_print_redis(const lq_redis_state_t *r)
+{
+    if (r->max_bytes > 0)
+        printf("\nredis: %.1f MB used of maxmemory %.1f MB (%lld%%); new batches %s above %lld%%\n",
+               r->used_bytes / 1e6, r->max_bytes / 1e6,
+               (long long)(r->used_bytes * 100 / r->max_bytes),
+               r->accepting ? "accepted up to" : "REFUSED: full", (long long)r->high_water_pct);
+    else
+        printf("\nredis: %.1f MB used, no maxmemory set\n", r->used_bytes / 1e6);
+    if (r->results_blocked)
+        printf("redis: REFUSES RESULTS: %lld results held by the broker, dispatch paused until "
+               "Redis has room (llmq delete finished batches, or raise maxmemory)\n",
+               (long long)r->results_held);
 }
 
 int lq_cmd_workers(const lq_client_opts_t *o)
@@ -552,7 +634,13 @@ int lq_cmd_workers(const lq_client_opts_t *o)
                                "responses_ok", (json_int_t)u->nok, "responses_other",
                                (json_int_t)u->nerr, "paused_ms", (json_int_t)u->paused_ms));
         }
-        json_t *top = json_pack("{s:o,s:o}", "workers", arr, "upstreams", ups);
+        const lq_redis_state_t *r = &w->redis;
+        json_t *red = json_pack("{s:I,s:I,s:I,s:b,s:b,s:I}", "used_bytes", (json_int_t)r->used_bytes,
+                                "maxmemory", (json_int_t)r->max_bytes, "high_water_pct",
+                                (json_int_t)r->high_water_pct, "accepting", r->accepting,
+                                "results_blocked", r->results_blocked, "results_held",
+                                (json_int_t)r->results_held);
+        json_t *top = json_pack("{s:o,s:o,s:o}", "workers", arr, "upstreams", ups, "redis", red);
         char *s = json_dumps(top, JSON_INDENT(2));
         printf("%s\n", s);
         free(s);
@@ -565,6 +653,7 @@ int lq_cmd_workers(const lq_client_opts_t *o)
                    (long long)w->workers[i].concurrency, (long long)w->workers[i].inflight,
                    (long long)w->workers[i].credit, (long long)w->workers[i].completed,
                    (long long)w->workers[i].last_seen_ms);
+        s_print_redis(&w->redis);
         if (w->nupstreams > 0) {
             printf("\n%-16s %11s %11s %9s %9s %8s %9s %9s\n", "UPSTREAM", "LIMIT_RPM",
                    "LEARNED_RPM", "OK_RPM", "IN_FLIGHT", "429S", "OK", "PAUSED_MS");
@@ -581,7 +670,7 @@ int lq_cmd_workers(const lq_client_opts_t *o)
             }
         }
     }
-    lq_msg_destroy(&reply);
+    lq_msg_clear(&reply);
     lq_rpc_destroy(&rpc);
     return LQ_EXIT_OK;
 }

@@ -35,6 +35,7 @@ uint64_t lq_msg_req(const lq_msg_t *m)
     case LQ_C_CHUNK_ACK:
         return m->u.chunk_ack.req;
     case LQ_C_CLOSED:
+    case LQ_C_DELETED:
         return m->u.batch_req.req;
     case LQ_C_BATCH:
         return m->u.batch.req;
@@ -111,7 +112,7 @@ void lq_rpc_destroy(lq_rpc_t **p)
     lq_rpc_t *r = *p;
     while (r->head) {
         s_pending_t *n = r->head->next;
-        lq_msg_destroy(&r->head->msg);
+        lq_msg_clear(&r->head->msg);
         free(r->head);
         r->head = n;
     }
@@ -137,6 +138,7 @@ static void s_set_req(lq_msg_t *m, uint64_t req)
         break;
     case LQ_C_STATUS:
     case LQ_C_CANCEL:
+    case LQ_C_DELETE:
         m->u.batch_req.req = req;
         break;
     case LQ_C_RESULTS:
@@ -183,7 +185,7 @@ int lq_rpc_recv(lq_rpc_t *r, uint64_t min_req, uint64_t max_req, lq_msg_t *reply
                     r->head = next;
                 if (r->tail == p)
                     r->tail = prev;
-                lq_msg_destroy(&p->msg);
+                lq_msg_clear(&p->msg);
                 free(p);
             } else {
                 prev = p;

@@ -73,6 +73,36 @@ static uint64_t s_fnv(uint64_t h, const void *p, size_t n)
     return h;
 }
 
+/* Removes an unnamed, half-submitted batch (it cannot be resumed): cancels
+ * it so its stored jobs do not run (and cost) for nothing, then deletes it
+ * once its running jobs are done (up to 10 s). Returns 1 if it is gone, 0 if
+ * it was only cancelled, -1 if not even that. */
+static int s_abandon(const lq_client_opts_t *o, const char *batch)
+{
+    lq_rpc_t *rpc = lq_client_connect(o);
+    if (!rpc)
+        return -1;
+    lq_msg_t m = {0}, r;
+    m.cmd = LQ_C_CANCEL;
+    m.u.batch_req.batch = batch;
+    int gone = -1;
+    if (lq_rpc_call(rpc, &m, &r, 3000) == 1) {
+        gone = 0;
+        lq_msg_clear(&r);
+        m.cmd = LQ_C_DELETE;
+        for (int i = 0; i < 50 && gone == 0; i++) {
+            if (lq_rpc_call(rpc, &m, &r, 3000) != 1)
+                break;
+            gone = r.cmd == LQ_C_DELETED;
+            lq_msg_clear(&r);
+            if (!gone)
+                usleep(200000); /* still cancelling: jobs in flight finish */
+        }
+    }
+    lq_rpc_destroy(&rpc);
+    return gone;
+}
+
 /* First pass: every line checked, errors listed, and a fingerprint of the
  * jobs (count and a hash of ids, urls and bodies) written to fp, so that a
  * --name reused for another input is refused. Returns total jobs or -1. */
@@ -158,7 +188,7 @@ int lq_cmd_submit(const lq_client_opts_t *o, const char *file, char *batch_out, 
         fprintf(stderr, "llmq: the broker refused the batch: %s (%s)\n", reply.u.error.message,
                 reply.u.error.code);
         rc = LQ_EXIT_USAGE;
-        lq_msg_destroy(&reply);
+        lq_msg_clear(&reply);
         goto out;
     }
     if (reply.cmd != LQ_C_OPENED)
@@ -170,7 +200,7 @@ int lq_cmd_submit(const lq_client_opts_t *o, const char *file, char *batch_out, 
     if (!reply.u.opened.created && !o->quiet)
         fprintf(stderr, "llmq: resuming batch %s (%s, %lld jobs stored)\n", batch,
                 reply.u.opened.state, (long long)next);
-    lq_msg_destroy(&reply);
+    lq_msg_clear(&reply);
     if (already_closed) {
         snprintf(batch_out, batch_len, "%s", batch);
         rc = LQ_EXIT_OK;
@@ -235,7 +265,7 @@ int lq_cmd_submit(const lq_client_opts_t *o, const char *file, char *batch_out, 
             lq_rpc_t *fresh = lq_client_connect(o); /* the old one saw SIGINT */
             int ok = fresh && lq_rpc_call(fresh, &cm, &cr, 3000) == 1;
             if (ok)
-                lq_msg_destroy(&cr);
+                lq_msg_clear(&cr);
             lq_rpc_destroy(&fresh);
             fprintf(stderr, "\nllmq: interrupted; the partly submitted batch %s was %s. "
                             "Use --name NAME to make a submission resumable.\n",
@@ -247,11 +277,22 @@ int lq_cmd_submit(const lq_client_opts_t *o, const char *file, char *batch_out, 
                 strcmp(reply.u.error.code, "unavailable") != 0) {
                 fprintf(stderr, "llmq: the broker refused a chunk: %s (%s)\n",
                         reply.u.error.message, reply.u.error.code);
-                lq_msg_destroy(&reply);
+                lq_msg_clear(&reply);
+                if (o->name) {
+                    fprintf(stderr, "llmq: batch %s keeps the jobs stored so far; run the same "
+                                    "command again to resume it (--name %s)\n",
+                            batch, o->name);
+                } else {
+                    int gone = s_abandon(o, batch);
+                    fprintf(stderr, "llmq: the partly submitted batch %s was %s\n", batch,
+                            gone > 0    ? "removed"
+                            : gone == 0 ? "cancelled (remove it with llmq delete)"
+                                        : "left behind (cancel it with llmq cancel)");
+                }
                 goto out;
             }
             if (w == 1)
-                lq_msg_destroy(&reply);
+                lq_msg_clear(&reply);
             else if (!o->quiet)
                 fprintf(stderr, "llmq: no acknowledgement from the broker; sending again\n");
             /* Re-send everything outstanding, in order. */
@@ -263,7 +304,7 @@ int lq_cmd_submit(const lq_client_opts_t *o, const char *file, char *batch_out, 
         }
         if (reply.cmd == LQ_C_CHUNK_ACK && reply.u.chunk_ack.next_index > acked)
             acked = reply.u.chunk_ack.next_index;
-        lq_msg_destroy(&reply);
+        lq_msg_clear(&reply);
         while (count > 0) {
             s_chunk_t *c = &window[head];
             if (c->first + (int64_t)c->n > acked)
@@ -283,10 +324,10 @@ int lq_cmd_submit(const lq_client_opts_t *o, const char *file, char *batch_out, 
     if (reply.cmd == LQ_C_ERROR) {
         fprintf(stderr, "llmq: closing the batch failed: %s (%s)\n", reply.u.error.message,
                 reply.u.error.code);
-        lq_msg_destroy(&reply);
+        lq_msg_clear(&reply);
         goto out;
     }
-    lq_msg_destroy(&reply);
+    lq_msg_clear(&reply);
     snprintf(batch_out, batch_len, "%s", batch);
     rc = LQ_EXIT_OK;
 out:

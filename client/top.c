@@ -194,7 +194,7 @@ static int s_ask(s_top_t *t, uint8_t cmd, lq_msg_t *reply)
     }
     if (reply->cmd == LQ_C_ERROR) {
         snprintf(t->status, sizeof t->status, "broker: %s", reply->u.error.message);
-        lq_msg_destroy(reply);
+        lq_msg_clear(reply);
         return 0;
     }
     return 1;
@@ -334,7 +334,7 @@ static int s_frame(s_top_t *t)
     int hw = hl < 0 ? -1 : s_ask(t, LQ_C_WORKERS, &workers);
     if (hl < 0 || hw < 0) {
         if (hl > 0)
-            lq_msg_destroy(&list);
+            lq_msg_clear(&list);
         return -1;
     }
     if (t->tty)
@@ -366,9 +366,9 @@ static int s_frame(s_top_t *t)
     }
     fflush(stdout);
     if (hl > 0)
-        lq_msg_destroy(&list);
+        lq_msg_clear(&list);
     if (hw > 0)
-        lq_msg_destroy(&workers);
+        lq_msg_clear(&workers);
     return 0;
 }
 
@@ -414,7 +414,7 @@ int lq_cmd_top(const lq_client_opts_t *o)
         lq_rpc_destroy(&t.rpc);
         return got < 0 ? LQ_EXIT_INTERRUPTED : LQ_EXIT_RUNTIME;
     }
-    lq_msg_destroy(&probe);
+    lq_msg_clear(&probe);
     if (!t.tty) {
         int rc = s_frame(&t);
         lq_rpc_destroy(&t.rpc);

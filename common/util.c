@@ -119,3 +119,29 @@ void lq_random_hex(char *buf, size_t n)
     }
     buf[2 * i] = '\0';
 }
+
+int lq_parse_duration_s(const char *s, long long *out)
+{
+    static const struct {
+        char unit;
+        long long mul;
+    } units[] = {{'s', 1}, {'m', 60}, {'h', 3600}, {'d', 86400}};
+    size_t n = s ? strlen(s) : 0;
+    if (n == 0 || n > 24)
+        return -1;
+    long long mul = 1;
+    char num[32];
+    memcpy(num, s, n + 1);
+    for (size_t i = 0; i < sizeof units / sizeof *units; i++) {
+        if (num[n - 1] == units[i].unit) {
+            mul = units[i].mul;
+            num[--n] = '\0';
+            break;
+        }
+    }
+    long long v;
+    if (lq_parse_ll(num, 0, INT64_MAX / 86400, &v) < 0)
+        return -1;
+    *out = v * mul;
+    return 0;
+}

@@ -27,6 +27,10 @@ int64_t lq_wall_ms(void);
  * Returns 0 and stores it, or -1 when s is empty, not a number or out of range. */
 int lq_parse_ll(const char *s, long long min, long long max, long long *out);
 
+/* Parses a duration "N", "Ns", "Nm", "Nh" or "Nd" into seconds (N >= 0).
+ * Returns 0 and stores it, or -1 when s is not such a duration. */
+int lq_parse_duration_s(const char *s, long long *out);
+
 /* Fills buf (n >= 17) with 16 random hex characters and a NUL. Can't fail. */
 void lq_random_hex(char *buf, size_t n);
 

@@ -6,7 +6,7 @@
  * body into an lq_msg_t and back; it knows no sockets.
  *
  * Ownership: a decoded lq_msg_t owns every string and array it points to
- * (NUL-terminated copies); lq_msg_destroy() frees them all. For encoding,
+ * (NUL-terminated copies); lq_msg_clear() frees them all. For encoding,
  * the caller fills an lq_msg_t whose pointers it keeps owning.
  *
  * Strictness: the decoder rejects a body that is not exactly one msgpack
@@ -41,6 +41,7 @@ typedef enum {
     LQ_C_CANCEL = 0x06,
     LQ_C_LIST = 0x07,
     LQ_C_WORKERS = 0x08,
+    LQ_C_DELETE = 0x09,  /* remove a finished or cancelled batch */
     /* broker -> client */
     LQ_C_OPENED = 0x81,
     LQ_C_CHUNK_ACK = 0x82,
@@ -49,6 +50,7 @@ typedef enum {
     LQ_C_RESULTS_PAGE = 0x85,
     LQ_C_LIST_REPLY = 0x87,
     LQ_C_WORKERS_REPLY = 0x88,
+    LQ_C_DELETED = 0x89,      /* reply to DELETE */
     LQ_C_ERROR = 0x8F,
     /* worker <-> broker */
     LQ_W_READY = 0x20,      /* worker -> broker: hello, capacity */
@@ -128,6 +130,7 @@ typedef struct {
     int64_t prompt_tokens, completion_tokens;
     int64_t created_at, finished_at; /* unix seconds, 0 = not yet */
     int64_t priority, max_attempts, timeout_ms;
+    int64_t expires_at; /* unix seconds the broker removes it at, 0 = not scheduled */
 } lq_batch_info_t;
 
 typedef struct {
@@ -184,12 +187,22 @@ typedef struct {
     int64_t paused_ms; /* Retry-After pause left */
 } lq_upstream_info_t;
 
+/* How full Redis is and what the broker does about it. */
+typedef struct {
+    int64_t used_bytes, max_bytes; /* max 0: no maxmemory */
+    int64_t high_water_pct;        /* submissions refused above this share of max */
+    int accepting;                 /* 1: new submissions are accepted */
+    int results_blocked;           /* 1: Redis refuses results; dispatch is held */
+    int64_t results_held;          /* results kept in memory until Redis takes them */
+} lq_redis_state_t;
+
 typedef struct {
     uint64_t req;
     lq_worker_info_t *workers;
     size_t nworkers;
     lq_upstream_info_t *upstreams; /* optional */
     size_t nupstreams;
+    lq_redis_state_t redis; /* optional (zero) */
 } lq_c_workers_reply_t;
 
 typedef struct {
@@ -281,7 +294,7 @@ typedef struct {
     size_t len, cap;
 } lq_buf_t;
 
-void lq_buf_free(lq_buf_t *b);
+void lq_buf_clear(lq_buf_t *b);
 
 /* Encodes m's body (the msgpack map) into out (cleared first).
  * Optional strings that are NULL are left out; a required string that is
@@ -296,7 +309,7 @@ int lq_msg_decode(uint8_t cmd, const void *body, size_t len, lq_msg_t *m, char *
 
 /* Frees what a decode allocated and zeroes m. Safe on a zeroed or encoded-
  * only message (frees nothing the caller owns). */
-void lq_msg_destroy(lq_msg_t *m);
+void lq_msg_clear(lq_msg_t *m);
 
 /* Name of a command for logs ("CHUNK"), or "UNKNOWN". */
 const char *lq_cmd_name(uint8_t cmd);

@@ -183,7 +183,7 @@ static int s_read_one(lq_zsock_t *s)
             const uint8_t *ident = base ? zmq_msg_data(&parts[0]) : NULL;
             size_t ident_len = base ? zmq_msg_size(&parts[0]) : 0;
             s->cb(s, ident, ident_len, &m, s->arg);
-            lq_msg_destroy(&m);
+            lq_msg_clear(&m);
         }
     }
     if (err[0])
@@ -232,7 +232,7 @@ void lq_zsock_destroy(lq_zsock_t **p)
         lq_loop_unwatch(s->loop, s->fd);
     lq_timer_stop(s->loop, &s->again);
     zmq_close(s->sock);
-    lq_buf_free(&s->buf);
+    lq_buf_clear(&s->buf);
     free(s);
     *p = NULL;
 }

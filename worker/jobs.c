@@ -37,10 +37,12 @@ lq_wjob_t *lq_wjob_new(const lq_w_job_t *m, uint64_t now_ms)
     return j;
 }
 
-void lq_wjob_free(lq_wjob_t *j)
+void lq_wjob_destroy(lq_wjob_t **p)
 {
-    if (!j)
+    if (!p || !*p)
         return;
+    lq_wjob_t *j = *p;
+    *p = NULL;
     free(j->batch);
     free(j->upstream);
     free(j->url);
@@ -154,7 +156,7 @@ void lq_jobtab_destroy(lq_jobtab_t **p)
         lq_wjob_t *j = t->buckets[i];
         while (j) {
             lq_wjob_t *next = j->hnext;
-            lq_wjob_free(j);
+            lq_wjob_destroy(&j);
             j = next;
         }
     }

@@ -63,8 +63,8 @@ typedef struct {
 /* Copies a decoded JOB into a new RUNNING record. Can't fail. */
 lq_wjob_t *lq_wjob_new(const lq_w_job_t *m, uint64_t now_ms);
 /* Frees a record (must be off every list and out of the table). Safe on
- * NULL. */
-void lq_wjob_free(lq_wjob_t *j);
+ * NULL; clears *j. */
+void lq_wjob_destroy(lq_wjob_t **j);
 /* Fills out (a zeroed lq_msg_t) with a W_RESULT for a DONE record. The
  * message borrows j's strings. Can't fail. */
 void lq_wjob_result_msg(const lq_wjob_t *j, lq_msg_t *out);

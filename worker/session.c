@@ -210,7 +210,7 @@ static void s_release(lq_session_t *s, lq_wjob_t *j)
     lq_wlist_remove(&s->unacked, j);
     lq_wlist_remove(&s->sendq, j);
     lq_jobtab_remove(s->jobs, j);
-    lq_wjob_free(j);
+    lq_wjob_destroy(&j);
 }
 
 /* Ends the session: DISCONNECT, then the exit callback. */

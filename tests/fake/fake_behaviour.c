@@ -140,9 +140,9 @@ void lq_fake_bhv_destroy(lq_fake_bhv_t **pb)
         return;
     lq_fake_bhv_t *b = *pb;
     lq_fake_table_destroy(&b->counts);
-    lq_fake_buf_free(&b->body);
-    lq_fake_buf_free(&b->hdrs);
-    lq_fake_buf_free(&b->text);
+    lq_fake_buf_clear(&b->body);
+    lq_fake_buf_clear(&b->hdrs);
+    lq_fake_buf_clear(&b->text);
     free(b);
     *pb = NULL;
 }
@@ -677,7 +677,7 @@ static void s_handle(lq_fake_bhv_t *b, const lq_fake_req_t *req, const char *bod
         d->status = 200;
         s_respond(b, &cx, 200, &b->body, out);
         if (b->body.cap > (1u << 20))
-            lq_fake_buf_free(&b->body);
+            lq_fake_buf_clear(&b->body);
         return;
     }
     if (s_route(req, "POST", "/reset")) {

@@ -97,7 +97,7 @@ static int s_backpressured(const s_conn_t *c)
 /* Frees a slot (its timer must be stopped). Can't fail. */
 static void s_slot_free(s_slot_t *s)
 {
-    lq_fake_buf_free(&s->data);
+    lq_fake_buf_clear(&s->data);
     free(s);
 }
 
@@ -168,8 +168,8 @@ static void s_reap(lq_loop_t *loop, void *arg)
     while (srv->dead) {
         s_conn_t *c = srv->dead;
         srv->dead = c->next;
-        lq_fake_buf_free(&c->in);
-        lq_fake_buf_free(&c->out);
+        lq_fake_buf_clear(&c->in);
+        lq_fake_buf_clear(&c->out);
         free(c);
     }
 }
@@ -191,7 +191,7 @@ static void s_start_linger(s_conn_t *c)
     }
     shutdown(c->fd, SHUT_WR);
     c->state = S_LINGER;
-    lq_fake_buf_free(&c->in);
+    lq_fake_buf_clear(&c->in);
     c->in_pos = 0;
     lq_timer_start(c->srv->loop, &c->linger, S_LINGER_MS);
     s_watch(c);
@@ -219,7 +219,7 @@ static void s_write(s_conn_t *c)
     if (c->out_pos == c->out.len) {
         c->out.len = c->out_pos = 0;
         if (c->out.cap > (1u << 20))
-            lq_fake_buf_free(&c->out);
+            lq_fake_buf_clear(&c->out);
     } else if (c->out_pos >= (1u << 20)) {
         memmove(c->out.data, c->out.data + c->out_pos, c->out.len - c->out_pos);
         c->out.len -= c->out_pos;
@@ -370,7 +370,7 @@ static void s_process(s_conn_t *c)
         c->in_pos += req.head_len + cl;
         s_enqueue(c, &d, !req.keep_alive);
         if (srv->scratch.cap > (1u << 20))
-            lq_fake_buf_free(&srv->scratch); /* after a big /counts */
+            lq_fake_buf_clear(&srv->scratch); /* after a big /counts */
     }
     if (c->in_pos == c->in.len) {
         c->in.len = c->in_pos = 0;
@@ -380,7 +380,7 @@ static void s_process(s_conn_t *c)
         c->in_pos = 0;
     }
     if (c->in.len == 0 && c->in.cap > (1u << 20))
-        lq_fake_buf_free(&c->in);
+        lq_fake_buf_clear(&c->in);
 }
 
 /* Returns 1 if a hung response is queued (it will never be answered). */
@@ -597,7 +597,7 @@ void lq_fake_srv_destroy(lq_fake_srv_t **psrv)
     close(srv->lfd);
     if (srv->reserve_fd >= 0)
         close(srv->reserve_fd);
-    lq_fake_buf_free(&srv->scratch);
+    lq_fake_buf_clear(&srv->scratch);
     free(srv);
     *psrv = NULL;
 }

@@ -129,7 +129,7 @@ void lq_fake_buf_json_str(lq_fake_buf_t *b, const char *s, size_t n)
 }
 
 /* Frees the bytes and zeroes b. Safe on a zeroed buffer. */
-void lq_fake_buf_free(lq_fake_buf_t *b)
+void lq_fake_buf_clear(lq_fake_buf_t *b)
 {
     free(b->data);
     b->data = NULL;

@@ -18,7 +18,7 @@
 #define LQ_FAKE_HTTP_MAX_HEADERS 100
 
 /* A growable byte buffer. Zero-initialise it ({0}); free with
- * lq_fake_buf_free(). data is not NUL-terminated unless you append one. */
+ * lq_fake_buf_clear(). data is not NUL-terminated unless you append one. */
 typedef struct {
     char *data;
     size_t len, cap;
@@ -39,7 +39,7 @@ void lq_fake_buf_printf(lq_fake_buf_t *b, const char *fmt, ...)
  * bytes; other bytes (UTF-8) pass through. Can't fail. */
 void lq_fake_buf_json_str(lq_fake_buf_t *b, const char *s, size_t n);
 /* Frees the bytes and zeroes the buffer. Safe on a zeroed buffer. */
-void lq_fake_buf_free(lq_fake_buf_t *b);
+void lq_fake_buf_clear(lq_fake_buf_t *b);
 
 typedef enum {
     LQ_FAKE_HTTP_INCOMPLETE = 0,   /* need more bytes */

@@ -102,9 +102,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     s_compare(&m, &m2);
     if (lq_msg_encode(&m2, &b2) < 0 || b.len != b2.len || memcmp(b.data, b2.data, b.len) != 0)
         s_die("encoding is not stable", cmd);
-    lq_msg_destroy(&m);
-    lq_msg_destroy(&m2);
-    lq_buf_free(&b);
-    lq_buf_free(&b2);
+    lq_msg_clear(&m);
+    lq_msg_clear(&m2);
+    lq_buf_clear(&b);
+    lq_buf_clear(&b2);
     return 0;
 }

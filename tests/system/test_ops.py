@@ -74,7 +74,7 @@ class Metrics(harness.ClusterTest):
         usage = c.status(run.stdout.read().strip())["usage"]
         self.assertEqual(value(broker, 'llmq_tokens_total{upstream="default",kind="prompt"}'),
                          usage["prompt_tokens"])
-        self.assertIsNotNone(value(broker, "llmq_redis_used_memory_bytes"))
+        self.assertIsNotNone(value(broker, "llmq_redis_memory_used_bytes"))
         self.assertEqual(value(worker, 'llmq_worker_jobs_total{outcome="ok"}'), 2000)
         self.assertEqual(value(worker, 'llmq_worker_upstream_responses_total'
                                        '{upstream="default",code="200"}'), 2000)

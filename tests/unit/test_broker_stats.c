@@ -67,9 +67,6 @@ static void test_counts_by_verdict_and_class(void **state)
     assert_null(strstr(b.data, "llmq_jobs_failed_total{upstream=\"default\",class=\"ok\"}"));
     const lq_bstats_batch_t *bt;
     assert_int_equal(lq_bstats_batches(s, &bt), 0);
-    int64_t used, max;
-    lq_bstats_redis_memory(s, &used, &max);
-    assert_int_equal(used, -1);
     lq_prom_buf_clear(&b);
     lq_redis_destroy(&redis);
     lq_bstats_destroy(&s);

@@ -217,8 +217,8 @@ static void test_parse_limits(void **state)
     assert_int_equal(lq_fake_http_parse(b.data, b.len, &r, NULL), LQ_FAKE_HTTP_DONE);
     lq_fake_buf_puts(&b2, "X-last: v\r\n\r\n");
     assert_int_equal(lq_fake_http_parse(b2.data, b2.len, &r, NULL), LQ_FAKE_HTTP_TOO_LARGE);
-    lq_fake_buf_free(&b);
-    lq_fake_buf_free(&b2);
+    lq_fake_buf_clear(&b);
+    lq_fake_buf_clear(&b2);
 }
 
 /* Random bytes and random mutations of valid requests never crash the
@@ -272,7 +272,7 @@ static void test_buf_json(void **state)
     lq_fake_buf_u64(&b, UINT64_MAX);
     lq_fake_buf_append(&b, "", 1);
     assert_string_equal(b.data, "018446744073709551615");
-    lq_fake_buf_free(&b);
+    lq_fake_buf_clear(&b);
     assert_null(b.data);
 }
 
@@ -403,7 +403,7 @@ static void test_bhv_chat(void **state)
     assert_int_equal(s_run(b, "GET /counts HTTP/1.1\r\n\r\n", &out, &d), 200);
     assert_non_null(strstr(out.data, "\r\n\r\n{}"));
     free(req);
-    lq_fake_buf_free(&out);
+    lq_fake_buf_clear(&out);
     lq_fake_bhv_destroy(&b);
     assert_null(b);
 }
@@ -459,7 +459,7 @@ static void test_bhv_failures(void **state)
     assert_int_equal(d.action, LQ_FAKE_HANG);
     free(r);
     lq_fake_bhv_destroy(&b);
-    lq_fake_buf_free(&out);
+    lq_fake_buf_clear(&out);
 }
 
 /* Reset durations are formatted like OpenAI's. */

@@ -144,7 +144,7 @@ static int s_sample(uint8_t cmd, lq_msg_t *m)
     return 0;
 }
 
-/* Encodes m into a fresh buffer the caller frees with lq_buf_free(). */
+/* Encodes m into a fresh buffer the caller frees with lq_buf_clear(). */
 static lq_buf_t s_enc(const lq_msg_t *m)
 {
     lq_buf_t b = {0};
@@ -174,7 +174,7 @@ static void s_dec_bad(uint8_t cmd, const void *b, size_t len, const char *want)
     assert_true(err[0] != '\0');
     if (want && !strstr(err, want))
         fail_msg("%s: error \"%s\" does not mention \"%s\"", lq_cmd_name(cmd), err, want);
-    lq_msg_destroy(&m);
+    lq_msg_clear(&m);
 }
 
 static void s_from_hex(const char *hex, uint8_t *out, size_t *len)
@@ -399,10 +399,10 @@ static void test_roundtrip_all(void **state)
         lq_buf_t b2 = s_enc(&out);
         assert_int_equal(b.len, b2.len);
         assert_memory_equal(b.data, b2.data, b.len);
-        lq_msg_destroy(&out);
+        lq_msg_clear(&out);
         assert_null(out.arena_);
-        lq_buf_free(&b);
-        lq_buf_free(&b2);
+        lq_buf_clear(&b);
+        lq_buf_clear(&b2);
         assert_null(b.data);
     }
 }
@@ -421,25 +421,25 @@ static void test_roundtrip_extremes(void **state)
     lq_buf_t b = s_enc(&in);
     s_dec_ok(in.cmd, b.data, b.len, &out);
     s_msg_eq(&in, &out);
-    lq_msg_destroy(&out);
+    lq_msg_clear(&out);
 
     s_sample(LQ_W_JOB, &in);
-    lq_buf_free(&b);
+    lq_buf_clear(&b);
     b = s_enc(&in);
     s_dec_ok(in.cmd, b.data, b.len, &out);
     assert_int_equal(out.u.job.body_len, sizeof s_nul_body - 1);
     assert_memory_equal(out.u.job.body, s_nul_body, sizeof s_nul_body);
-    lq_msg_destroy(&out);
+    lq_msg_clear(&out);
 
     s_sample(LQ_C_OPEN, &in);
     in.u.open.priority = -100;
     in.u.open.max_attempts = 100;
-    lq_buf_free(&b);
+    lq_buf_clear(&b);
     b = s_enc(&in);
     s_dec_ok(in.cmd, b.data, b.len, &out);
     s_msg_eq(&in, &out);
-    lq_msg_destroy(&out);
-    lq_buf_free(&b);
+    lq_msg_clear(&out);
+    lq_buf_clear(&b);
 }
 
 /* Optional fields: NULL strings are left out and come back NULL (or "" for
@@ -456,8 +456,8 @@ static void test_optional_fields(void **state)
     s_dec_ok(in.cmd, b.data, b.len, &out);
     assert_null(out.u.open.name);
     assert_null(out.u.open.upstream);
-    lq_msg_destroy(&out);
-    lq_buf_free(&b);
+    lq_msg_clear(&out);
+    lq_buf_clear(&b);
 
     memset(&in, 0, sizeof in);
     in.cmd = LQ_W_RESULT;
@@ -469,8 +469,8 @@ static void test_optional_fields(void **state)
     assert_null(out.u.result.request_id);
     assert_null(out.u.result.error_code);
     assert_null(out.u.result.error_message);
-    lq_msg_destroy(&out);
-    lq_buf_free(&b);
+    lq_msg_clear(&out);
+    lq_buf_clear(&b);
 
     /* RESULT with only the required keys: the -1 defaults apply. */
     uint8_t raw[128];
@@ -484,7 +484,7 @@ static void test_optional_fields(void **state)
     assert_int_equal(out.u.result.prompt_tokens, -1);
     assert_int_equal(out.u.result.rl_reset_tokens_ms, -1);
     assert_int_equal(out.u.result.latency_ms, 0);
-    lq_msg_destroy(&out);
+    lq_msg_clear(&out);
 
     /* BATCH info with only id and state: name/upstream are "". */
     s_from_hex("82a372657101a4696e666f82a26964a162a57374617465a474657374", raw, &n);
@@ -493,7 +493,7 @@ static void test_optional_fields(void **state)
     STR_EQ(out.u.batch.info.upstream, "");
     STR_EQ(out.u.batch.info.state, "test");
     INT_EQ(out.u.batch.info.total, 0);
-    lq_msg_destroy(&out);
+    lq_msg_clear(&out);
 
     /* A zero body_len means strlen(body) to the encoder. */
     s_sample(LQ_W_JOB, &in);
@@ -503,8 +503,8 @@ static void test_optional_fields(void **state)
     s_dec_ok(in.cmd, b.data, b.len, &out);
     assert_int_equal(out.u.job.body_len, 10);
     STR_EQ(out.u.job.body, "{\"k\":true}");
-    lq_msg_destroy(&out);
-    lq_buf_free(&b);
+    lq_msg_clear(&out);
+    lq_buf_clear(&b);
 }
 
 /* ---- byte-exact vectors ------------------------------------------------ */
@@ -518,21 +518,21 @@ static void test_vectors(void **state)
     lq_buf_t b = s_enc(&m);
     s_assert_hex(&b, "80");
     m.u.simple.req = 7;
-    lq_buf_free(&b);
+    lq_buf_clear(&b);
     b = s_enc(&m);
     s_assert_hex(&b, "81a372657107");
 
     memset(&m, 0, sizeof m);
     m.cmd = LQ_W_CREDIT;
     m.u.credit.credit = 5;
-    lq_buf_free(&b);
+    lq_buf_clear(&b);
     b = s_enc(&m);
     s_assert_hex(&b, "81a663726564697405");
 
     memset(&m, 0, sizeof m);
     m.cmd = LQ_W_JOB;
     m.u.job = (lq_w_job_t){"b1", 3, 1, "default", "/v1/x", "{}", 2, 60000};
-    lq_buf_free(&b);
+    lq_buf_clear(&b);
     b = s_enc(&m);
     s_assert_hex(&b, "87a56261746368a26231a5696e64657803a7617474656d707401a87570737472"
                      "65616da764656661756c74a375726ca52f76312f78a4626f6479a27b7daa7469"
@@ -541,7 +541,7 @@ static void test_vectors(void **state)
     memset(&m, 0, sizeof m);
     m.cmd = LQ_C_CHUNK_ACK;
     m.u.chunk_ack = (lq_c_chunk_ack_t){7, "b1", 100};
-    lq_buf_free(&b);
+    lq_buf_clear(&b);
     b = s_enc(&m);
     s_assert_hex(&b, "83a372657107a56261746368a26231a46e65787464");
 
@@ -549,7 +549,7 @@ static void test_vectors(void **state)
     memset(&m, 0, sizeof m);
     m.cmd = LQ_C_CHUNK;
     m.u.chunk = (lq_c_chunk_t){1, "b1", 0, &js, 1};
-    lq_buf_free(&b);
+    lq_buf_clear(&b);
     b = s_enc(&m);
     s_assert_hex(&b, "84a372657101a56261746368a26231a5666972737400a46a6f62739184a36369"
                      "64a27231a375726ca52f76312f78a4626f6479a27b7da36573740c");
@@ -558,18 +558,18 @@ static void test_vectors(void **state)
     memset(&m, 0, sizeof m);
     m.cmd = LQ_W_RESULT_ACK;
     m.u.result_ack = (lq_w_result_ack_t){&ref, 1};
-    lq_buf_free(&b);
+    lq_buf_clear(&b);
     b = s_enc(&m);
     s_assert_hex(&b, "81a46a6f62739182a56261746368a26231a5696e64657803");
 
     memset(&m, 0, sizeof m);
     m.cmd = LQ_C_OPEN;
     m.u.open = (lq_c_open_t){1, "nightly", NULL, 5, 600000, 0};
-    lq_buf_free(&b);
+    lq_buf_clear(&b);
     b = s_enc(&m);
     s_assert_hex(&b, "85a372657101a46e616d65a76e696768746c79ac6d61785f617474656d707473"
                      "05aa74696d656f75745f6d73ce000927c0a87072696f7269747900");
-    lq_buf_free(&b);
+    lq_buf_clear(&b);
 }
 
 /* ---- malformed input ---------------------------------------------------- */
@@ -621,7 +621,7 @@ static void test_bad_structure(void **state)
     lq_msg_t m;
     s_dec_ok(LQ_W_CREDIT, deep, n, &m);
     assert_int_equal(m.u.credit.credit, 5);
-    lq_msg_destroy(&m);
+    lq_msg_clear(&m);
     deep[n - 1] = 0x91;
     deep[n++] = 0x90;
     s_dec_bad(LQ_W_CREDIT, deep, n, "deep");
@@ -677,26 +677,26 @@ static void test_lenient(void **state)
                &n);
     s_dec_ok(LQ_W_CREDIT, raw, n, &m);
     assert_int_equal(m.u.credit.credit, 5);
-    lq_msg_destroy(&m);
+    lq_msg_clear(&m);
     /* unknown keys may repeat: they are never looked at */
     s_from_hex("83a178c0a178c0a663726564697405", raw, &n);
     s_dec_ok(LQ_W_CREDIT, raw, n, &m);
-    lq_msg_destroy(&m);
+    lq_msg_clear(&m);
     /* batch as bin8, key as bin8, next as int8 0x64 */
     s_from_hex("83a372657107c4056261746368c4026231a46e657874d064", raw, &n);
     s_dec_ok(LQ_C_CHUNK_ACK, raw, n, &m);
     STR_EQ(m.u.chunk_ack.batch, "b1");
     INT_EQ(m.u.chunk_ack.next_index, 100);
-    lq_msg_destroy(&m);
+    lq_msg_clear(&m);
     /* simple messages: req optional */
     s_from_hex("80", raw, &n);
     s_dec_ok(LQ_C_LIST, raw, n, &m);
     assert_true(m.u.simple.req == 0);
-    lq_msg_destroy(&m);
+    lq_msg_clear(&m);
     s_from_hex("81a3726571cf0000000100000000", raw, &n);
     s_dec_ok(LQ_C_WORKERS, raw, n, &m);
     assert_true(m.u.simple.req == UINT64_C(1) << 32);
-    lq_msg_destroy(&m);
+    lq_msg_clear(&m);
 }
 
 /* Builds a JOB body whose "body" string is n bytes of 'x'. */
@@ -727,29 +727,29 @@ static void test_limits(void **state)
     lq_buf_t b = s_enc(&m);
     s_dec_ok(m.cmd, b.data, b.len, &out);
     assert_int_equal(strlen(out.u.batch_req.batch), LQ_MAX_ID);
-    lq_msg_destroy(&out);
-    lq_buf_free(&b);
+    lq_msg_clear(&out);
+    lq_buf_clear(&b);
     id[LQ_MAX_ID] = 'i';
     id[LQ_MAX_ID + 1] = '\0';
     b = s_enc(&m);
     s_dec_bad(m.cmd, b.data, b.len, "over the limit");
-    lq_buf_free(&b);
+    lq_buf_clear(&b);
 
     b = s_job_with_body(LQ_MAX_JOB_BODY);
     s_dec_ok(LQ_W_JOB, b.data, b.len, &out);
     assert_int_equal(out.u.job.body_len, LQ_MAX_JOB_BODY);
-    lq_msg_destroy(&out);
-    lq_buf_free(&b);
+    lq_msg_clear(&out);
+    lq_buf_clear(&b);
     b = s_job_with_body(LQ_MAX_JOB_BODY + 1);
     s_dec_bad(LQ_W_JOB, b.data, b.len, "'body': string of");
-    lq_buf_free(&b);
+    lq_buf_clear(&b);
 
     /* array limits: CHUNK needs 1..LQ_MAX_ARRAY jobs */
     s_sample(LQ_C_CHUNK, &m);
     m.u.chunk.njobs = 0;
     b = s_enc(&m);
     s_dec_bad(m.cmd, b.data, b.len, "'jobs': 0 items");
-    lq_buf_free(&b);
+    lq_buf_clear(&b);
     lq_job_ref_t *refs = calloc(LQ_MAX_ARRAY + 1, sizeof *refs);
     for (size_t i = 0; i <= LQ_MAX_ARRAY; i++)
         refs[i] = (lq_job_ref_t){"b", (int64_t)i};
@@ -760,12 +760,12 @@ static void test_limits(void **state)
     s_dec_ok(m.cmd, b.data, b.len, &out);
     assert_int_equal(out.u.result_ack.njobs, LQ_MAX_ARRAY);
     INT_EQ(out.u.result_ack.jobs[LQ_MAX_ARRAY - 1].index, LQ_MAX_ARRAY - 1);
-    lq_msg_destroy(&out);
-    lq_buf_free(&b);
+    lq_msg_clear(&out);
+    lq_buf_clear(&b);
     m.u.result_ack.njobs = LQ_MAX_ARRAY + 1;
     b = s_enc(&m);
     s_dec_bad(m.cmd, b.data, b.len, "100001 items");
-    lq_buf_free(&b);
+    lq_buf_clear(&b);
     free(refs);
 
     /* at most 4 000 000 msgpack objects per body: {"x": [1, 1, ...]} holds
@@ -778,7 +778,7 @@ static void test_limits(void **state)
         many[4 + i] = (uint8_t)(cnt >> (24 - 8 * i));
     memset(many + 8, 1, cnt + 1);
     s_dec_ok(LQ_W_HEARTBEAT, many, blen, &out);
-    lq_msg_destroy(&out);
+    lq_msg_clear(&out);
     cnt++;
     for (int i = 0; i < 4; i++)
         many[4 + i] = (uint8_t)(cnt >> (24 - 8 * i));
@@ -801,7 +801,7 @@ static void test_unknown_command(void **state)
     lq_buf_t b = {0};
     assert_int_equal(lq_msg_encode(&m, &b), -1);
     assert_int_equal(b.len, 0);
-    lq_buf_free(&b);
+    lq_buf_clear(&b);
     s_bad_hex(0x00, "80", "unknown command 0x00");
     s_bad_hex(0x86, "80", "unknown command 0x86");
     s_bad_hex(0xff, "80", "unknown command");
@@ -812,10 +812,10 @@ static void test_unknown_command(void **state)
         assert_string_not_equal(lq_cmd_name(s_all_cmds[i]), "UNKNOWN");
     /* a NULL err buffer is allowed; destroy is safe twice */
     assert_int_equal(lq_msg_decode(0x7e, "\x80", 1, &m, NULL, 0), -1);
-    lq_msg_destroy(&m);
-    lq_msg_destroy(&m);
-    lq_msg_destroy(NULL);
-    lq_buf_free(NULL);
+    lq_msg_clear(&m);
+    lq_msg_clear(&m);
+    lq_msg_clear(NULL);
+    lq_buf_clear(NULL);
 }
 
 /* ---- random input -------------------------------------------------------- */
@@ -846,10 +846,10 @@ static int s_decode_checked(uint8_t cmd, const uint8_t *buf, size_t n)
     lq_buf_t b2 = s_enc(&m2);
     assert_int_equal(b.len, b2.len);
     assert_memory_equal(b.data, b2.data, b.len);
-    lq_msg_destroy(&m);
-    lq_msg_destroy(&m2);
-    lq_buf_free(&b);
-    lq_buf_free(&b2);
+    lq_msg_clear(&m);
+    lq_msg_clear(&m2);
+    lq_buf_clear(&b);
+    lq_buf_clear(&b2);
     return 1;
 }
 
@@ -920,7 +920,7 @@ static void test_random_mutations(void **state)
     assert_true(accepted > 0);
     assert_true(accepted < rounds);
     for (size_t i = 0; i < NCMDS; i++)
-        lq_buf_free(&valid[i]);
+        lq_buf_clear(&valid[i]);
 }
 
 /* ---- seeds ------------------------------------------------------------------ */
@@ -938,13 +938,13 @@ static int s_write_seeds(const char *dir)
         FILE *f = fopen(path, "wb");
         if (!f) {
             perror(path);
-            lq_buf_free(&b);
+            lq_buf_clear(&b);
             return 1;
         }
         fputc(m.cmd, f);
         fwrite(b.data, 1, b.len, f);
         fclose(f);
-        lq_buf_free(&b);
+        lq_buf_clear(&b);
     }
     return 0;
 }

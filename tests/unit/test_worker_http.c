@@ -386,7 +386,7 @@ static void test_runner(void **state)
     assert_non_null(strstr(srv.req, "POST /v1/chat/completions HTTP/1.1"));
     assert_non_null(strstr(srv.req, "Authorization: Bearer sk-runner"));
     assert_non_null(strstr(srv.req, "{\"x\":1}"));
-    lq_wjob_free(j);
+    lq_wjob_destroy(&j);
 
     /* 429 with both retry hints: retry-after-ms wins. */
     srv.mode = MODE_429;
@@ -402,7 +402,7 @@ static void test_runner(void **state)
     lq_wjob_result_msg(j, &m);
     assert_int_equal(m.u.result.retry_after_ms, 1500);
     assert_int_equal(m.u.result.status, 429);
-    lq_wjob_free(j);
+    lq_wjob_destroy(&j);
 
     /* Unknown upstream and a url that is not a path: at once, no HTTP. */
     int before = srv.nreq;
@@ -413,13 +413,13 @@ static void test_runner(void **state)
     assert_int_equal(j->res.outcome, LQ_OUTCOME_FATAL);
     assert_string_equal(j->res.error_code, "unknown_upstream");
     assert_non_null(strstr(j->res.error_message, "nope"));
-    lq_wjob_free(j);
+    lq_wjob_destroy(&j);
     j = new_job("default", "http://evil.example/x");
     r_done = 0;
     lq_runner_start(r, j);
     assert_int_equal(r_done, 1);
     assert_string_equal(j->res.error_code, "invalid_url");
-    lq_wjob_free(j);
+    lq_wjob_destroy(&j);
     assert_int_equal(srv.nreq, before);
 
     lq_runner_destroy(&r);

@@ -537,7 +537,7 @@ static void test_jobtab(void **state)
         lq_wlist_remove(&l, j);
         lq_wlist_remove(&l, j); /* twice is harmless */
         lq_jobtab_remove(t, j);
-        lq_wjob_free(j);
+        lq_wjob_destroy(&j);
     }
     assert_int_equal(lq_jobtab_count(t), 2500);
     size_t n = 0;
