@@ -2,7 +2,7 @@
 BUILD ?= build
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: all build deps test unit system demo asan asan-test fuzz bench clean format install deb test-deb
+.PHONY: all build deps test unit system demo asan asan-test fuzz bench clean format install deb test-deb test-builds
 
 all: build
 
@@ -59,6 +59,10 @@ deb:
 # (needs Docker and the Debian mirror; SKIP without Docker).
 test-deb: deps
 	@sh tests/deb/test_deb.sh
+
+# Release, Debug, MinSizeRel with gcc and clang from a clean checkout (12 builds).
+test-builds:
+	@sh tests/packaging/test_builds.sh
 
 clean:
 	rm -rf $(BUILD) build-asan build-fuzz build-deb

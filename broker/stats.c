@@ -40,7 +40,8 @@ struct lq_bstats {
     char prefix[LQ_MAX_ID + 1];
     uint64_t poll_ms;
     lq_timer_t timer;
-    int polling; /* replies outstanding */
+    int polling;          /* replies outstanding */
+    uint64_t last_poll_ms; /* loop time of the last poll sent */
     lq_bstats_upstream_fn upstream_of;
     void *arg;
     s_up_t ups[S_MAX_UPSTREAMS];
@@ -140,7 +141,7 @@ void lq_bstats_on_report(void *arg, const lq_report_seen_t *x)
         double e2e = (double)lq_wall_ms() / 1000.0 - (double)bt->created_at;
         lq_prom_hist_observe(&u->e2e, e2e > 0 ? e2e : 0);
     } else if (!bt) {
-        s_poll(s); /* a batch newer than the last poll: learn it now */
+        s_poll(s); /* a batch newer than the last poll: learn it now (10/s at most) */
     }
 }
 
@@ -199,8 +200,11 @@ static void s_on_poll(lq_redis_t *r, redisReply *reply, void *arg)
  * unanswered or Redis is down). Can't fail. */
 static void s_poll(lq_bstats_t *s)
 {
-    if (s->polling > 0 || !lq_redis_up(s->redis))
+    uint64_t now = lq_loop_now(s->loop);
+    if (s->polling > 0 || !lq_redis_up(s->redis) ||
+        (s->last_poll_ms && now < s->last_poll_ms + 100))
         return;
+    s->last_poll_ms = now;
     char max[16];
     snprintf(max, sizeof max, "%d", S_MAX_BATCHES);
     const char *poll[] = {"EVAL", s_poll_lua, "0", s->prefix, max};
