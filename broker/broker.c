@@ -45,6 +45,7 @@ struct lq_broker {
     int redis_was_down;
     /* Redis memory, from INFO memory once a second */
     int64_t used_bytes, max_bytes, admitted_since; /* bytes admitted since that INFO */
+    int64_t cache_stats[4]; /* hits, misses, stores, tokens_saved (Redis, once a second) */
     uint64_t batches_expired;
     char fatal[256];
 };
@@ -106,14 +107,16 @@ static void s_on_lease(lq_redis_t *r, redisReply *reply, void *arg)
 static int s_lease(void *arg, const char *batch, int64_t n)
 {
     lq_broker_t *b = arg;
-    char nbuf[24], deadline[32];
+    char nbuf[24], deadline[32], now[32];
+    int64_t wall = lq_wall_ms();
     snprintf(nbuf, sizeof nbuf, "%lld", (long long)n);
-    snprintf(deadline, sizeof deadline, "%lld", (long long)(lq_wall_ms() + b->opts.lease_ms));
-    const char *argv[4] = {b->opts.prefix, batch, nbuf, deadline};
+    snprintf(deadline, sizeof deadline, "%lld", (long long)(wall + b->opts.lease_ms));
+    snprintf(now, sizeof now, "%lld", (long long)wall);
+    const char *argv[5] = {b->opts.prefix, batch, nbuf, deadline, now};
     s_lease_call_t *call = xcalloc(1, sizeof *call);
     call->b = b;
     snprintf(call->id, sizeof call->id, "%s", batch);
-    if (lq_redis_eval(b->redis, LQ_SCRIPT_LEASE, s_on_lease, call, 0, 4, argv, NULL) < 0) {
+    if (lq_redis_eval(b->redis, LQ_SCRIPT_LEASE, s_on_lease, call, 0, 5, argv, NULL) < 0) {
         free(call);
         return -1;
     }
@@ -292,8 +295,12 @@ static void s_before_sleep(lq_loop_t *loop, void *arg)
     s_flush_acks(b);
     if (lq_reports_take_lost(b->reports))
         s_reregister_workers(b);
-    /* results first: no new work while Redis refuses to record results */
+    /* results first: no new work while Redis refuses to record results, and
+     * the cache gives way (no new entries) above the high-water mark */
     lq_dispatch_hold(b->dispatch, lq_reports_blocked(b->reports));
+    lq_redis_state_t rs;
+    lq_broker_redis_state(b, &rs);
+    lq_reports_cache_writes(b->reports, rs.accepting && !rs.results_blocked);
     lq_dispatch_run(b->dispatch);
 }
 
@@ -452,11 +459,26 @@ static void s_on_memory(lq_redis_t *r, redisReply *reply, void *arg)
     }
 }
 
-/* Reads Redis's memory use and policy (now and every second). */
+static void s_on_cache_stats(lq_redis_t *r, redisReply *reply, void *arg)
+{
+    (void)r;
+    lq_broker_t *b = arg;
+    if (!reply || reply->type != REDIS_REPLY_ARRAY || reply->elements != 4)
+        return;
+    for (size_t i = 0; i < 4; i++)
+        b->cache_stats[i] = reply->element[i]->str ? strtoll(reply->element[i]->str, NULL, 10) : 0;
+}
+
+/* Reads Redis's memory use and policy, and the cache counters (now and
+ * every second). */
 static void s_poll_memory(lq_broker_t *b)
 {
     const char *argv[2] = {"INFO", "memory"};
     lq_redis_command(b->redis, s_on_memory, b, 2, argv, NULL);
+    char key[LQ_MAX_ID + 16];
+    snprintf(key, sizeof key, "%scache_stats", b->opts.prefix);
+    const char *hm[6] = {"HMGET", key, "hits", "misses", "stores", "tokens_saved"};
+    lq_redis_command(b->redis, s_on_cache_stats, b, 6, hm, NULL);
 }
 
 static void s_on_memory_timer(lq_loop_t *loop, lq_timer_t *t, void *arg)
@@ -653,7 +675,8 @@ lq_broker_t *lq_broker_new(lq_loop_t *loop, void *zctx, const lq_broker_opts_t *
         lq_broker_destroy(&b);
         return NULL;
     }
-    lq_reports_opts_t rep = {opts->prefix, opts->retry_base_ms, opts->retry_cap_ms};
+    lq_reports_opts_t rep = {opts->prefix, opts->retry_base_ms, opts->retry_cap_ms,
+                             opts->cache_ttl_s};
     b->reports = lq_reports_new(b->redis, &rep, s_on_recorded, b);
     b->stats = lq_bstats_new(loop, b->redis, opts->prefix, 1000, s_upstream_of, b);
     lq_reports_observe(b->reports, lq_bstats_on_report, b->stats);
@@ -720,6 +743,11 @@ void lq_broker_cancel_local(lq_broker_t *b, const char *id)
     lq_dispatch_cancel(b->dispatch, id);
 }
 
+const char *lq_broker_batch_upstream(const lq_broker_t *b, const char *id)
+{
+    return lq_dispatch_batch_upstream(b->dispatch, id);
+}
+
 size_t lq_broker_prefetched(const lq_broker_t *b, const char *id)
 {
     return lq_dispatch_queued(b->dispatch, id);
@@ -767,5 +795,9 @@ void lq_broker_stats(const lq_broker_t *b, lq_broker_stats_t *st)
     st->dropped = lq_zsock_dropped(b->back);
     st->results_refused = rs.refused;
     st->batches_expired = b->batches_expired;
+    st->cache_hits = b->cache_stats[0];
+    st->cache_misses = b->cache_stats[1];
+    st->cache_stores = b->cache_stats[2];
+    st->cache_tokens_saved = b->cache_stats[3];
     lq_broker_redis_state(b, &st->redis);
 }

@@ -41,6 +41,7 @@ typedef struct {
     int64_t high_water_pct;   /* refuse submissions above this share of maxmemory (1..100) */
     int64_t retention_s;      /* remove finished batches after this long, 0 = never */
     int retain_unfetched;     /* 0: retention counts from the first complete fetch */
+    int64_t cache_ttl_s;      /* lifetime of a cached response */
 } lq_broker_opts_t;
 
 typedef struct {
@@ -51,6 +52,7 @@ typedef struct {
     uint64_t dropped;        /* malformed messages on the worker port */
     uint64_t results_refused; /* REPORT calls Redis refused */
     uint64_t batches_expired; /* removed by retention */
+    int64_t cache_hits, cache_misses, cache_stores, cache_tokens_saved; /* fleet-wide */
     lq_redis_state_t redis;
 } lq_broker_stats_t;
 
@@ -77,6 +79,8 @@ void lq_broker_batch_open(lq_broker_t *b, const char *id, const char *upstream, 
 void lq_broker_kick(lq_broker_t *b, const char *id);
 /* Stops dispatching a cancelled batch and releases its prefetched leases. */
 void lq_broker_cancel_local(lq_broker_t *b, const char *id);
+/* The upstream of a batch this broker knows, or NULL. */
+const char *lq_broker_batch_upstream(const lq_broker_t *b, const char *id);
 /* Jobs of the batch leased into the prefetch queue (not running yet). */
 size_t lq_broker_prefetched(const lq_broker_t *b, const char *id);
 /* Admission control: may bytes more of jobs be stored? Returns 0, or -1

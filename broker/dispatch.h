@@ -93,7 +93,7 @@ void lq_dispatch_batch(lq_dispatch_t *d, const char *id, const char *upstream, i
 void lq_dispatch_ready(lq_dispatch_t *d, const char *id);
 /* Stops dispatching a batch and requeues its prefetch queue. */
 void lq_dispatch_cancel(lq_dispatch_t *d, const char *id);
-/* The upstream of a known batch, or NULL. Borrowed. */
+/* The upstream of a known batch, or NULL. */
 const char *lq_dispatch_batch_upstream(const lq_dispatch_t *d, const char *id);
 /* Jobs of the batch waiting in its prefetch queue (0 if unknown). */
 size_t lq_dispatch_queued(const lq_dispatch_t *d, const char *id);

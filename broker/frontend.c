@@ -7,6 +7,7 @@
 #include "../common/util.h"
 #include "../wire/curve.h"
 #include "../wire/zsock.h"
+#include "cachekey.h"
 #include "payload.h"
 #include "record.h"
 #include "scripts.h"
@@ -166,9 +167,17 @@ static void s_open(lq_frontend_t *f, const uint8_t *ident, size_t len, const lq_
     snprintf(to, sizeof to, "%lld", (long long)o->timeout_ms);
     snprintf(pr, sizeof pr, "%lld", (long long)o->priority);
     snprintf(now, sizeof now, "%lld", (long long)lq_wall_s());
-    const char *argv[9] = {lq_broker_prefix(f->b), o->name ? o->name : "", c->upstream, ma, to, pr, now,
-                           id, o->fingerprint ? o->fingerprint : ""};
-    s_eval(c, LQ_SCRIPT_OPEN, s_on_open, 9, argv, NULL);
+    const char *argv[10] = {lq_broker_prefix(f->b),
+                            o->name ? o->name : "",
+                            c->upstream,
+                            ma,
+                            to,
+                            pr,
+                            now,
+                            id,
+                            o->fingerprint ? o->fingerprint : "",
+                            o->cache ? "1" : "0"};
+    s_eval(c, LQ_SCRIPT_OPEN, s_on_open, 10, argv, NULL);
 }
 
 /* ---- CHUNK ---- */
@@ -219,7 +228,9 @@ static void s_chunk(lq_frontend_t *f, const uint8_t *ident, size_t len, const lq
     }
     s_ctx_t *c = s_ctx(f, ident, len, ch->req, LQ_C_CHUNK);
     snprintf(c->batch, sizeof c->batch, "%s", ch->batch);
-    size_t argc = 3 + ch->njobs;
+    /* cache keys only for a batch opened with cache whose upstream we know */
+    const char *upstream = ch->cache ? lq_broker_batch_upstream(f->b, ch->batch) : NULL;
+    size_t argc = 4 + ch->njobs * (upstream ? 2 : 1);
     const char **argv = xmalloc(argc * sizeof *argv);
     size_t *lens = xmalloc(argc * sizeof *lens);
     char first[24];
@@ -227,15 +238,23 @@ static void s_chunk(lq_frontend_t *f, const uint8_t *ident, size_t len, const lq
     argv[0] = lq_broker_prefix(f->b);
     argv[1] = ch->batch;
     argv[2] = first;
-    for (size_t i = 0; i < 3; i++)
+    argv[3] = upstream ? "1" : "0";
+    for (size_t i = 0; i < 4; i++)
         lens[i] = strlen(argv[i]);
     for (size_t i = 0; i < ch->njobs; i++) {
         const lq_job_spec_t *j = &ch->jobs[i];
-        argv[3 + i] = lq_payload_encode(j->custom_id, j->url, j->est_tokens, j->body, j->body_len,
-                                        &lens[3 + i]);
+        argv[4 + i] = lq_payload_encode(j->custom_id, j->url, j->est_tokens, j->body, j->body_len,
+                                        &lens[4 + i]);
+        if (!upstream)
+            continue;
+        char *key = xmalloc(LQ_CACHE_KEY_MAX);
+        if (lq_cache_key(upstream, j->url, j->body, j->body_len, key) < 0)
+            key[0] = '\0'; /* not JSON: never cached */
+        argv[4 + ch->njobs + i] = key;
+        lens[4 + ch->njobs + i] = strlen(key);
     }
     s_eval(c, LQ_SCRIPT_CHUNK, s_on_chunk, (int)argc, argv, lens);
-    for (size_t i = 3; i < argc; i++)
+    for (size_t i = 4; i < argc; i++)
         free((char *)argv[i]);
     free(argv);
     free(lens);
@@ -450,6 +469,94 @@ static void s_delete(lq_frontend_t *f, const uint8_t *ident, size_t len, const l
     s_eval(c, LQ_SCRIPT_DELETE, s_on_delete, 2, argv, NULL);
 }
 
+/* ---- CACHE: stats and clear, one SCAN step per Redis call ---- */
+
+typedef struct {
+    s_ctx_t base; /* must be first: s_ctx_error and s_reply take it */
+    int clear;
+    char cursor[32];
+    lq_c_cache_reply_t totals;
+} s_cache_ctx_t;
+
+static void s_cache_step(s_cache_ctx_t *k);
+
+static void s_on_cache_counters(lq_redis_t *r, redisReply *reply, void *arg)
+{
+    (void)r;
+    s_cache_ctx_t *k = arg;
+    if (s_bad_reply(&k->base, reply, REDIS_REPLY_ARRAY) || reply->elements != 4) {
+        free(k);
+        return;
+    }
+    int64_t *dst[4] = {&k->totals.hits, &k->totals.misses, &k->totals.stores,
+                       &k->totals.tokens_saved};
+    for (size_t i = 0; i < 4; i++)
+        *dst[i] = reply->element[i]->str ? strtoll(reply->element[i]->str, NULL, 10) : 0;
+    lq_msg_t m = {0};
+    m.cmd = LQ_C_CACHE_REPLY;
+    m.u.cache_reply = k->totals;
+    m.u.cache_reply.req = k->base.req;
+    s_reply(&k->base, &m);
+    free(k);
+}
+
+static void s_on_cache_scan(lq_redis_t *r, redisReply *reply, void *arg)
+{
+    (void)r;
+    s_cache_ctx_t *k = arg;
+    if (s_bad_reply(&k->base, reply, REDIS_REPLY_ARRAY) || reply->elements != 4 ||
+        reply->element[0]->type != REDIS_REPLY_STRING) {
+        free(k);
+        return;
+    }
+    snprintf(k->cursor, sizeof k->cursor, "%s", reply->element[0]->str);
+    k->totals.entries += reply->element[1]->integer;
+    k->totals.bytes += reply->element[2]->integer;
+    k->totals.cleared += reply->element[3]->integer;
+    if (strcmp(k->cursor, "0") != 0) {
+        s_cache_step(k);
+        return;
+    }
+    if (k->clear)
+        LQ_INFO("cache cleared%s%s: %lld entries", k->base.upstream[0] ? " for " : "",
+                k->base.upstream, (long long)k->totals.cleared);
+    char key[LQ_MAX_ID + 16];
+    snprintf(key, sizeof key, "%scache_stats", lq_broker_prefix(k->base.f->b));
+    const char *argv[6] = {"HMGET", key, "hits", "misses", "stores", "tokens_saved"};
+    if (lq_redis_command(lq_broker_redis(k->base.f->b), s_on_cache_counters, k, 6, argv, NULL) <
+        0) {
+        s_ctx_error(&k->base, "unavailable", "the broker cannot reach Redis right now; retry");
+        free(k);
+    }
+}
+
+/* Runs the next SCAN step of a stats or clear request. */
+static void s_cache_step(s_cache_ctx_t *k)
+{
+    const char *argv[4] = {lq_broker_prefix(k->base.f->b), k->cursor, k->base.upstream,
+                           k->clear ? "1" : "0"};
+    s_eval(&k->base, LQ_SCRIPT_CACHE_SCAN, s_on_cache_scan, 4, argv, NULL);
+}
+
+static void s_cache(lq_frontend_t *f, const uint8_t *ident, size_t len, const lq_c_cache_t *q)
+{
+    int clear = strcmp(q->op, "clear") == 0;
+    if ((!clear && strcmp(q->op, "stats") != 0) || (q->upstream && !s_valid_id(q->upstream))) {
+        s_error(f, ident, len, q->req, "bad_request", "cache op must be stats or clear");
+        return;
+    }
+    s_cache_ctx_t *k = xcalloc(1, sizeof *k);
+    k->base.f = f;
+    memcpy(k->base.ident, ident, len);
+    k->base.ident_len = len;
+    k->base.req = q->req;
+    k->base.cmd = LQ_C_CACHE;
+    snprintf(k->base.upstream, sizeof k->base.upstream, "%s", q->upstream ? q->upstream : "");
+    k->clear = clear;
+    snprintf(k->cursor, sizeof k->cursor, "0");
+    s_cache_step(k);
+}
+
 /* ---- LIST, WORKERS ---- */
 
 static void s_on_list(lq_redis_t *r, redisReply *reply, void *arg)
@@ -526,6 +633,9 @@ static void s_on_message(lq_zsock_t *s, const uint8_t *ident, size_t len, lq_msg
         break;
     case LQ_C_DELETE:
         s_delete(f, ident, len, &m->u.batch_req);
+        break;
+    case LQ_C_CACHE:
+        s_cache(f, ident, len, &m->u.cache);
         break;
     case LQ_W_HEARTBEAT:
         break;

@@ -33,8 +33,8 @@ typedef struct {
     lq_strlist_t limits;
     char *env_limits; /* LLMQ_LIMITS, split in place */
     const char *curve_secret_file, *curve_clients;
-    const char *retention; /* a duration, parsed into retention_s */
-    long long retention_s, high_water_pct;
+    const char *retention, *cache_ttl; /* durations, parsed into *_s */
+    long long retention_s, cache_ttl_s, high_water_pct;
     int ignore_headers, retain_unfetched;
     char curve_secret[41], curve_public[41];
 } s_config_t;
@@ -73,6 +73,7 @@ static int s_parse(s_config_t *c, int argc, char **argv)
         .retry_base_ms = 500,
         .retry_cap_ms = 60000,
         .retention = "7d",
+        .cache_ttl = "7d",
         .high_water_pct = 80,
     };
     const lq_opt_t opts[] = {
@@ -112,6 +113,8 @@ static int s_parse(s_config_t *c, int argc, char **argv)
          "default 7d; 0 = keep forever)"},
         {"retain-unfetched", "LLMQ_RETAIN_UNFETCHED", LQ_OPT_FLAG, &c->retain_unfetched, NULL,
          "count retention from when a batch finished, even if its results were never fetched"},
+        {"cache-ttl", "LLMQ_CACHE_TTL", LQ_OPT_STR, &c->cache_ttl, "DURATION",
+         "how long a cached response answers repeated requests (default 7d)"},
         {"redis-high-water", "LLMQ_REDIS_HIGH_WATER", LQ_OPT_INT, &c->high_water_pct, "PCT",
          "refuse new submissions above this share of Redis maxmemory (default 80)", 1, 100},
         {"log-level", "LLMQ_LOG_LEVEL", LQ_OPT_STR, &c->log_level, "LEVEL",
@@ -148,12 +151,16 @@ static int s_check_limits(s_config_t *c)
     return 0;
 }
 
-/* Parses --retention. Returns 0 or -1 (printed). */
+/* Parses --retention and --cache-ttl. Returns 0 or -1 (printed). */
 static int s_check_retention(s_config_t *c)
 {
     if (lq_parse_duration_s(c->retention, &c->retention_s) < 0) {
         fprintf(stderr, "llmq-broker: bad --retention '%s' (want e.g. 30s, 12h, 7d, or 0)\n",
                 c->retention);
+        return -1;
+    }
+    if (lq_parse_duration_s(c->cache_ttl, &c->cache_ttl_s) < 0 || c->cache_ttl_s < 1) {
+        fprintf(stderr, "llmq-broker: bad --cache-ttl '%s' (want e.g. 1h, 7d)\n", c->cache_ttl);
         return -1;
     }
     return 0;
@@ -208,6 +215,7 @@ static int s_wire(s_app_t *a, const s_config_t *c)
         .high_water_pct = c->high_water_pct,
         .retention_s = c->retention_s,
         .retain_unfetched = c->retain_unfetched,
+        .cache_ttl_s = c->cache_ttl_s,
     };
     if (!(a->core = lq_broker_new(a->loop, a->zctx, &bo, err, sizeof err)))
         goto fail;

@@ -53,4 +53,8 @@ void lq_record_batch_info(lq_batch_info_t *info, const char *id, const redisRepl
     info->priority = lq_record_field_ll(flat, "priority");
     info->max_attempts = lq_record_field_ll(flat, "max_attempts");
     info->timeout_ms = lq_record_field_ll(flat, "timeout_ms");
+    info->cache = lq_record_field_ll(flat, "cache") == 1;
+    info->cached = lq_record_field_ll(flat, "cached");
+    info->cached_prompt_tokens = lq_record_field_ll(flat, "cached_prompt_tokens");
+    info->cached_completion_tokens = lq_record_field_ll(flat, "cached_completion_tokens");
 }

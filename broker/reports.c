@@ -44,6 +44,7 @@ struct lq_reports {
     size_t calls;      /* REPORT calls outstanding */
     uint64_t retry_at; /* while blocked: no send before this */
     int lost;          /* results were left with their workers */
+    int no_cache;      /* lq_reports_cache_writes(r, 0) */
     char why[160];     /* Redis's last refusal */
 };
 
@@ -211,16 +212,18 @@ static void s_on_report(lq_redis_t *redis, redisReply *reply, void *arg)
  * must not be cleared). */
 static void s_send_call(lq_reports_t *r, const s_report_t *items, size_t n)
 {
-    size_t argc = 2 + n * LQ_REPORT_FIELDS;
+    size_t argc = 3 + n * LQ_REPORT_FIELDS;
     const char **argv = xmalloc(argc * sizeof *argv);
     char (*nums)[6][24] = xmalloc(n * sizeof *nums);
-    char now[32];
+    char now[32], ttl[24];
     snprintf(now, sizeof now, "%lld", (long long)lq_wall_ms());
+    snprintf(ttl, sizeof ttl, "%lld", r->no_cache ? 0LL : (long long)r->opts.cache_ttl_s);
     argv[0] = r->opts.prefix;
     argv[1] = now;
+    argv[2] = ttl;
     for (size_t i = 0; i < n; i++) {
         const s_report_t *rep = &items[i];
-        const char **a = argv + 2 + i * LQ_REPORT_FIELDS;
+        const char **a = argv + 3 + i * LQ_REPORT_FIELDS;
         const int64_t v[6] = {rep->index, rep->attempt, rep->outcome,
                               rep->ptok,  rep->ctok,    rep->delay_ms};
         for (int k = 0; k < 6; k++)
@@ -295,6 +298,11 @@ void lq_reports_stats(const lq_reports_t *r, lq_reports_stats_t *st)
 {
     *st = r->stats;
     st->held = (int64_t)r->n;
+}
+
+void lq_reports_cache_writes(lq_reports_t *r, int on)
+{
+    r->no_cache = !on;
 }
 
 int lq_reports_blocked(const lq_reports_t *r)

@@ -39,6 +39,7 @@ typedef struct {
     const char *prefix;    /* Redis key prefix (borrowed) */
     int64_t retry_base_ms; /* first backoff ceiling */
     int64_t retry_cap_ms;  /* largest backoff */
+    int64_t cache_ttl_s;   /* lifetime of a response stored in the cache */
 } lq_reports_opts_t;
 
 #define LQ_REPORTS_RETRY_MS 500
@@ -83,6 +84,9 @@ void lq_reports_add(lq_reports_t *r, const uint8_t *ident, size_t ident_len,
  * LQ_REPORTS_RETRY_MS of now_ms, a monotonic clock). Can't fail: with Redis
  * down they are dropped unacknowledged (the workers send them again). */
 void lq_reports_flush(lq_reports_t *r, uint64_t now_ms);
+/* Whether final successes of cache batches are stored in the cache (on by
+ * default; off while Redis is near full: the cache gives way first). */
+void lq_reports_cache_writes(lq_reports_t *r, int on);
 /* 1 while Redis refuses results (the last REPORT failed). */
 int lq_reports_blocked(const lq_reports_t *r);
 /* 1 (once) when results were left with their workers while blocked and

@@ -46,6 +46,7 @@
     "local function forget_job(m, idx)\n"                                                          \
     "  redis.call('HDEL', m..':jobs', idx)\n"                                                      \
     "  redis.call('HDEL', m..':att', idx)\n"                                                       \
+    "  redis.call('HDEL', m..':ck', idx)\n"                                                        \
     "end\n"                                                                                        \
     "local function record(id, m, idx, failed, resp, err, now, attempt)\n"                         \
     "  local payload = redis.call('HGET', m..':jobs', idx) or '0:'\n"                              \
@@ -61,7 +62,7 @@
     "end\n"
 
 /* OPEN(P, name, upstream, max_attempts, timeout_ms, priority, now_s, new_id,
- * fingerprint) -> {id, created(1/0, -1: the name is taken by another input),
+ * fingerprint, cache 1/0) -> {id, created(1/0, -1: the name is taken by another input),
  * submitted, state} */
 static const char s_open[] =
     "local P = ARGV[1]\n"
@@ -83,32 +84,41 @@ static const char s_open[] =
     "  'timeout_ms', ARGV[5], 'priority', ARGV[6], 'state', 'submitting', 'closed', 0,\n"
     "  'total', 0, 'submitted', 0, 'cursor', 0, 'completed', 0, 'failed', 0, 'retried', 0,\n"
     "  'duplicates', 0, 'leased', 0, 'prompt_tokens', 0, 'completion_tokens', 0,\n"
-    "  'created_at', ARGV[7], 'finished_at', 0, 'fingerprint', ARGV[9])\n"
+    "  'created_at', ARGV[7], 'finished_at', 0, 'fingerprint', ARGV[9], 'cache', ARGV[10])\n"
     "redis.call('ZADD', P..'batches', ARGV[7], id)\n"
     "redis.call('SADD', P..'active', id)\n"
     "if name ~= '' then redis.call('SET', P..'name:'..name, id) end\n"
     "return {id, 1, 0, 'submitting'}\n";
 
-/* CHUNK(P, id, first, payload...) -> {submitted} or {-1} unknown batch,
- * {-2, submitted} gap, {-3, submitted} batch not accepting jobs */
+/* CHUNK(P, id, first, with_keys, payload..., [key...]) -> {submitted} or {-1}
+ * unknown batch, {-2, submitted} gap, {-3, submitted} batch not accepting
+ * jobs. With with_keys = '1' the n payloads are followed by their n cache
+ * keys, stored (in ':ck') only when the batch was opened with cache. */
 static const char s_chunk[] =
     "local P = ARGV[1]\n"
     "local m = P..'b:'..ARGV[2]\n"
-    "local st = redis.call('HMGET', m, 'state', 'submitted', 'closed')\n"
+    "local st = redis.call('HMGET', m, 'state', 'submitted', 'closed', 'cache')\n"
     "if not st[1] then return {-1} end\n"
     "local submitted = tonumber(st[2])\n"
     "local first = tonumber(ARGV[3])\n"
-    "local n = #ARGV - 3\n"
+    "local keyed = ARGV[4] == '1'\n"
+    "local n = #ARGV - 4\n"
+    "if keyed then n = n / 2 end\n"
     "if first > submitted then return {-2, submitted} end\n"
     "local skip = submitted - first\n"
     "if skip >= n then return {submitted} end\n"
     "if st[3] == '1' or st[1] ~= 'submitting' then return {-3, submitted} end\n"
-    "local args = {}\n"
+    "local args, keys = {}, {}\n"
     "for i = skip + 1, n do\n"
     "  args[#args + 1] = first + i - 1\n"
-    "  args[#args + 1] = ARGV[3 + i]\n"
+    "  args[#args + 1] = ARGV[4 + i]\n"
+    "  if keyed and st[4] == '1' and ARGV[4 + n + i] ~= '' then\n"
+    "    keys[#keys + 1] = first + i - 1\n"
+    "    keys[#keys + 1] = ARGV[4 + n + i]\n"
+    "  end\n"
     "end\n"
     "redis.call('HSET', m..':jobs', unpack(args))\n"
+    "if #keys > 0 then redis.call('HSET', m..':ck', unpack(keys)) end\n"
     "submitted = first + n\n"
     "redis.call('HSET', m, 'submitted', submitted)\n"
     "return {submitted}\n";
@@ -127,36 +137,58 @@ static const char s_close[] = LQ_LUA_LIB
     "end\n"
     "return {redis.call('HGET', m, 'state')}\n";
 
-/* LEASE(P, id, n, lease_deadline_ms) -> {more, idx, attempt, payload, ...} */
-static const char s_lease[] =
-    "local P = ARGV[1]\n" LQ_PAYLOAD_LUA
+/* LEASE(P, id, n, lease_deadline_ms, now_ms) -> {more, idx, attempt,
+ * payload, ...}. In a batch opened with cache, a job whose request has a
+ * cached response is answered here (its result written, counted in
+ * 'cached') and not returned: it never reaches a worker. */
+static const char s_lease[] = LQ_LUA_LIB
     "local id = ARGV[2]\n"
     "local m = P..'b:'..id\n"
-    "local st = redis.call('HMGET', m, 'state', 'submitted', 'cursor')\n"
+    "local st = redis.call('HMGET', m, 'state', 'submitted', 'cursor', 'cache')\n"
     "if st[1] ~= 'submitting' and st[1] ~= 'in_progress' then return {0} end\n"
     "local n = tonumber(ARGV[3])\n"
     "local deadline = ARGV[4]\n"
+    "local now = tonumber(ARGV[5])\n"
+    "local cache = st[4] == '1'\n"
+    "local hits, hit_pt, hit_ct, misses = 0, 0, 0, 0\n"
+    "local function from_cache(idx)\n"
+    "  if not cache then return false end\n"
+    "  local key = redis.call('HGET', m..':ck', idx)\n"
+    "  local v = key and key ~= '' and redis.call('GET', P..'cache:'..key)\n"
+    "  if not v then misses = misses + 1 return false end\n"
+    "  local a = string.find(v, ':', 1, true)\n"
+    "  local b = string.find(v, ':', a + 1, true)\n"
+    "  hits = hits + 1\n"
+    "  hit_pt = hit_pt + tonumber(string.sub(v, 1, a - 1))\n"
+    "  hit_ct = hit_ct + tonumber(string.sub(v, a + 1, b - 1))\n"
+    "  record(id, m, idx, false, string.sub(v, b + 1), '', now, 0)\n"
+    "  return true\n"
+    "end\n"
     "local out = {0}\n"
-    "local got = 0\n"
-    "while got < n do\n"
+    "-- got: jobs taken (leased, or answered from the cache up to 5000 more)\n"
+    "local got, leased, budget = 0, 0, n + (cache and 5000 or 0)\n"
+    "while leased < n and got < budget do\n"
     "  local idx = redis.call('LPOP', m..':q')\n"
     "  if not idx then break end\n"
     "  local member = member_of(id, idx)\n"
     "  if redis.call('HEXISTS', m..':res', idx) == 0 and\n"
     "     not redis.call('ZSCORE', P..'leases', member) then\n"
-    "    local att = redis.call('HINCRBY', m..':att', idx, 1)\n"
-    "    redis.call('ZADD', P..'leases', deadline, member)\n"
-    "    out[#out + 1] = tonumber(idx)\n"
-    "    out[#out + 1] = att\n"
-    "    out[#out + 1] = redis.call('HGET', m..':jobs', idx)\n"
     "    got = got + 1\n"
+    "    if not from_cache(idx) then\n"
+    "      local att = redis.call('HINCRBY', m..':att', idx, 1)\n"
+    "      redis.call('ZADD', P..'leases', deadline, member)\n"
+    "      out[#out + 1] = tonumber(idx)\n"
+    "      out[#out + 1] = att\n"
+    "      out[#out + 1] = redis.call('HGET', m..':jobs', idx)\n"
+    "      leased = leased + 1\n"
+    "    end\n"
     "  end\n"
     "end\n"
     "local cursor = tonumber(st[3])\n"
     "local submitted = tonumber(st[2])\n"
     "local fresh = {}\n"
-    "while got < n and cursor < submitted do\n"
-    "  fresh[#fresh + 1] = cursor\n"
+    "while leased + #fresh < n and got < budget and cursor < submitted do\n"
+    "  if not from_cache(cursor) then fresh[#fresh + 1] = cursor end\n"
     "  cursor = cursor + 1\n"
     "  got = got + 1\n"
     "end\n"
@@ -174,14 +206,26 @@ static const char s_lease[] =
     "  end\n"
     "  redis.call('HSET', m..':att', unpack(att))\n"
     "  redis.call('ZADD', P..'leases', unpack(z))\n"
+    "  leased = leased + #fresh\n"
     "end\n"
     "redis.call('HSET', m, 'cursor', cursor)\n"
-    "redis.call('HINCRBY', m, 'leased', got)\n"
+    "redis.call('HINCRBY', m, 'leased', leased)\n"
+    "if hits > 0 then\n"
+    "  redis.call('HINCRBY', m, 'cached', hits)\n"
+    "  redis.call('HINCRBY', m, 'cached_prompt_tokens', hit_pt)\n"
+    "  redis.call('HINCRBY', m, 'cached_completion_tokens', hit_ct)\n"
+    "  redis.call('HINCRBY', P..'cache_stats', 'hits', hits)\n"
+    "  redis.call('HINCRBY', P..'cache_stats', 'tokens_saved', hit_pt + hit_ct)\n"
+    "  check_finish(id, m, now)\n"
+    "end\n"
+    "if misses > 0 then redis.call('HINCRBY', P..'cache_stats', 'misses', misses) end\n"
     "if cursor < submitted or redis.call('LLEN', m..':q') > 0 then out[1] = 1 end\n"
     "return out\n";
 
-/* REPORT(P, now_ms, {id, idx, attempt, outcome, resp, err, ptok, ctok,
- * delay_ms, custom_id or ''}...) -> one code per result: ok, failed, retry, dup, resent, stale,
+/* REPORT(P, now_ms, cache_ttl_s, {id, idx, attempt, outcome, resp, err, ptok,
+ * ctok, delay_ms, custom_id or ''}...); a final success of a batch opened
+ * with cache is stored as its request's cached response for cache_ttl_s
+ * (0: not stored, e.g. while Redis is near full) -> one code per result: ok, failed, retry, dup, resent, stale,
  * gone. Per result it touches only the job's own keys; batch counters are
  * summed in the script and written once per batch per call. */
 static const char s_report[] = LQ_LUA_LIB
@@ -192,9 +236,10 @@ static const char s_report[] = LQ_LUA_LIB
     "  local x = metas[id]\n"
     "  if x == nil then\n"
     "    local m = P..'b:'..id\n"
-    "    local f = redis.call('HMGET', m, 'state', 'max_attempts')\n"
+    "    local f = redis.call('HMGET', m, 'state', 'max_attempts', 'cache')\n"
     "    if f[1] then\n"
-    "      x = {m = m, state = f[1], max = tonumber(f[2]), completed = 0, failed = 0,\n"
+    "      x = {m = m, state = f[1], max = tonumber(f[2]), cache = f[3] == '1', completed = 0,\n"
+    "           failed = 0,\n"
     "           leased = 0, prompt_tokens = 0, completion_tokens = 0, duplicates = 0,\n"
     "           retried = 0}\n"
     "      order[#order + 1] = id\n"
@@ -216,7 +261,8 @@ static const char s_report[] = LQ_LUA_LIB
     "  unlease_x(x, member_of(id, idx))\n"
     "  return 'dup'\n"
     "end\n"
-    "for b = 3, #ARGV, 10 do\n"
+    "local ttl = tonumber(ARGV[3])\n"
+    "for b = 4, #ARGV, 10 do\n"
     "  local id, idx = ARGV[b], ARGV[b + 1]\n"
     "  local attempt, outcome = tonumber(ARGV[b + 2]), tonumber(ARGV[b + 3])\n"
     "  local x = meta_of(id)\n"
@@ -259,6 +305,14 @@ static const char s_report[] = LQ_LUA_LIB
     "        if pt > 0 then x.prompt_tokens = x.prompt_tokens + pt end\n"
     "        if ct > 0 then x.completion_tokens = x.completion_tokens + ct end\n"
     "        unlease_x(x, member)\n"
+    "        if x.cache and not failed and ttl > 0 then\n"
+    "          local key = redis.call('HGET', x.m..':ck', idx)\n"
+    "          if key then\n"
+    "            redis.call('SET', P..'cache:'..key, math.max(pt, 0)..':'..math.max(ct, 0)..':'..resp,\n"
+    "                       'EX', ttl)\n"
+    "            redis.call('HINCRBY', P..'cache_stats', 'stores', 1)\n"
+    "          end\n"
+    "        end\n"
     "        forget_job(x.m, idx)\n"
     "        code = failed and 'failed' or 'ok'\n"
     "      else\n"
@@ -479,7 +533,21 @@ static const char s_sweep[] =
     "end\n"
     "return out\n";
 
+/* CACHE_SCAN(P, cursor, upstream or '', clear 1/0) -> {cursor, entries,
+ * bytes, removed}: one SCAN step over the cache's keys (of one upstream);
+ * the broker calls it until the cursor is back to "0". */
+static const char s_cache_scan[] =
+    "local P = ARGV[1]\n"
+    "local match = P..'cache:'..(ARGV[3] ~= '' and ARGV[3]..':' or '')..'*'\n"
+    "local r = redis.call('SCAN', ARGV[2], 'MATCH', match, 'COUNT', 2000)\n"
+    "local bytes, removed = 0, 0\n"
+    "for _, k in ipairs(r[2]) do\n"
+    "  if ARGV[4] == '1' then removed = removed + redis.call('UNLINK', k)\n"
+    "  else bytes = bytes + redis.call('STRLEN', k) end\n"
+    "end\n"
+    "return {r[1], #r[2], bytes, removed}\n";
+
 const char *const lq_scripts[] = {
     s_open, s_chunk, s_close, s_lease, s_report, s_requeue, s_expire, s_promote, s_cancel, s_list,
-    s_results, s_delete, s_sweep, NULL,
+    s_results, s_delete, s_sweep, s_cache_scan, NULL,
 };

@@ -18,13 +18,15 @@ enum {
     LQ_SCRIPT_RESULTS,
     LQ_SCRIPT_DELETE,
     LQ_SCRIPT_SWEEP,
+    LQ_SCRIPT_CACHE_SCAN,
     LQ_SCRIPT_COUNT
 };
 
 /* NULL-terminated array of LQ_SCRIPT_COUNT Lua sources, indexed as above. */
 extern const char *const lq_scripts[];
 
-/* Number of fields per result in a REPORT call (after prefix and now). */
+/* Number of fields per result in a REPORT call (after prefix, now and the
+ * cache TTL). */
 #define LQ_REPORT_FIELDS 10
 
 #endif

@@ -31,6 +31,7 @@ typedef struct {
     long long priority;
     const char *prompts; /* prompts mode: the file */
     const char *model;
+    int cache; /* answer repeated requests from the broker's response cache */
     const char *system;
     long long max_tokens;
     /* results / run */
@@ -59,6 +60,8 @@ int lq_cmd_list(const lq_client_opts_t *o);
  * Returns 0, or the exit status of the last failure. */
 int lq_cmd_delete(const lq_client_opts_t *o, const char *const *batches, size_t n);
 int lq_cmd_workers(const lq_client_opts_t *o);
+/* cache stats | cache clear [--upstream NAME]. */
+int lq_cmd_cache(const lq_client_opts_t *o, const char *op);
 /* top.c: the live full-terminal view; q quits. */
 int lq_cmd_top(const lq_client_opts_t *o);
 

@@ -61,29 +61,45 @@ int lq_client_call(lq_rpc_t *rpc, const lq_client_opts_t *o, lq_msg_t *m, lq_msg
     }
 }
 
-static int s_simple(const lq_client_opts_t *o, lq_msg_t *m, lq_msg_t *reply, lq_rpc_t **out)
+/* Shows a successful reply on stdout. */
+typedef void (*s_show_fn)(const lq_msg_t *reply, const lq_client_opts_t *o);
+
+/* One request over a fresh connection: sends m, shows the reply with show
+ * (an ERROR reply goes to stderr instead), closes. Returns the exit code. */
+static int s_simple(const lq_client_opts_t *o, lq_msg_t *m, s_show_fn show)
 {
     lq_rpc_t *rpc = lq_client_connect(o);
     if (!rpc)
         return LQ_EXIT_RUNTIME;
-    int got = lq_client_call(rpc, o, m, reply, 1);
+    lq_msg_t reply;
+    int got = lq_client_call(rpc, o, m, &reply, 1);
     if (got <= 0) {
         lq_rpc_destroy(&rpc);
         return got < 0 ? LQ_EXIT_INTERRUPTED : LQ_EXIT_RUNTIME;
     }
-    if (reply->cmd == LQ_C_ERROR) {
-        fprintf(stderr, "llmq: %s\n", reply->u.error.message);
-        int code = strcmp(reply->u.error.code, "not_found") == 0 ||
-                           strcmp(reply->u.error.code, "bad_request") == 0 ||
-                           strcmp(reply->u.error.code, "active") == 0
-                       ? LQ_EXIT_USAGE
-                       : LQ_EXIT_RUNTIME;
-        lq_msg_clear(reply);
-        lq_rpc_destroy(&rpc);
-        return code;
+    int code = LQ_EXIT_OK;
+    if (reply.cmd == LQ_C_ERROR) {
+        fprintf(stderr, "llmq: %s\n", reply.u.error.message);
+        code = strcmp(reply.u.error.code, "not_found") == 0 ||
+                       strcmp(reply.u.error.code, "bad_request") == 0 ||
+                       strcmp(reply.u.error.code, "active") == 0
+                   ? LQ_EXIT_USAGE
+                   : LQ_EXIT_RUNTIME;
+    } else {
+        show(&reply, o);
     }
-    *out = rpc;
-    return LQ_EXIT_OK;
+    lq_msg_clear(&reply);
+    lq_rpc_destroy(&rpc);
+    return code;
+}
+
+/* Prints j indented on stdout and releases it. */
+static void s_print_json(json_t *j)
+{
+    char *s = json_dumps(j, JSON_INDENT(2));
+    printf("%s\n", s);
+    free(s);
+    json_decref(j);
 }
 
 /* ---- batch rendering ---- */
@@ -141,6 +157,10 @@ static json_t *s_batch_json(const lq_batch_info_t *b)
     json_object_set_new(x, "max_attempts", json_integer(b->max_attempts));
     json_object_set_new(x, "timeout_ms", json_integer(b->timeout_ms));
     json_object_set_new(x, "upstream", json_string(b->upstream));
+    json_object_set_new(x, "cache", json_boolean(b->cache));
+    json_object_set_new(x, "cached", json_integer(b->cached));
+    json_object_set_new(x, "cached_prompt_tokens", json_integer(b->cached_prompt_tokens));
+    json_object_set_new(x, "cached_completion_tokens", json_integer(b->cached_completion_tokens));
     json_object_set_new(j, "llmq", x);
     return j;
 }
@@ -160,6 +180,11 @@ static void s_print_batch(const lq_batch_info_t *b)
            (long long)b->retried, (long long)b->duplicates, (long long)b->max_attempts);
     printf("  tokens     prompt %lld  completion %lld\n", (long long)b->prompt_tokens,
            (long long)b->completion_tokens);
+    if (b->cache)
+        printf("  cache      %lld jobs answered from the cache, saving %lld prompt and %lld "
+               "completion tokens\n",
+               (long long)b->cached, (long long)b->cached_prompt_tokens,
+               (long long)b->cached_completion_tokens);
     printf("  time       created %s  finished %s  elapsed %llds\n", created, finished,
            (long long)(b->created_at > 0 ? end - b->created_at : 0));
     if (b->expires_at > 0) {
@@ -202,11 +227,7 @@ int lq_cmd_status(const lq_client_opts_t *o, const char *batch)
     int rc = s_status_once(rpc, o, batch, &reply, 1);
     if (rc == LQ_EXIT_OK) {
         if (o->json) {
-            json_t *j = s_batch_json(&reply.u.batch.info);
-            char *s = json_dumps(j, JSON_INDENT(2));
-            printf("%s\n", s);
-            free(s);
-            json_decref(j);
+            s_print_json(s_batch_json(&reply.u.batch.info));
         } else {
             s_print_batch(&reply.u.batch.info);
         }
@@ -366,122 +387,145 @@ static FILE *s_open_tmp(const char *path, char **tmp)
     return f;
 }
 
-/* The files results go to: OUT (or stdout) and ERRFILE, written as
- * "<path>.part" and renamed only when complete. */
+/* Where results go while they are fetched: OUT (or stdout) and ERRFILE,
+ * written as PATH.part and renamed into place only on success. */
 typedef struct {
     FILE *out, *errf;
-    char *tmp_out, *tmp_err;
+    char *tmp_out, *tmp_err; /* NULL for stdout / no ERRFILE */
     int64_t written, failed;
-} s_sink_t;
+} s_results_t;
 
-/* Opens the sink. Returns 0, or -1 (printed, nothing left open). */
-static int s_sink_open(s_sink_t *k, const lq_client_opts_t *o)
+/* Opens the outputs named in o. Returns 0, or -1 (message printed). */
+static int s_results_open(s_results_t *r, const lq_client_opts_t *o)
 {
-    memset(k, 0, sizeof *k);
-    k->out = strcmp(o->out, "-") == 0 ? stdout : s_open_tmp(o->out, &k->tmp_out);
-    if (!k->out)
+    memset(r, 0, sizeof *r);
+    r->out = strcmp(o->out, "-") == 0 ? stdout : s_open_tmp(o->out, &r->tmp_out);
+    if (!r->out)
         return -1;
-    if (o->errors && !(k->errf = s_open_tmp(o->errors, &k->tmp_err))) {
-        if (k->out != stdout)
-            fclose(k->out);
-        free(k->tmp_out);
+    if (o->errors && !(r->errf = s_open_tmp(o->errors, &r->tmp_err))) {
+        if (r->out != stdout)
+            fclose(r->out);
+        free(r->tmp_out);
         return -1;
     }
     return 0;
 }
 
-static void s_sink_write(s_sink_t *k, const lq_result_item_t *it)
+/* Fetches every page of results of batch into r, in input order, waiting
+ * for results not there yet. Returns the exit code. */
+static int s_results_fetch(s_results_t *r, lq_rpc_t *rpc, const lq_client_opts_t *o,
+                           const char *batch)
 {
-    FILE *dst = it->failed && k->errf ? k->errf : k->out;
-    fwrite(it->line, 1, it->line_len, dst);
-    fputc('\n', dst);
-    k->failed += it->failed;
-    k->written++;
-}
-
-/* Closes the files. Returns 0, or -1 if a write failed. */
-static int s_sink_close(s_sink_t *k)
-{
-    int failed = 0;
-    if (k->out != stdout)
-        failed |= fclose(k->out) != 0;
-    else
-        fflush(stdout);
-    if (k->errf)
-        failed |= fclose(k->errf) != 0;
-    return failed ? -1 : 0;
-}
-
-/* Renames the finished files into place (keep) or removes them. */
-static void s_sink_finish(s_sink_t *k, const lq_client_opts_t *o, int keep)
-{
-    if (k->tmp_out)
-        keep ? rename(k->tmp_out, o->out) : unlink(k->tmp_out);
-    if (k->tmp_err)
-        keep ? rename(k->tmp_err, o->errors) : unlink(k->tmp_err);
-    free(k->tmp_out);
-    free(k->tmp_err);
-}
-
-/* Streams every result page of batch into the sink, waiting for results
- * that are not there yet. Returns an exit status. */
-static int s_fetch_results(const lq_client_opts_t *o, const char *batch, s_sink_t *k)
-{
-    lq_rpc_t *rpc = lq_client_connect(o);
-    int rc = rpc ? LQ_EXIT_OK : LQ_EXIT_RUNTIME;
     int64_t from = 0;
-    for (int first = 1; rc == LQ_EXIT_OK; first = 0) {
+    for (int first = 1;; first = 0) {
         lq_msg_t m = {0}, reply;
         m.cmd = LQ_C_RESULTS;
         m.u.results.batch = batch;
         m.u.results.from = from;
         m.u.results.max = LQ_RESULTS_PAGE;
         int got = lq_client_call(rpc, o, &m, &reply, first);
-        if (got <= 0) {
-            rc = got < 0 ? LQ_EXIT_INTERRUPTED : LQ_EXIT_RUNTIME;
-            break;
-        }
+        if (got <= 0)
+            return got < 0 ? LQ_EXIT_INTERRUPTED : LQ_EXIT_RUNTIME;
         if (reply.cmd == LQ_C_ERROR) {
             fprintf(stderr, "llmq: %s: %s\n", batch, reply.u.error.message);
-            rc = strcmp(reply.u.error.code, "not_found") == 0 ? LQ_EXIT_USAGE : LQ_EXIT_RUNTIME;
+            int rc = strcmp(reply.u.error.code, "not_found") == 0 ? LQ_EXIT_USAGE : LQ_EXIT_RUNTIME;
             lq_msg_clear(&reply);
-            break;
+            return rc;
         }
         const lq_c_results_page_t *p = &reply.u.results_page;
-        for (size_t i = 0; i < p->nitems; i++)
-            s_sink_write(k, &p->items[i]);
-        int done = p->done, progressed = p->next > from;
+        for (size_t i = 0; i < p->nitems; i++) {
+            FILE *dst = p->items[i].failed && r->errf ? r->errf : r->out;
+            fwrite(p->items[i].line, 1, p->items[i].line_len, dst);
+            fputc('\n', dst);
+            r->failed += p->items[i].failed;
+            r->written++;
+        }
+        int done = p->done;
+        int progressed = p->next > from;
         from = p->next;
         lq_msg_clear(&reply);
         if (done)
-            break;
-        lq_msg_t dummy; /* results not there yet: wait for them */
-        if (!progressed && lq_rpc_recv(rpc, UINT64_MAX, UINT64_MAX, &dummy, 500) < 0)
-            rc = LQ_EXIT_INTERRUPTED;
+            return LQ_EXIT_OK;
+        if (!progressed) { /* results not there yet: wait for them */
+            lq_msg_t dummy;
+            if (lq_rpc_recv(rpc, UINT64_MAX, UINT64_MAX, &dummy, 500) < 0)
+                return LQ_EXIT_INTERRUPTED;
+        }
     }
-    lq_rpc_destroy(&rpc);
+}
+
+/* Closes the outputs; a failed write turns an OK rc into a runtime error.
+ * Returns the exit code. */
+static int s_results_close(s_results_t *r, int rc)
+{
+    int write_failed = 0;
+    if (r->out != stdout)
+        write_failed |= fclose(r->out) != 0;
+    else
+        fflush(stdout);
+    if (r->errf)
+        write_failed |= fclose(r->errf) != 0;
+    if (write_failed && rc == LQ_EXIT_OK) {
+        fprintf(stderr, "llmq: writing the results failed: %s\n", strerror(errno));
+        rc = LQ_EXIT_RUNTIME;
+    }
     return rc;
 }
 
-/* The batch's total and state, for the completeness check. Returns the
- * total, or -1 when the broker did not say. */
-static int64_t s_batch_total(const lq_client_opts_t *o, const char *batch, char *state,
-                             size_t size)
+/* Asks for batch's total and state (a cancelled batch gives fewer lines
+ * than jobs). Leaves *total -1 when the broker does not answer. */
+static void s_results_total(const lq_client_opts_t *o, const char *batch, int64_t *total,
+                            char state[LQ_MAX_ID + 1])
 {
-    int64_t total = -1;
+    *total = -1;
+    state[0] = '\0';
     lq_msg_t sm = {0}, sr;
     sm.cmd = LQ_C_STATUS;
     sm.u.batch_req.batch = batch;
     lq_rpc_t *rpc = lq_client_connect(o);
     if (rpc && lq_rpc_call(rpc, &sm, &sr, 5000) == 1) {
         if (sr.cmd == LQ_C_BATCH) {
-            total = sr.u.batch.info.total;
-            snprintf(state, size, "%s", sr.u.batch.info.state);
+            *total = sr.u.batch.info.total;
+            snprintf(state, LQ_MAX_ID + 1, "%s", sr.u.batch.info.state);
         }
         lq_msg_clear(&sr);
     }
     lq_rpc_destroy(&rpc);
-    return total;
+}
+
+/* On success renames the .part files into place, says what was written
+ * and turns rc into LQ_EXIT_FAILED_JOBS when jobs failed or have no
+ * result; otherwise removes them. Frees r's names. Returns the exit code. */
+static int s_results_finish(s_results_t *r, const lq_client_opts_t *o, const char *batch, int rc)
+{
+    if (rc == LQ_EXIT_OK) {
+        int64_t total;
+        char state[LQ_MAX_ID + 1];
+        s_results_total(o, batch, &total, state);
+        if (r->tmp_out)
+            rename(r->tmp_out, o->out);
+        if (r->tmp_err)
+            rename(r->tmp_err, o->errors);
+        if (!o->quiet)
+            fprintf(stderr, "llmq: wrote %lld results (%lld failed) to %s\n",
+                    (long long)r->written, (long long)r->failed, o->out);
+        if (r->failed > 0)
+            rc = LQ_EXIT_FAILED_JOBS;
+        if (total >= 0 && r->written < total) {
+            if (!o->quiet)
+                fprintf(stderr, "llmq: batch %s is %s: %lld of %lld jobs have a result\n", batch,
+                        state, (long long)r->written, (long long)total);
+            rc = LQ_EXIT_FAILED_JOBS;
+        }
+    } else {
+        if (r->tmp_out)
+            unlink(r->tmp_out);
+        if (r->tmp_err)
+            unlink(r->tmp_err);
+    }
+    free(r->tmp_out);
+    free(r->tmp_err);
+    return rc;
 }
 
 int lq_cmd_results(const lq_client_opts_t *o, const char *batch)
@@ -490,101 +534,58 @@ int lq_cmd_results(const lq_client_opts_t *o, const char *batch)
         fprintf(stderr, "llmq: results needs -o OUT\n");
         return LQ_EXIT_USAGE;
     }
-    s_sink_t k;
-    if (s_sink_open(&k, o) < 0)
+    s_results_t r;
+    if (s_results_open(&r, o) < 0)
         return LQ_EXIT_USAGE;
-    int rc = s_fetch_results(o, batch, &k);
-    if (s_sink_close(&k) < 0 && rc == LQ_EXIT_OK) {
-        fprintf(stderr, "llmq: writing the results failed: %s\n", strerror(errno));
-        rc = LQ_EXIT_RUNTIME;
-    }
-    s_sink_finish(&k, o, rc == LQ_EXIT_OK);
-    if (rc != LQ_EXIT_OK)
-        return rc;
-    if (!o->quiet)
-        fprintf(stderr, "llmq: wrote %lld results (%lld failed) to %s\n", (long long)k.written,
-                (long long)k.failed, o->out);
-    if (k.failed > 0)
-        rc = LQ_EXIT_FAILED_JOBS;
-    /* a cancelled batch gives fewer lines than jobs */
-    char state[LQ_MAX_ID + 1] = "";
-    int64_t total = s_batch_total(o, batch, state, sizeof state);
-    if (total >= 0 && k.written < total) {
-        if (!o->quiet)
-            fprintf(stderr, "llmq: batch %s is %s: %lld of %lld jobs have a result\n", batch,
-                    state, (long long)k.written, (long long)total);
-        rc = LQ_EXIT_FAILED_JOBS;
-    }
-    return rc;
+    lq_rpc_t *rpc = lq_client_connect(o);
+    int rc = rpc ? s_results_fetch(&r, rpc, o, batch) : LQ_EXIT_RUNTIME;
+    lq_rpc_destroy(&rpc);
+    rc = s_results_close(&r, rc);
+    return s_results_finish(&r, o, batch, rc);
 }
 
 /* ---- cancel, list, workers ---- */
 
+/* Shows the batch a CANCEL left. */
+static void s_show_cancel(const lq_msg_t *reply, const lq_client_opts_t *o)
+{
+    (void)o;
+    printf("%s %s\n", reply->u.batch.info.id, reply->u.batch.info.state);
+}
+
 int lq_cmd_cancel(const lq_client_opts_t *o, const char *batch)
 {
-    lq_msg_t m = {0}, reply;
+    lq_msg_t m = {0};
     m.cmd = LQ_C_CANCEL;
     m.u.batch_req.batch = batch;
-    lq_rpc_t *rpc = NULL;
-    int rc = s_simple(o, &m, &reply, &rpc);
-    if (rc != LQ_EXIT_OK)
-        return rc;
-    printf("%s %s\n", reply.u.batch.info.id, reply.u.batch.info.state);
-    lq_msg_clear(&reply);
-    lq_rpc_destroy(&rpc);
-    return LQ_EXIT_OK;
+    return s_simple(o, &m, s_show_cancel);
 }
 
-int lq_cmd_delete(const lq_client_opts_t *o, const char *const *batches, size_t n)
+/* Shows the LIST reply as JSON or a table. */
+static void s_show_list(const lq_msg_t *reply, const lq_client_opts_t *o)
 {
-    int rc = LQ_EXIT_OK;
-    lq_rpc_t *rpc = NULL;
-    for (size_t i = 0; i < n; i++) {
-        lq_msg_t m = {0}, reply;
-        m.cmd = LQ_C_DELETE;
-        m.u.batch_req.batch = batches[i];
-        int got = s_simple(o, &m, &reply, &rpc);
-        if (got == LQ_EXIT_OK) {
-            printf("%s deleted\n", batches[i]);
-            lq_msg_clear(&reply);
-        } else if (rc == LQ_EXIT_OK || got == LQ_EXIT_RUNTIME) {
-            rc = got;
-        }
-        lq_rpc_destroy(&rpc);
-    }
-    return rc;
-}
-
-int lq_cmd_list(const lq_client_opts_t *o)
-{
-    lq_msg_t m = {0}, reply;
-    m.cmd = LQ_C_LIST;
-    lq_rpc_t *rpc = NULL;
-    int rc = s_simple(o, &m, &reply, &rpc);
-    if (rc != LQ_EXIT_OK)
-        return rc;
-    lq_c_list_reply_t *l = &reply.u.list_reply;
+    const lq_c_list_reply_t *l = &reply->u.list_reply;
     if (o->json) {
         json_t *arr = json_array();
         for (size_t i = 0; i < l->nbatches; i++)
             json_array_append_new(arr, s_batch_json(&l->batches[i]));
-        json_t *top = json_pack("{s:s,s:o}", "object", "list", "data", arr);
-        char *s = json_dumps(top, JSON_INDENT(2));
-        printf("%s\n", s);
-        free(s);
-        json_decref(top);
+        s_print_json(json_pack("{s:s,s:o}", "object", "list", "data", arr));
     } else {
         printf("%-24s %-12s %10s %10s %8s  %s\n", "BATCH", "STATE", "TOTAL", "DONE", "FAILED",
                "NAME");
         for (size_t i = 0; i < l->nbatches; i++) {
-            lq_batch_info_t *b = &l->batches[i];
+            const lq_batch_info_t *b = &l->batches[i];
             printf("%-24s %-12s %10lld %10lld %8lld  %s\n", b->id, b->state, (long long)b->total,
                    (long long)(b->completed + b->failed), (long long)b->failed, b->name);
         }
     }
-    lq_msg_clear(&reply);
-    lq_rpc_destroy(&rpc);
-    return LQ_EXIT_OK;
+}
+
+int lq_cmd_list(const lq_client_opts_t *o)
+{
+    lq_msg_t m = {0};
+    m.cmd = LQ_C_LIST;
+    return s_simple(o, &m, s_show_list);
 }
 
 /* One paragraph on Redis memory, admission and the results queue. */
@@ -603,15 +604,10 @@ static void s_print_redis(const lq_redis_state_t *r)
                (long long)r->results_held);
 }
 
-int lq_cmd_workers(const lq_client_opts_t *o)
+/* Shows the WORKERS reply (workers, then upstreams) as JSON or tables. */
+static void s_show_workers(const lq_msg_t *reply, const lq_client_opts_t *o)
 {
-    lq_msg_t m = {0}, reply;
-    m.cmd = LQ_C_WORKERS;
-    lq_rpc_t *rpc = NULL;
-    int rc = s_simple(o, &m, &reply, &rpc);
-    if (rc != LQ_EXIT_OK)
-        return rc;
-    lq_c_workers_reply_t *w = &reply.u.workers_reply;
+    const lq_c_workers_reply_t *w = &reply->u.workers_reply;
     if (o->json) {
         json_t *arr = json_array();
         for (size_t i = 0; i < w->nworkers; i++)
@@ -640,11 +636,7 @@ int lq_cmd_workers(const lq_client_opts_t *o)
                                 (json_int_t)r->high_water_pct, "accepting", r->accepting,
                                 "results_blocked", r->results_blocked, "results_held",
                                 (json_int_t)r->results_held);
-        json_t *top = json_pack("{s:o,s:o,s:o}", "workers", arr, "upstreams", ups, "redis", red);
-        char *s = json_dumps(top, JSON_INDENT(2));
-        printf("%s\n", s);
-        free(s);
-        json_decref(top);
+        s_print_json(json_pack("{s:o,s:o,s:o}", "workers", arr, "upstreams", ups, "redis", red));
     } else {
         printf("%-32s %11s %9s %7s %10s %9s\n", "WORKER", "CONCURRENCY", "IN_FLIGHT", "CREDIT",
                "COMPLETED", "SEEN_MS");
@@ -670,7 +662,70 @@ int lq_cmd_workers(const lq_client_opts_t *o)
             }
         }
     }
-    lq_msg_clear(&reply);
-    lq_rpc_destroy(&rpc);
-    return LQ_EXIT_OK;
+}
+
+int lq_cmd_workers(const lq_client_opts_t *o)
+{
+    lq_msg_t m = {0};
+    m.cmd = LQ_C_WORKERS;
+    return s_simple(o, &m, s_show_workers);
+}
+
+/* ---- delete, cache ---- */
+
+static void s_show_deleted(const lq_msg_t *reply, const lq_client_opts_t *o)
+{
+    (void)o;
+    printf("%s deleted\n", reply->u.batch_req.batch);
+}
+
+int lq_cmd_delete(const lq_client_opts_t *o, const char *const *batches, size_t n)
+{
+    int rc = LQ_EXIT_OK;
+    for (size_t i = 0; i < n; i++) {
+        lq_msg_t m = {0};
+        m.cmd = LQ_C_DELETE;
+        m.u.batch_req.batch = batches[i];
+        int got = s_simple(o, &m, s_show_deleted);
+        if (got != LQ_EXIT_OK && (rc == LQ_EXIT_OK || got == LQ_EXIT_RUNTIME))
+            rc = got;
+    }
+    return rc;
+}
+
+/* Shows CACHE_REPLY: what was cleared, or the stats (JSON or text). */
+static void s_show_cache(const lq_msg_t *reply, const lq_client_opts_t *o)
+{
+    const lq_c_cache_reply_t *c = &reply->u.cache_reply;
+    if (o->json)
+        s_print_json(json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I}", "entries",
+                               (json_int_t)c->entries, "bytes", (json_int_t)c->bytes, "hits",
+                               (json_int_t)c->hits, "misses", (json_int_t)c->misses, "stores",
+                               (json_int_t)c->stores, "tokens_saved", (json_int_t)c->tokens_saved,
+                               "cleared", (json_int_t)c->cleared));
+    else
+        printf("cached responses  %lld (%.1f MB)\nhits              %lld\nmisses            "
+               "%lld\nstored            %lld\ntokens saved      %lld\n",
+               (long long)c->entries, c->bytes / 1e6, (long long)c->hits, (long long)c->misses,
+               (long long)c->stores, (long long)c->tokens_saved);
+}
+
+static void s_show_cleared(const lq_msg_t *reply, const lq_client_opts_t *o)
+{
+    printf("cleared %lld cached responses%s%s\n", (long long)reply->u.cache_reply.cleared,
+           o->upstream ? " of upstream " : "", o->upstream ? o->upstream : "");
+}
+
+int lq_cmd_cache(const lq_client_opts_t *o, const char *op)
+{
+    int clear = strcmp(op, "clear") == 0;
+    if (!clear && strcmp(op, "stats") != 0) {
+        fprintf(stderr, "llmq: cache wants stats or clear\n");
+        return LQ_EXIT_USAGE;
+    }
+    lq_msg_t m = {0};
+    m.cmd = LQ_C_CACHE;
+    m.u.cache.op = op;
+    m.u.cache.upstream = clear ? o->upstream : NULL;
+    return s_simple(o, &m, clear ? s_show_cleared : s_show_cache);
 }

@@ -18,24 +18,6 @@ struct lq_idset {
     uint64_t hmask;   /* bits of the hash kept */
 };
 
-/* FNV-1a over the bytes, then the murmur3 finaliser so that every bit of
- * the result (the table index uses the low bits) depends on every input
- * byte. Can't fail. */
-static uint64_t s_hash(const char *p, size_t n)
-{
-    uint64_t h = 0xcbf29ce484222325ull;
-    for (size_t i = 0; i < n; i++) {
-        h ^= (unsigned char)p[i];
-        h *= 0x100000001b3ull;
-    }
-    h ^= h >> 33;
-    h *= 0xff51afd7ed558ccdull;
-    h ^= h >> 33;
-    h *= 0xc4ceb9fe1a85ec53ull;
-    h ^= h >> 33;
-    return h;
-}
-
 lq_idset_t *lq_idset_new(unsigned hash_bits)
 {
     lq_idset_t *s = xcalloc(1, sizeof *s);
@@ -81,7 +63,7 @@ long long lq_idset_add(lq_idset_t *s, const char *id, size_t len, long long line
 {
     if (line < 1 || line > (long long)UINT32_MAX || s->n >= (size_t)UINT32_MAX - 1)
         return -1;
-    uint64_t h = s_hash(id, len) & s->hmask;
+    uint64_t h = lq_hash64(id, len) & s->hmask;
     size_t i = (size_t)h & s->mask;
     while (s->slots[i]) {
         uint32_t j = s->slots[i] - 1;

@@ -3,6 +3,7 @@
 
 #include "client/jobscan.h"
 
+#include "common/utf8.h"
 #include "common/util.h"
 
 #include <stdarg.h>
@@ -24,74 +25,6 @@ static int s_fail(lq_jobline_t *jl, long long col, const char *fmt, ...)
     va_end(ap);
     jl->col = col;
     return -1;
-}
-
-int lq_utf8_check(const char *s, size_t n, long long *col, const char **why)
-{
-    const unsigned char *p = (const unsigned char *)s;
-    size_t i = 0;
-    long long chars = 0; /* code points before p[i] */
-    while (i < n) {
-        if (i + 8 <= n) { /* ASCII fast path, 8 bytes at a time */
-            uint64_t w;
-            memcpy(&w, p + i, 8);
-            if (!(w & 0x8080808080808080ull)) {
-                i += 8;
-                chars += 8;
-                continue;
-            }
-        }
-        unsigned c = p[i];
-        if (c < 0x80) {
-            i++;
-            chars++;
-            continue;
-        }
-        size_t need;
-        const char *bad = NULL;
-        if (c < 0xC0)
-            bad = "unexpected continuation byte";
-        else if (c < 0xC2)
-            bad = "overlong encoding";
-        else if (c >= 0xF5)
-            bad = "byte that never appears in UTF-8";
-        if (bad) {
-            *col = chars + 1;
-            *why = bad;
-            return -1;
-        }
-        need = c < 0xE0 ? 1 : c < 0xF0 ? 2 : 3;
-        for (size_t k = 1; k <= need; k++) {
-            if (i + k >= n || (p[i + k] & 0xC0) != 0x80) {
-                *col = chars + 1;
-                *why = "truncated sequence";
-                return -1;
-            }
-        }
-        unsigned c1 = p[i + 1];
-        if ((c == 0xE0 && c1 < 0xA0) || (c == 0xF0 && c1 < 0x90))
-            bad = "overlong encoding";
-        else if (c == 0xED && c1 >= 0xA0)
-            bad = "surrogate code point";
-        else if (c == 0xF4 && c1 >= 0x90)
-            bad = "code point above U+10FFFF";
-        if (bad) {
-            *col = chars + 1;
-            *why = bad;
-            return -1;
-        }
-        i += need + 1;
-        chars++;
-    }
-    return 0;
-}
-
-size_t lq_utf8_chars(const char *s, size_t n)
-{
-    size_t c = 0;
-    for (size_t i = 0; i < n; i++)
-        c += ((unsigned char)s[i] & 0xC0) != 0x80;
-    return c;
 }
 
 /* "a string", "an array", ... for messages. Can't fail. */
@@ -255,25 +188,39 @@ static json_t *s_string_field(lq_jobline_t *jl, json_t *root, const char *key)
     return NULL;
 }
 
-int lq_jobline_parse(lq_jobline_t *jl, char *p, size_t n)
+/* Clears jl and checks that the line p[0..n) is valid UTF-8. Returns 0,
+ * or -1 with jl->err and the column. */
+static int s_start(lq_jobline_t *jl, const char *p, size_t n)
 {
     lq_jobline_clear(jl);
     long long col;
     const char *why;
     if (lq_utf8_check(p, n, &col, &why) < 0)
         return s_fail(jl, col, "invalid UTF-8 (%s)", why);
+    return 0;
+}
+
+/* lq_jobline_parse_json() after s_start(): jansson and the field rules. */
+static int s_parse_json(lq_jobline_t *jl, char *p, size_t n);
+
+int lq_jobline_parse(lq_jobline_t *jl, char *p, size_t n)
+{
+    if (s_start(jl, p, n) < 0)
+        return -1;
     if (lq_jobscan(p, n, &jl->spec))
         return 0; /* the fast path: certainly valid */
-    return lq_jobline_parse_json(jl, p, n);
+    return s_parse_json(jl, p, n);
 }
 
 int lq_jobline_parse_json(lq_jobline_t *jl, char *p, size_t n)
 {
-    lq_jobline_clear(jl);
-    long long col;
-    const char *why;
-    if (lq_utf8_check(p, n, &col, &why) < 0)
-        return s_fail(jl, col, "invalid UTF-8 (%s)", why);
+    if (s_start(jl, p, n) < 0)
+        return -1;
+    return s_parse_json(jl, p, n);
+}
+
+static int s_parse_json(lq_jobline_t *jl, char *p, size_t n)
+{
     json_error_t e;
     json_t *root = json_loadb(p, n, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &e);
     if (!root)
@@ -358,11 +305,10 @@ static int s_add_message(json_t *arr, const char *role, const char *text, size_t
 int lq_jobline_prompt(lq_jobline_t *jl, const char *p, size_t n, long long line, const char *model,
                       const char *system, long long max_tokens)
 {
-    lq_jobline_clear(jl);
+    if (s_start(jl, p, n) < 0)
+        return -1;
     long long col;
     const char *why;
-    if (lq_utf8_check(p, n, &col, &why) < 0)
-        return s_fail(jl, col, "invalid UTF-8 (%s)", why);
     if (!model || lq_utf8_check(model, strlen(model), &col, &why) < 0 ||
         (system && lq_utf8_check(system, strlen(system), &col, &why) < 0))
         return s_fail(jl, 0, "the model or system text is missing or not valid UTF-8");

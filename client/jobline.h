@@ -52,15 +52,6 @@ typedef struct {
     char id_[32];
 } lq_jobline_t;
 
-/* Checks that p[0..n) is valid UTF-8 (no overlong forms, surrogates,
- * code points above U+10FFFF, stray or missing continuation bytes).
- * Returns 0, or -1 with *col the 1-based character column of the bad
- * sequence and *why a static description. */
-int lq_utf8_check(const char *p, size_t n, long long *col, const char **why);
-
-/* Number of code points in the valid UTF-8 text p[0..n). Can't fail. */
-size_t lq_utf8_chars(const char *p, size_t n);
-
 /* Validates the batch line p[0..n) (no line terminator) and fills jl->spec.
  * The line must stay alive and unchanged while the spec is used: the body
  * points into it, and p[body_len] of the span is overwritten with a NUL

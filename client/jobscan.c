@@ -240,34 +240,51 @@ static int s_value(s_sc_t *sc, int cd, int *is_int, int64_t *val)
     }
 }
 
-/* An array at sc->p; elements are walked at depth cd + 1. 0 or -1. */
-static int s_array(s_sc_t *sc, int cd)
+/* Enters the array or object whose opener is at sc->p. Returns 1 when an
+ * item follows, 0 when the closer came at once (consumed, depth restored),
+ * -1 when nested too deep. */
+static int s_open(s_sc_t *sc, char closer)
 {
     if (++sc->depth > S_MAX_NEST)
         return -1;
     sc->p++;
     s_skip_ws(sc);
-    if (sc->p < sc->e && *sc->p == ']') {
+    if (sc->p < sc->e && *sc->p == closer) {
         sc->p++;
         sc->depth--;
         return 0;
     }
-    for (;;) {
+    return 1;
+}
+
+/* After an item of an array or object: returns 1 after a ',' (another item
+ * follows), 0 after the closer (consumed, depth restored), else -1. */
+static int s_next(s_sc_t *sc, char closer)
+{
+    s_skip_ws(sc);
+    if (sc->p < sc->e && *sc->p == ',') {
+        sc->p++;
+        s_skip_ws(sc);
+        return 1;
+    }
+    if (sc->p < sc->e && *sc->p == closer) {
+        sc->p++;
+        sc->depth--;
+        return 0;
+    }
+    return -1;
+}
+
+/* An array at sc->p; elements are walked at depth cd + 1. 0 or -1. */
+static int s_array(s_sc_t *sc, int cd)
+{
+    int rc = s_open(sc, ']');
+    while (rc == 1) {
         if (s_value(sc, cd >= 0 ? cd + 1 : -1, NULL, NULL) < 0)
             return -1;
-        s_skip_ws(sc);
-        if (sc->p < sc->e && *sc->p == ',') {
-            sc->p++;
-            s_skip_ws(sc);
-            continue;
-        }
-        if (sc->p < sc->e && *sc->p == ']')
-            break;
-        return -1;
+        rc = s_next(sc, ']');
     }
-    sc->p++;
-    sc->depth--;
-    return 0;
+    return rc;
 }
 
 /* The value of member k of an object of the given role. 0 or -1. */
@@ -324,17 +341,9 @@ static int s_member(s_sc_t *sc, int role, int cd, s_span_t k)
  * too many keys make it give up. 0 or -1. */
 static int s_object(s_sc_t *sc, int role, int cd)
 {
-    if (++sc->depth > S_MAX_NEST)
-        return -1;
     size_t base = sc->nkeys;
-    sc->p++;
-    s_skip_ws(sc);
-    if (sc->p < sc->e && *sc->p == '}') {
-        sc->p++;
-        sc->depth--;
-        return 0;
-    }
-    for (;;) {
+    int rc = s_open(sc, '}');
+    while (rc == 1) {
         s_span_t k;
         int esc;
         if (sc->p >= sc->e || *sc->p != '"' || s_string(sc, &k, &esc, 0) < 0 || esc)
@@ -352,20 +361,10 @@ static int s_object(s_sc_t *sc, int role, int cd)
         s_skip_ws(sc);
         if (s_member(sc, role, cd, k) < 0)
             return -1;
-        s_skip_ws(sc);
-        if (sc->p < sc->e && *sc->p == ',') {
-            sc->p++;
-            s_skip_ws(sc);
-            continue;
-        }
-        if (sc->p < sc->e && *sc->p == '}')
-            break;
-        return -1;
+        rc = s_next(sc, '}');
     }
-    sc->p++;
     sc->nkeys = base;
-    sc->depth--;
-    return 0;
+    return rc;
 }
 
 int lq_jobscan(char *line, size_t n, lq_job_spec_t *spec)

@@ -4,6 +4,7 @@
 
 #include "client/idset.h"
 #include "client/jobline.h"
+#include "common/utf8.h"
 #include "common/util.h"
 
 #include <errno.h>
@@ -15,7 +16,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define S_READ_BLOCK (256u * 1024u) /* initial buffer and read size */
 #define S_CP_EVERY 256              /* a checkpoint every this many lines */
 #define S_MAX_MAX_LINE (1024u * 1024u * 1024u)
 
@@ -118,7 +118,7 @@ lq_jsonl_t *lq_jsonl_new(const char *path, const lq_jsonl_opts_t *opts)
         r->o.max_line = S_MAX_MAX_LINE;
     r->o.model = r->o.model ? xstrdup(r->o.model) : NULL;
     r->o.system = r->o.system ? xstrdup(r->o.system) : NULL;
-    r->cap = S_READ_BLOCK;
+    r->cap = LQ_JSONL_READ_BLOCK;
     r->buf = xmalloc(r->cap);
     r->checking = r->o.mode == LQ_JSONL_BATCH;
     r->fd = -1;
@@ -494,6 +494,11 @@ long long lq_jsonl_size(const lq_jsonl_t *r)
 size_t lq_jsonl_idset_bytes(const lq_jsonl_t *r)
 {
     return r->ids ? lq_idset_bytes(r->ids) : 0;
+}
+
+size_t lq_jsonl_buffer_bytes(const lq_jsonl_t *r)
+{
+    return r->cap;
 }
 
 const char *lq_jsonl_error(const lq_jsonl_t *r)

@@ -122,6 +122,12 @@ long long lq_jsonl_size(const lq_jsonl_t *r);
 /* Bytes held by the custom_id set (0 once freed). Can't fail. */
 size_t lq_jsonl_idset_bytes(const lq_jsonl_t *r);
 
+/* The initial read buffer and read size. The buffer grows past it only for
+ * a line that is longer yet within the line limit. */
+#define LQ_JSONL_READ_BLOCK (256u * 1024u)
+/* Bytes held by the read buffer now (bounded memory). Can't fail. */
+size_t lq_jsonl_buffer_bytes(const lq_jsonl_t *r);
+
 /* The last error message ("" if none), owned by the reader, valid until
  * the next call. Can't fail. */
 const char *lq_jsonl_error(const lq_jsonl_t *r);

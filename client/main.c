@@ -30,6 +30,8 @@ static const char s_usage[] =
     "  list [--json]                            recent batches\n"
     "  workers [--json]                         connected workers and upstream rate limits\n"
     "  delete BATCH...                          remove finished or cancelled batches from Redis\n"
+    "  cache stats | cache clear [--upstream NAME]\n"
+    "                                           the response cache (submit/run --cache uses it)\n"
     "  top                                      live full-terminal view; q quits\n"
     "  keygen PREFIX                            write a CURVE key pair: PREFIX.key, PREFIX.pub\n"
     "\n"
@@ -74,6 +76,8 @@ static int s_parse(s_config_t *c, int argc, char **argv)
         {"name", NULL, LQ_OPT_STR, &o->name, "NAME",
          "idempotent batch name: the same name resumes the same batch"},
         {"upstream", NULL, LQ_OPT_STR, &o->upstream, "NAME", "worker upstream (default default)"},
+        {"cache", NULL, LQ_OPT_FLAG, &o->cache, NULL,
+         "answer requests seen before from the response cache (submit, run)"},
         {"max-attempts", "LLMQ_MAX_ATTEMPTS", LQ_OPT_INT, &o->max_attempts, "N",
          "attempts per job (default 5)", 1, 100},
         {"timeout", "LLMQ_TIMEOUT", LQ_OPT_INT, &o->timeout_s, "SECONDS",
@@ -202,7 +206,8 @@ static const struct {
     {"run", "a FILE", s_run},               {"status", "a BATCH", lq_cmd_status},
     {"wait", "a BATCH", lq_cmd_wait},       {"results", "a BATCH", lq_cmd_results},
     {"cancel", "a BATCH", lq_cmd_cancel},   {"list", NULL, s_list},
-    {"workers", NULL, s_workers},           {"top", NULL, s_top},
+    {"workers", NULL, s_workers},         {"cache", "stats or clear", lq_cmd_cache},
+    {"top", NULL, s_top},
 };
 
 /* Runs the parsed command. Returns the exit status. */

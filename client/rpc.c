@@ -27,29 +27,11 @@ struct lq_rpc {
     int interrupted;
 };
 
-uint64_t lq_msg_req(const lq_msg_t *m)
+static int s_watch_sigint = 1;
+
+void lq_rpc_watch_sigint(int on)
 {
-    switch (m->cmd) {
-    case LQ_C_OPENED:
-        return m->u.opened.req;
-    case LQ_C_CHUNK_ACK:
-        return m->u.chunk_ack.req;
-    case LQ_C_CLOSED:
-    case LQ_C_DELETED:
-        return m->u.batch_req.req;
-    case LQ_C_BATCH:
-        return m->u.batch.req;
-    case LQ_C_RESULTS_PAGE:
-        return m->u.results_page.req;
-    case LQ_C_LIST_REPLY:
-        return m->u.list_reply.req;
-    case LQ_C_WORKERS_REPLY:
-        return m->u.workers_reply.req;
-    case LQ_C_ERROR:
-        return m->u.error.req;
-    default:
-        return 0;
-    }
+    s_watch_sigint = on;
 }
 
 static void s_on_msg(lq_zsock_t *s, const uint8_t *ident, size_t len, lq_msg_t *m, void *arg)
@@ -100,7 +82,8 @@ lq_rpc_t *lq_rpc_new(const char *endpoint, const char *server_key, const char *c
         lq_rpc_destroy(&r);
         return NULL;
     }
-    lq_loop_on_signal(r->loop, SIGINT, s_on_sigint, r);
+    if (s_watch_sigint)
+        lq_loop_on_signal(r->loop, SIGINT, s_on_sigint, r);
     r->next_req = ((uint64_t)lq_wall_ms() << 8) & 0x7fffffffffffull;
     return r;
 }
@@ -124,74 +107,52 @@ void lq_rpc_destroy(lq_rpc_t **p)
     *p = NULL;
 }
 
-static void s_set_req(lq_msg_t *m, uint64_t req)
-{
-    switch (m->cmd) {
-    case LQ_C_OPEN:
-        m->u.open.req = req;
-        break;
-    case LQ_C_CHUNK:
-        m->u.chunk.req = req;
-        break;
-    case LQ_C_CLOSE:
-        m->u.close.req = req;
-        break;
-    case LQ_C_STATUS:
-    case LQ_C_CANCEL:
-    case LQ_C_DELETE:
-        m->u.batch_req.req = req;
-        break;
-    case LQ_C_RESULTS:
-        m->u.results.req = req;
-        break;
-    default:
-        m->u.simple.req = req;
-        break;
-    }
-}
-
 uint64_t lq_rpc_send(lq_rpc_t *r, lq_msg_t *m)
 {
     uint64_t req = ++r->next_req;
-    s_set_req(m, req);
+    uint64_t *field = lq_msg_req_field(m);
+    if (field)
+        *field = req;
     if (lq_zsock_send(r->sock, NULL, 0, m) < 0)
         return 0;
     return req;
+}
+
+/* Takes the first pending reply with a request id in [min_req, max_req]
+ * into *reply (the caller owns it), dropping on the way the replies older
+ * than min_req (nobody waits for them any more). Returns 1, or 0 when none
+ * is pending. */
+static int s_take(lq_rpc_t *r, uint64_t min_req, uint64_t max_req, lq_msg_t *reply)
+{
+    s_pending_t **pp = &r->head, *prev = NULL;
+    while (*pp) {
+        s_pending_t *p = *pp;
+        uint64_t req = lq_msg_req(&p->msg);
+        if (req > max_req) { /* a reply for later */
+            prev = p;
+            pp = &p->next;
+            continue;
+        }
+        *pp = p->next;
+        if (r->tail == p)
+            r->tail = prev;
+        if (req >= min_req) {
+            *reply = p->msg;
+            free(p);
+            return 1;
+        }
+        lq_msg_clear(&p->msg);
+        free(p);
+    }
+    return 0;
 }
 
 int lq_rpc_recv(lq_rpc_t *r, uint64_t min_req, uint64_t max_req, lq_msg_t *reply, int timeout_ms)
 {
     uint64_t deadline = lq_mono_ms() + (uint64_t)(timeout_ms > 0 ? timeout_ms : 0);
     for (;;) {
-        s_pending_t *prev = NULL;
-        for (s_pending_t *p = r->head; p;) {
-            uint64_t req = lq_msg_req(&p->msg);
-            s_pending_t *next = p->next;
-            if (req >= min_req && req <= max_req) {
-                if (prev)
-                    prev->next = next;
-                else
-                    r->head = next;
-                if (r->tail == p)
-                    r->tail = prev;
-                *reply = p->msg;
-                free(p);
-                return 1;
-            }
-            if (req < min_req) { /* a reply we no longer wait for */
-                if (prev)
-                    prev->next = next;
-                else
-                    r->head = next;
-                if (r->tail == p)
-                    r->tail = prev;
-                lq_msg_clear(&p->msg);
-                free(p);
-            } else {
-                prev = p;
-            }
-            p = next;
-        }
+        if (s_take(r, min_req, max_req, reply))
+            return 1;
         if (r->interrupted)
             return -1;
         uint64_t now = lq_mono_ms();

@@ -34,10 +34,14 @@ int lq_rpc_recv(lq_rpc_t *r, uint64_t min_req, uint64_t max_req, lq_msg_t *reply
 /* Sends m and waits for its reply: lq_rpc_send + lq_rpc_recv. */
 int lq_rpc_call(lq_rpc_t *r, lq_msg_t *m, lq_msg_t *reply, int timeout_ms);
 
+/* Whether channels created from now on watch SIGINT (default 1: a call
+ * returns -1 on Ctrl-C). A process that handles SIGINT itself, with
+ * several channels in several threads (llmq-gateway), turns it off once at
+ * start-up, before creating any. Can't fail. */
+void lq_rpc_watch_sigint(int on);
+
 /* 1 once SIGINT was received while waiting. */
 int lq_rpc_interrupted(const lq_rpc_t *r);
 
-/* The request id carried by a reply (0 if it has none). */
-uint64_t lq_msg_req(const lq_msg_t *m);
 
 #endif

@@ -21,11 +21,6 @@ void lq_log_set_level(lq_log_level_t level)
     s_level = level;
 }
 
-lq_log_level_t lq_log_get_level(void)
-{
-    return s_level;
-}
-
 int lq_log_parse_level(const char *s, lq_log_level_t *out)
 {
     static const char *names[] = {"debug", "info", "warn", "error", "off"};

@@ -11,7 +11,6 @@ void lq_log_init(const char *program);
 void lq_log_set_level(lq_log_level_t level);
 /* Parses "debug", "info", "warn", "error", "off". Returns 0 or -1. */
 int lq_log_parse_level(const char *s, lq_log_level_t *out);
-lq_log_level_t lq_log_get_level(void);
 /* Writes one line if level is enabled. Can't fail. */
 void lq_log(lq_log_level_t level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 

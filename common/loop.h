@@ -3,8 +3,9 @@
  * The loop owns its epoll fd, the fd table and the timer heap. Callers own
  * the lq_timer_t structs they start (embed them in their own objects); the
  * loop only links them into its heap. File descriptors are level-triggered.
- * Before-sleep hooks run on every iteration before epoll_wait (this is where
- * ZeroMQ sockets, whose ZMQ_FD is edge-triggered, are drained).
+ * Before-sleep hooks run on every iteration before epoll_wait (the worker and
+ * the broker flush coalesced work there: credit, result reports). ZeroMQ
+ * sockets are drained by wire/zsock.c on fd events and 0 ms timers.
  * The clock can be replaced for deterministic tests. */
 #ifndef LQ_LOOP_H
 #define LQ_LOOP_H

@@ -20,20 +20,6 @@ struct lq_map {
     size_t len;
 };
 
-static uint64_t s_hash(const void *key, size_t len)
-{
-    const unsigned char *p = key;
-    uint64_t h = 1469598103934665603ull;
-    for (size_t i = 0; i < len; i++) {
-        h ^= p[i];
-        h *= 1099511628211ull;
-    }
-    h ^= h >> 33;
-    h *= 0xff51afd7ed558ccdull;
-    h ^= h >> 33;
-    return h;
-}
-
 lq_map_t *lq_map_new(void)
 {
     lq_map_t *m = xcalloc(1, sizeof *m);
@@ -83,7 +69,7 @@ static void s_grow(lq_map_t *m)
 
 void *lq_map_get(const lq_map_t *m, const void *key, size_t len)
 {
-    size_t i = s_find(m, key, len, s_hash(key, len));
+    size_t i = s_find(m, key, len, lq_hash64(key, len));
     return m->slots[i].key ? m->slots[i].value : NULL;
 }
 
@@ -91,7 +77,7 @@ void *lq_map_put(lq_map_t *m, const void *key, size_t len, void *value)
 {
     if ((m->len + 1) * 4 > m->cap * 3)
         s_grow(m);
-    uint64_t h = s_hash(key, len);
+    uint64_t h = lq_hash64(key, len);
     size_t i = s_find(m, key, len, h);
     s_slot_t *s = &m->slots[i];
     if (s->key) {
@@ -112,7 +98,7 @@ void *lq_map_put(lq_map_t *m, const void *key, size_t len, void *value)
 void *lq_map_del(lq_map_t *m, const void *key, size_t len)
 {
     size_t mask = m->cap - 1;
-    size_t i = s_find(m, key, len, s_hash(key, len));
+    size_t i = s_find(m, key, len, lq_hash64(key, len));
     if (!m->slots[i].key)
         return NULL;
     void *value = m->slots[i].value;

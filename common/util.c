@@ -145,3 +145,33 @@ int lq_parse_duration_s(const char *s, long long *out)
     *out = v * mul;
     return 0;
 }
+
+uint64_t lq_fnv1a64_add(uint64_t h, const void *p, size_t n)
+{
+    const unsigned char *c = p;
+    for (size_t i = 0; i < n; i++) {
+        h ^= c[i];
+        h *= 0x100000001b3ull;
+    }
+    return h;
+}
+
+uint64_t lq_fnv1a64(const void *p, size_t n)
+{
+    return lq_fnv1a64_add(LQ_FNV1A64_INIT, p, n);
+}
+
+uint64_t lq_hash_mix(uint64_t h)
+{
+    h ^= h >> 33;
+    h *= 0xff51afd7ed558ccdull;
+    h ^= h >> 33;
+    h *= 0xc4ceb9fe1a85ec53ull;
+    h ^= h >> 33;
+    return h;
+}
+
+uint64_t lq_hash64(const void *p, size_t n)
+{
+    return lq_hash_mix(lq_fnv1a64(p, n));
+}

@@ -1,5 +1,5 @@
 /* util: allocation that aborts on out-of-memory, the monotonic and wall
- * clocks, and small string helpers. Owned by nobody; pure functions. */
+ * clocks, the one byte-string hash, and small string helpers. Owned by nobody; pure functions. */
 #ifndef LQ_UTIL_H
 #define LQ_UTIL_H
 
@@ -33,5 +33,20 @@ int lq_parse_duration_s(const char *s, long long *out);
 
 /* Fills buf (n >= 17) with 16 random hex characters and a NUL. Can't fail. */
 void lq_random_hex(char *buf, size_t n);
+
+/* The hash of the tree: 64-bit FNV-1a. LQ_FNV1A64_INIT is its offset
+ * basis; lq_fnv1a64_add() continues a hash over more bytes, so that a hash
+ * over several fields is a chain of calls. The raw value is what files and
+ * tests may show (stable across versions); tables use lq_hash64(), which
+ * adds the murmur3 finaliser so that the low bits depend on every byte.
+ * All can't fail. */
+#define LQ_FNV1A64_INIT 0xcbf29ce484222325ull
+uint64_t lq_fnv1a64_add(uint64_t h, const void *p, size_t n);
+/* Raw FNV-1a of p[0..n). */
+uint64_t lq_fnv1a64(const void *p, size_t n);
+/* The murmur3 fmix64 finaliser: a bijection mixing every bit into all. */
+uint64_t lq_hash_mix(uint64_t h);
+/* lq_hash_mix(lq_fnv1a64(p, n)): the hash for hash tables. */
+uint64_t lq_hash64(const void *p, size_t n);
 
 #endif

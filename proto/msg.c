@@ -110,6 +110,7 @@ static const s_field s_open_f[] = {
     I64(lq_c_open_t, "timeout_ms", timeout_ms, F_REQ, 1, S_TIMEOUT_MAX, 0),
     I64(lq_c_open_t, "priority", priority, F_REQ, -100, 100, 0),
     STR(lq_c_open_t, "fingerprint", fingerprint, 0, LQ_MAX_ID),
+    BOOL(lq_c_open_t, "cache", cache, 0),
 };
 SCHEMA(s_open, lq_c_open_t, s_open_f);
 
@@ -135,6 +136,7 @@ static const s_field s_chunk_f[] = {
     STR(lq_c_chunk_t, "batch", batch, F_REQ, LQ_MAX_ID),
     NNEG(lq_c_chunk_t, "first", first, F_REQ),
     ARR(lq_c_chunk_t, "jobs", jobs, njobs, F_REQ, 1, LQ_MAX_ARRAY, s_job_spec),
+    BOOL(lq_c_chunk_t, "cache", cache, 0),
 };
 SCHEMA(s_chunk, lq_c_chunk_t, s_chunk_f);
 
@@ -179,6 +181,10 @@ static const s_field s_info_f[] = {
     NNEG(BI, "max_attempts", max_attempts, 0),
     NNEG(BI, "timeout_ms", timeout_ms, 0),
     NNEG(BI, "expires_at", expires_at, 0),
+    BOOL(BI, "cache", cache, 0),
+    NNEG(BI, "cached", cached, 0),
+    NNEG(BI, "cached_prompt_tokens", cached_prompt_tokens, 0),
+    NNEG(BI, "cached_completion_tokens", cached_completion_tokens, 0),
 };
 SCHEMA(s_info, BI, s_info_f);
 #undef BI
@@ -271,6 +277,23 @@ static const s_field s_workers_reply_f[] = {
 };
 SCHEMA(s_workers_reply, lq_c_workers_reply_t, s_workers_reply_f);
 
+static const s_field s_cache_f[] = {
+    U64(lq_c_cache_t, "req", req, F_REQ),
+    STR(lq_c_cache_t, "op", op, F_REQ, LQ_MAX_ID),
+    STR(lq_c_cache_t, "upstream", upstream, 0, LQ_MAX_ID),
+};
+SCHEMA(s_cache, lq_c_cache_t, s_cache_f);
+
+#define CR lq_c_cache_reply_t
+static const s_field s_cache_reply_f[] = {
+    U64(CR, "req", req, F_REQ),   NNEG(CR, "entries", entries, 0),
+    NNEG(CR, "bytes", bytes, 0),  NNEG(CR, "hits", hits, 0),
+    NNEG(CR, "misses", misses, 0), NNEG(CR, "stores", stores, 0),
+    NNEG(CR, "tokens_saved", tokens_saved, 0), NNEG(CR, "cleared", cleared, 0),
+};
+SCHEMA(s_cache_reply, CR, s_cache_reply_f);
+#undef CR
+
 static const s_field s_error_f[] = {
     U64(lq_c_error_t, "req", req, F_REQ),
     STR(lq_c_error_t, "code", code, F_REQ, LQ_MAX_ID),
@@ -354,6 +377,7 @@ static const s_cmd_t s_cmds[] = {
     {LQ_C_LIST, "LIST", &s_simple},
     {LQ_C_WORKERS, "WORKERS", &s_simple},
     {LQ_C_DELETE, "DELETE", &s_batch_req},
+    {LQ_C_CACHE, "CACHE", &s_cache},
     {LQ_C_OPENED, "OPENED", &s_opened},
     {LQ_C_CHUNK_ACK, "CHUNK_ACK", &s_chunk_ack},
     {LQ_C_CLOSED, "CLOSED", &s_batch_req},
@@ -362,6 +386,7 @@ static const s_cmd_t s_cmds[] = {
     {LQ_C_LIST_REPLY, "LIST_REPLY", &s_list_reply},
     {LQ_C_WORKERS_REPLY, "WORKERS_REPLY", &s_workers_reply},
     {LQ_C_DELETED, "DELETED", &s_batch_req},
+    {LQ_C_CACHE_REPLY, "CACHE_REPLY", &s_cache_reply},
     {LQ_C_ERROR, "ERROR", &s_error},
     {LQ_W_READY, "READY", &s_ready},
     {LQ_W_CREDIT, "CREDIT", &s_credit},
@@ -386,6 +411,21 @@ const char *lq_cmd_name(uint8_t cmd)
 {
     const s_cmd_t *c = s_find_cmd(cmd);
     return c ? c->name : "UNKNOWN";
+}
+
+uint64_t *lq_msg_req_field(lq_msg_t *m)
+{
+    const s_cmd_t *c = s_find_cmd(m->cmd);
+    for (size_t i = 0; c && i < c->sc->n; i++)
+        if (c->sc->f[i].type == T_U64 && strcmp(c->sc->f[i].key, "req") == 0)
+            return (uint64_t *)((char *)&m->u + c->sc->f[i].off);
+    return NULL;
+}
+
+uint64_t lq_msg_req(const lq_msg_t *m)
+{
+    const uint64_t *req = lq_msg_req_field((lq_msg_t *)m);
+    return req ? *req : 0;
 }
 
 /* Typed access to a scalar struct member at a byte offset. */
@@ -442,6 +482,8 @@ static int s_enc_present(const s_field *f, const void *base)
         return s_getp(base, f->off) != NULL;
     if (f->type == T_U64 && (f->flags & F_OMIT0))
         return CAT(base, f->off, uint64_t) != 0;
+    if (f->type == T_BOOL && !(f->flags & F_REQ)) /* optional flags: sent only when set */
+        return CAT(base, f->off, int) != 0;
     return 1;
 }
 

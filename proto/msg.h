@@ -42,6 +42,7 @@ typedef enum {
     LQ_C_LIST = 0x07,
     LQ_C_WORKERS = 0x08,
     LQ_C_DELETE = 0x09,  /* remove a finished or cancelled batch */
+    LQ_C_CACHE = 0x0A,   /* response cache: stats or clear */
     /* broker -> client */
     LQ_C_OPENED = 0x81,
     LQ_C_CHUNK_ACK = 0x82,
@@ -51,6 +52,7 @@ typedef enum {
     LQ_C_LIST_REPLY = 0x87,
     LQ_C_WORKERS_REPLY = 0x88,
     LQ_C_DELETED = 0x89,      /* reply to DELETE */
+    LQ_C_CACHE_REPLY = 0x8A,  /* reply to CACHE */
     LQ_C_ERROR = 0x8F,
     /* worker <-> broker */
     LQ_W_READY = 0x20,      /* worker -> broker: hello, capacity */
@@ -77,6 +79,7 @@ typedef struct {
     int64_t timeout_ms;     /* per attempt, 1..86400000 */
     int64_t priority;       /* -100..100, higher first */
     const char *fingerprint; /* optional (NULL): identifies the input of a named batch */
+    int cache;               /* optional (0): answer repeated requests from the cache */
 } lq_c_open_t;
 
 typedef struct {
@@ -101,6 +104,7 @@ typedef struct {
     int64_t first; /* index of jobs[0] in the batch */
     lq_job_spec_t *jobs;
     size_t njobs; /* 1..LQ_MAX_ARRAY */
+    int cache;    /* optional (0): the batch was opened with cache */
 } lq_c_chunk_t;
 
 typedef struct {
@@ -131,6 +135,9 @@ typedef struct {
     int64_t created_at, finished_at; /* unix seconds, 0 = not yet */
     int64_t priority, max_attempts, timeout_ms;
     int64_t expires_at; /* unix seconds the broker removes it at, 0 = not scheduled */
+    int cache;          /* opened with --cache */
+    int64_t cached;     /* jobs answered from the cache */
+    int64_t cached_prompt_tokens, cached_completion_tokens; /* usage they saved */
 } lq_batch_info_t;
 
 typedef struct {
@@ -207,6 +214,21 @@ typedef struct {
 
 typedef struct {
     uint64_t req;
+    const char *op;       /* "stats" or "clear" */
+    const char *upstream; /* optional (NULL): clear only this upstream's entries */
+} lq_c_cache_t;
+
+typedef struct {
+    uint64_t req;
+    int64_t entries;      /* responses stored now (clear: before clearing) */
+    int64_t bytes;        /* their size in Redis (values), bytes */
+    int64_t hits, misses, stores; /* since the cache was first used */
+    int64_t tokens_saved; /* prompt + completion tokens of the hits */
+    int64_t cleared;      /* clear: entries removed */
+} lq_c_cache_reply_t;
+
+typedef struct {
+    uint64_t req;
     const char *code;    /* e.g. "not_found", "bad_request", "unavailable" */
     const char *message;
 } lq_c_error_t;
@@ -278,6 +300,8 @@ typedef struct {
         lq_c_simple_req_t simple; /* LIST, WORKERS, HEARTBEAT, DISCONNECT */
         lq_c_list_reply_t list_reply;
         lq_c_workers_reply_t workers_reply;
+        lq_c_cache_t cache;
+        lq_c_cache_reply_t cache_reply;
         lq_c_error_t error;
         lq_w_ready_t ready;
         lq_w_credit_t credit;
@@ -313,5 +337,11 @@ void lq_msg_clear(lq_msg_t *m);
 
 /* Name of a command for logs ("CHUNK"), or "UNKNOWN". */
 const char *lq_cmd_name(uint8_t cmd);
+
+/* The request id of a client request or reply (its "req" key), or NULL
+ * when m's command carries none. Points into m. Can't fail. */
+uint64_t *lq_msg_req_field(lq_msg_t *m);
+/* The request id m carries, 0 when it has none. Can't fail. */
+uint64_t lq_msg_req(const lq_msg_t *m);
 
 #endif

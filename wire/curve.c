@@ -1,6 +1,8 @@
 /* curve: see curve.h. */
 #include "curve.h"
 
+#include "frames.h"
+
 #include "../common/log.h"
 #include "../common/util.h"
 
@@ -13,7 +15,24 @@
 #include <unistd.h>
 #include <zmq.h>
 
-/* Reads the first non-blank, non-comment line of path (trimmed) into out. */
+/* Reads lines of f into line[0..n) until one holds a key: leading blanks
+ * skipped, the key cut at the first blank or line end, blank lines and '#'
+ * comments passed over; *lineno counts the lines read. Returns the key (in
+ * line) or NULL at the end of the file. The one parser of key files. */
+static char *s_next_key(FILE *f, char *line, size_t n, int *lineno)
+{
+    while (fgets(line, (int)n, f)) {
+        (*lineno)++;
+        char *p = line + strspn(line, " \t");
+        size_t len = strcspn(p, "\r\n \t");
+        p[len] = '\0';
+        if (len > 0 && p[0] != '#')
+            return p;
+    }
+    return NULL;
+}
+
+/* Reads the first key of path into out. Returns 0, or -1 with err. */
 static int s_first_line(const char *path, char *out, size_t n, char *err, size_t errlen)
 {
     FILE *f = fopen(path, "r");
@@ -22,22 +41,14 @@ static int s_first_line(const char *path, char *out, size_t n, char *err, size_t
         return -1;
     }
     char line[256];
-    int found = 0;
-    while (!found && fgets(line, sizeof line, f)) {
-        char *p = line;
-        while (*p == ' ' || *p == '\t')
-            p++;
-        size_t len = strcspn(p, "\r\n \t");
-        p[len] = '\0';
-        if (len == 0 || p[0] == '#')
-            continue;
-        snprintf(out, n, "%s", p);
-        found = 1;
-    }
+    int lineno = 0;
+    const char *key = s_next_key(f, line, sizeof line, &lineno);
+    if (key)
+        snprintf(out, n, "%s", key);
     fclose(f);
-    if (!found)
+    if (!key)
         snprintf(err, errlen, "%s: no key in the file", path);
-    return found ? 0 : -1;
+    return key ? 0 : -1;
 }
 
 static int s_valid_z85_key(const char *k)
@@ -149,7 +160,6 @@ struct lq_zap {
     int fd;
     uint8_t (*keys)[32];
     size_t nkeys;
-    unsigned long refused;
     lq_timer_t tick;
 };
 
@@ -167,29 +177,16 @@ static int s_allowed(const lq_zap_t *z, const uint8_t *key, size_t len)
 static void s_zap_drain(lq_zap_t *z)
 {
     for (int handled = 0; handled < 1000; handled++) {
-        zmq_msg_t parts[8];
-        int n = 0, more = 1;
-        while (more) {
-            zmq_msg_t part;
-            zmq_msg_init(&part);
-            if (zmq_msg_recv(&part, z->sock, n == 0 ? ZMQ_DONTWAIT : 0) < 0) {
-                zmq_msg_close(&part);
-                if (n == 0)
-                    return;
-                break;
-            }
-            more = zmq_msg_more(&part);
-            if (n < 8)
-                parts[n++] = part;
-            else
-                zmq_msg_close(&part);
-        }
+        lq_frames_t f;
+        if (!lq_frames_recv(&f, z->sock))
+            return;
+        zmq_msg_t *parts = f.part;
+        int n = f.kept;
         /* version, request id, domain, address, identity, mechanism, key */
         int ok = n >= 7 && zmq_msg_size(&parts[5]) == 5 &&
                  memcmp(zmq_msg_data(&parts[5]), "CURVE", 5) == 0 &&
                  s_allowed(z, zmq_msg_data(&parts[6]), zmq_msg_size(&parts[6]));
         if (!ok) {
-            z->refused++;
             char addr[64] = "?";
             if (n >= 4)
                 snprintf(addr, sizeof addr, "%.*s", (int)zmq_msg_size(&parts[3]),
@@ -206,8 +203,7 @@ static void s_zap_drain(lq_zap_t *z)
         zmq_send(z->sock, text, strlen(text), ZMQ_SNDMORE);
         zmq_send(z->sock, "", 0, ZMQ_SNDMORE);
         zmq_send(z->sock, "", 0, 0);
-        for (int i = 0; i < n; i++)
-            zmq_msg_close(&parts[i]);
+        lq_frames_clear(&f);
     }
 }
 
@@ -237,17 +233,10 @@ lq_zap_t *lq_zap_new(lq_loop_t *loop, void *zctx, const char *allowed_file, char
     lq_zap_t *z = xcalloc(1, sizeof *z);
     char line[256];
     int lineno = 0;
-    while (fgets(line, sizeof line, f)) {
-        lineno++;
-        char *p = line;
-        while (*p == ' ' || *p == '\t')
-            p++;
-        size_t len = strcspn(p, "\r\n \t");
-        p[len] = '\0';
-        if (len == 0 || p[0] == '#')
-            continue;
+    const char *p;
+    while ((p = s_next_key(f, line, sizeof line, &lineno))) {
         uint8_t bin[32];
-        if (len != 40 || !zmq_z85_decode(bin, p)) {
+        if (strlen(p) != 40 || !zmq_z85_decode(bin, p)) {
             snprintf(err, errlen, "%s:%d: not a 40-character Z85 public key", allowed_file,
                      lineno);
             fclose(f);
@@ -278,11 +267,6 @@ lq_zap_t *lq_zap_new(lq_loop_t *loop, void *zctx, const char *allowed_file, char
     lq_timer_start(loop, &z->tick, 50);
     LQ_INFO("CURVE: %zu allowed client keys", z->nkeys);
     return z;
-}
-
-unsigned long lq_zap_refused(const lq_zap_t *z)
-{
-    return z->refused;
 }
 
 void lq_zap_destroy(lq_zap_t **p)

@@ -39,8 +39,6 @@ typedef struct lq_zap lq_zap_t;
  * public key per line, '#' comments). Returns NULL with err. */
 lq_zap_t *lq_zap_new(lq_loop_t *loop, void *zctx, const char *allowed_file, char *err,
                      size_t errlen);
-/* Number of handshakes refused so far. */
-unsigned long lq_zap_refused(const lq_zap_t *z);
 void lq_zap_destroy(lq_zap_t **z);
 
 #endif

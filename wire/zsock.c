@@ -1,6 +1,8 @@
 /* zsock: see zsock.h. */
 #include "zsock.h"
 
+#include "frames.h"
+
 #include "../common/log.h"
 #include "../common/util.h"
 
@@ -20,7 +22,6 @@ struct lq_zsock {
     lq_timer_t again; /* 0 ms timer when more messages remain */
     lq_buf_t buf;
     uint64_t dropped;
-    char last_drop[160];
     int in_pump;
 };
 
@@ -78,8 +79,8 @@ static int s_watch(lq_zsock_t *s)
     if (lq_loop_watch(s->loop, s->fd, LQ_READABLE, s_on_fd, s) < 0)
         return -1;
     s->watching = 1;
-    /* The before-sleep drain is what makes edge-triggered ZMQ_FD safe: any
-     * message that arrived while we were sending is picked up here. */
+    /* ZMQ_FD is edge-triggered: a message already queued raised no edge,
+     * so look once on the next iteration. */
     lq_timer_start(s->loop, &s->again, 0);
     return 0;
 }
@@ -126,54 +127,43 @@ int lq_zsock_send(lq_zsock_t *s, const uint8_t *ident, size_t ident_len, const l
 static void s_drop(lq_zsock_t *s, const char *why)
 {
     s->dropped++;
-    snprintf(s->last_drop, sizeof s->last_drop, "%s", why);
     LQ_WARN("dropped a malformed message: %s", why);
 }
 
-/* Reads one whole multipart message. Returns 1 handled (or dropped),
- * 0 nothing pending. */
+/* Returns why the message in f is not an llmq message ("" when it is one),
+ * in err. base is 1 on a ROUTER (identity frame first). */
+static void s_check(lq_frames_t *f, int base, char *err, size_t errlen)
+{
+    zmq_msg_t *parts = f->part;
+    err[0] = '\0';
+    if (f->truncated)
+        snprintf(err, errlen, "truncated multipart message");
+    else if (f->total != base + 3)
+        snprintf(err, errlen, "expected %d frames, got %d", base + 3, f->total);
+    else if (zmq_msg_size(&parts[base]) != 5 ||
+             memcmp(zmq_msg_data(&parts[base]), LQ_PROTO_SIGNATURE, 5) != 0)
+        snprintf(err, errlen, "bad signature frame");
+    else if (zmq_msg_size(&parts[base + 1]) != 1)
+        snprintf(err, errlen, "command frame is not one byte");
+    else if (zmq_msg_size(&parts[base + 2]) > LQ_MAX_BODY)
+        snprintf(err, errlen, "body of %zu bytes over the limit", zmq_msg_size(&parts[base + 2]));
+    else if (base && zmq_msg_size(&parts[0]) > LQ_MAX_IDENT)
+        snprintf(err, errlen, "identity too long");
+}
+
+/* Reads one whole multipart message and delivers or drops it. Returns 1
+ * handled (or dropped), 0 nothing pending. */
 static int s_read_one(lq_zsock_t *s)
 {
-    zmq_msg_t parts[5];
-    int nparts = 0, more = 1, ok = 1;
-    while (more) {
-        zmq_msg_t part;
-        zmq_msg_init(&part);
-        int rc = zmq_msg_recv(&part, s->sock, nparts == 0 ? ZMQ_DONTWAIT : 0);
-        if (rc < 0) {
-            zmq_msg_close(&part);
-            if (nparts == 0)
-                return 0;
-            ok = 0;
-            break;
-        }
-        more = zmq_msg_more(&part);
-        if (nparts < 5)
-            parts[nparts] = part;
-        else
-            zmq_msg_close(&part);
-        nparts++;
-    }
+    lq_frames_t f;
+    if (!lq_frames_recv(&f, s->sock))
+        return 0;
     int base = s->type == ZMQ_ROUTER ? 1 : 0;
-    int kept = nparts < 5 ? nparts : 5;
-    char err[160] = "";
-    if (!ok) {
-        snprintf(err, sizeof err, "truncated multipart message");
-    } else if (nparts != base + 3) {
-        snprintf(err, sizeof err, "expected %d frames, got %d", base + 3, nparts);
-    } else if (zmq_msg_size(&parts[base]) != 5 ||
-               memcmp(zmq_msg_data(&parts[base]), LQ_PROTO_SIGNATURE, 5) != 0) {
-        snprintf(err, sizeof err, "bad signature frame");
-    } else if (zmq_msg_size(&parts[base + 1]) != 1) {
-        snprintf(err, sizeof err, "command frame is not one byte");
-    } else if (zmq_msg_size(&parts[base + 2]) > LQ_MAX_BODY) {
-        snprintf(err, sizeof err, "body of %zu bytes over the limit",
-                 zmq_msg_size(&parts[base + 2]));
-    } else if (base && zmq_msg_size(&parts[0]) > LQ_MAX_IDENT) {
-        snprintf(err, sizeof err, "identity too long");
-    }
+    char err[160];
+    s_check(&f, base, err, sizeof err);
     if (!err[0]) {
         lq_msg_t m;
+        zmq_msg_t *parts = f.part;
         uint8_t cmd = *(const uint8_t *)zmq_msg_data(&parts[base + 1]);
         char derr[128];
         if (lq_msg_decode(cmd, zmq_msg_data(&parts[base + 2]), zmq_msg_size(&parts[base + 2]), &m,
@@ -188,8 +178,7 @@ static int s_read_one(lq_zsock_t *s)
     }
     if (err[0])
         s_drop(s, err);
-    for (int i = 0; i < kept; i++)
-        zmq_msg_close(&parts[i]);
+    lq_frames_clear(&f);
     return 1;
 }
 
@@ -208,19 +197,9 @@ static void s_drain(lq_zsock_t *s)
         lq_timer_start(s->loop, &s->again, 0);
 }
 
-void lq_zsock_pump(lq_zsock_t *s)
-{
-    s_drain(s);
-}
-
 uint64_t lq_zsock_dropped(const lq_zsock_t *s)
 {
     return s->dropped;
-}
-
-const char *lq_zsock_last_drop(const lq_zsock_t *s)
-{
-    return s->last_drop;
 }
 
 void lq_zsock_destroy(lq_zsock_t **p)

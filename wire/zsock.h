@@ -4,9 +4,9 @@
  * as ["LLMQ1", cmd, msgpack body] (after the peer identity on a ROUTER) and
  * decodes incoming ones strictly. Malformed or oversized messages are
  * dropped and counted, never delivered. ZMQ_FD is edge-triggered, so the
- * socket is drained both on fd events and from a before-sleep hook, at most
- * LQ_ZSOCK_BATCH messages per wake; when more remain a 0 ms timer keeps the
- * loop from sleeping. The zsock owns the ZeroMQ socket; the caller owns the
+ * socket is drained on fd events and again from a 0 ms timer armed after
+ * every send (a send may consume the edge) and whenever messages remain; a
+ * drain reads at most LQ_ZSOCK_BATCH messages. The zsock owns the ZeroMQ socket; the caller owns the
  * context. */
 #ifndef LQ_ZSOCK_H
 #define LQ_ZSOCK_H
@@ -25,7 +25,7 @@ typedef struct lq_zsock lq_zsock_t;
 /* Called once per valid message. ident is the peer identity on a ROUTER
  * (ident_len 0 on a DEALER). m is borrowed: destroyed after the callback
  * returns (move pointers out and NULL them if you want to keep them). The
- * callback may send, and may call lq_zsock_close_later(). */
+ * callback may send; it must not destroy s. */
 typedef void (*lq_zsock_msg_cb)(lq_zsock_t *s, const uint8_t *ident, size_t ident_len, lq_msg_t *m,
                                 void *arg);
 
@@ -49,11 +49,6 @@ int lq_zsock_send(lq_zsock_t *s, const uint8_t *ident, size_t ident_len, const l
 
 /* Number of incoming messages dropped as malformed or oversized. */
 uint64_t lq_zsock_dropped(const lq_zsock_t *s);
-/* The reason the last message was dropped ("" if none). */
-const char *lq_zsock_last_drop(const lq_zsock_t *s);
-
-/* Drains pending messages now (normally done by the loop). */
-void lq_zsock_pump(lq_zsock_t *s);
 
 /* Closes the socket and frees s. Must not be called from inside s's own
  * callback. Safe on NULL; clears *s. */

@@ -3,6 +3,7 @@
 #include "headers.h"
 
 #include <curl/curl.h>
+#include <stddef.h>
 #include <string.h>
 #include <strings.h>
 
@@ -200,6 +201,41 @@ static void s_set_request_id(lq_resp_headers_t *h, const char *v, size_t len)
     h->request_id[o] = '\0';
 }
 
+/* The headers that carry one number: name, parser, field. */
+static const struct {
+    const char *name;
+    int (*parse)(const char *v, size_t len, int64_t *out);
+    size_t field;
+} s_numbers[] = {
+    {"retry-after-ms", lq_parse_ms, offsetof(lq_resp_headers_t, retry_after_ms_hdr)},
+    {"x-ratelimit-remaining-requests", lq_parse_count,
+     offsetof(lq_resp_headers_t, rl_remaining_requests)},
+    {"x-ratelimit-remaining-tokens", lq_parse_count,
+     offsetof(lq_resp_headers_t, rl_remaining_tokens)},
+    {"x-ratelimit-reset-requests", lq_parse_duration_ms,
+     offsetof(lq_resp_headers_t, rl_reset_requests_ms)},
+    {"x-ratelimit-reset-tokens", lq_parse_duration_ms,
+     offsetof(lq_resp_headers_t, rl_reset_tokens_ms)},
+    {"x-ratelimit-limit-requests", lq_parse_count, offsetof(lq_resp_headers_t, rl_limit_requests)},
+    {"x-ratelimit-limit-tokens", lq_parse_count, offsetof(lq_resp_headers_t, rl_limit_tokens)},
+    {"content-length", lq_parse_count, offsetof(lq_resp_headers_t, content_length)},
+};
+
+/* Stores the value of a header of s_numbers when it parses; other headers
+ * and bad values change nothing. Can't fail. */
+static void s_feed_number(lq_resp_headers_t *h, const char *name, size_t nlen, const char *v,
+                          size_t vlen)
+{
+    for (size_t i = 0; i < sizeof s_numbers / sizeof s_numbers[0]; i++) {
+        if (!s_is(name, nlen, s_numbers[i].name))
+            continue;
+        int64_t x;
+        if (s_numbers[i].parse(v, vlen, &x) == 0)
+            memcpy((char *)h + s_numbers[i].field, &x, sizeof x);
+        return;
+    }
+}
+
 void lq_headers_feed(lq_resp_headers_t *h, const char *line, size_t len, int64_t now_s)
 {
     if (len >= 5 && memcmp(line, "HTTP/", 5) == 0) {
@@ -225,30 +261,8 @@ void lq_headers_feed(lq_resp_headers_t *h, const char *line, size_t len, int64_t
     } else if (s_is(name, nlen, "retry-after")) {
         if (lq_parse_retry_after(v, vlen, now_s, &x) == 0)
             h->retry_after_ms = x;
-    } else if (s_is(name, nlen, "retry-after-ms")) {
-        if (lq_parse_ms(v, vlen, &x) == 0)
-            h->retry_after_ms_hdr = x;
-    } else if (s_is(name, nlen, "x-ratelimit-remaining-requests")) {
-        if (lq_parse_count(v, vlen, &x) == 0)
-            h->rl_remaining_requests = x;
-    } else if (s_is(name, nlen, "x-ratelimit-remaining-tokens")) {
-        if (lq_parse_count(v, vlen, &x) == 0)
-            h->rl_remaining_tokens = x;
-    } else if (s_is(name, nlen, "x-ratelimit-reset-requests")) {
-        if (lq_parse_duration_ms(v, vlen, &x) == 0)
-            h->rl_reset_requests_ms = x;
-    } else if (s_is(name, nlen, "x-ratelimit-reset-tokens")) {
-        if (lq_parse_duration_ms(v, vlen, &x) == 0)
-            h->rl_reset_tokens_ms = x;
-    } else if (s_is(name, nlen, "x-ratelimit-limit-requests")) {
-        if (lq_parse_count(v, vlen, &x) == 0)
-            h->rl_limit_requests = x;
-    } else if (s_is(name, nlen, "x-ratelimit-limit-tokens")) {
-        if (lq_parse_count(v, vlen, &x) == 0)
-            h->rl_limit_tokens = x;
-    } else if (s_is(name, nlen, "content-length")) {
-        if (lq_parse_count(v, vlen, &x) == 0)
-            h->content_length = x;
+    } else {
+        s_feed_number(h, name, nlen, v, vlen);
     }
 }
 

@@ -118,25 +118,15 @@ void lq_wlist_remove(lq_wlist_t *l, lq_wjob_t *j)
     l->len--;
 }
 
-int lq_wlist_has(const lq_wlist_t *l, const lq_wjob_t *j)
-{
-    return j->link[l->which].on;
-}
-
-/* FNV-1a over the batch id and the index. */
+/* The table hash of (batch id, index): FNV-1a over the id and the index's
+ * eight little-endian bytes, then mixed. Can't fail. */
 static uint64_t s_hash(const char *batch, int64_t index)
 {
-    uint64_t h = 1469598103934665603ULL;
-    for (const unsigned char *p = (const unsigned char *)batch; *p; p++) {
-        h ^= *p;
-        h *= 1099511628211ULL;
-    }
-    uint64_t x = (uint64_t)index;
-    for (int i = 0; i < 8; i++) {
-        h ^= (x >> (8 * i)) & 0xff;
-        h *= 1099511628211ULL;
-    }
-    return h ^ (h >> 29);
+    unsigned char le[8];
+    for (int i = 0; i < 8; i++)
+        le[i] = (unsigned char)((uint64_t)index >> (8 * i));
+    uint64_t h = lq_fnv1a64_add(LQ_FNV1A64_INIT, batch, strlen(batch));
+    return lq_hash_mix(lq_fnv1a64_add(h, le, sizeof le));
 }
 
 lq_jobtab_t *lq_jobtab_new(void)

@@ -74,8 +74,6 @@ void lq_wlist_init(lq_wlist_t *l, int which);
 /* Appends j (which must not be on l) / removes j if on l. Can't fail. */
 void lq_wlist_push(lq_wlist_t *l, lq_wjob_t *j);
 void lq_wlist_remove(lq_wlist_t *l, lq_wjob_t *j);
-/* Returns 1 if j is on a list of l's kind. */
-int lq_wlist_has(const lq_wlist_t *l, const lq_wjob_t *j);
 
 typedef struct lq_jobtab lq_jobtab_t;
 

@@ -1,6 +1,7 @@
 /* outcome: see outcome.h. */
 #include "outcome.h"
 
+#include "../common/utf8.h"
 #include "../common/util.h"
 #include "../proto/msg.h"
 
@@ -10,68 +11,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-size_t lq_utf8_seq(const unsigned char *s, size_t avail)
-{
-    if (avail == 0)
-        return 0;
-    unsigned c = s[0];
-    if (c < 0x80)
-        return 1;
-    size_t n;
-    unsigned min;
-    if (c >= 0xc2 && c <= 0xdf) {
-        n = 2;
-        min = 0x80;
-    } else if (c >= 0xe0 && c <= 0xef) {
-        n = 3;
-        min = 0x800;
-    } else if (c >= 0xf0 && c <= 0xf4) {
-        n = 4;
-        min = 0x10000;
-    } else {
-        return 0;
-    }
-    if (avail < n)
-        return 0;
-    unsigned cp = c & (0xff >> (n + 1));
-    for (size_t i = 1; i < n; i++) {
-        if ((s[i] & 0xc0) != 0x80)
-            return 0;
-        cp = (cp << 6) | (s[i] & 0x3f);
-    }
-    if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
-        return 0;
-    return n;
-}
-
-char *lq_utf8_clean(const char *s, size_t len, size_t max)
-{
-    const unsigned char *u = (const unsigned char *)s;
-    char *out = xmalloc((len < max ? len : max) + 1);
-    size_t o = 0, i = 0;
-    while (i < len) {
-        size_t n = lq_utf8_seq(u + i, len - i);
-        if (n == 0) {
-            if (o + 1 > max)
-                break;
-            out[o++] = '?';
-            i++;
-            continue;
-        }
-        if (o + n > max)
-            break;
-        if (n == 1 && (u[i] < 0x20 || u[i] == 0x7f)) {
-            out[o++] = ' ';
-        } else {
-            memcpy(out + o, s + i, n);
-            o += n;
-        }
-        i += n;
-    }
-    out[o] = '\0';
-    return out;
-}
-
 char *lq_json_quote(const char *s, size_t len, size_t *out_len)
 {
     const unsigned char *u = (const unsigned char *)s;
@@ -80,7 +19,7 @@ char *lq_json_quote(const char *s, size_t len, size_t *out_len)
     size_t o = 0;
     out[o++] = '"';
     for (size_t i = 0; i < len;) {
-        size_t n = lq_utf8_seq(u + i, len - i);
+        size_t n = lq_utf8_seq(u + i, len - i, NULL);
         if (n == 0) {
             memcpy(out + o, "\\ufffd", 6);
             o += 6;

@@ -68,13 +68,4 @@ char *lq_json_body(const char *body, size_t len, size_t *out_len);
  * becomes U+FFFD. The caller frees the result. Can't fail. */
 char *lq_json_quote(const char *s, size_t len, size_t *out_len);
 
-/* Returns a copy of s that is valid UTF-8 on one line: invalid bytes become
- * '?', control characters become spaces, cut to at most max bytes on a
- * character boundary. The caller frees it. Can't fail. */
-char *lq_utf8_clean(const char *s, size_t len, size_t max);
-
-/* Returns the length of the valid UTF-8 sequence at s (1..4), or 0 when
- * the bytes at s are not one. Can't fail. */
-size_t lq_utf8_seq(const unsigned char *s, size_t avail);
-
 #endif

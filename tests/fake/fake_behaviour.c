@@ -189,8 +189,8 @@ static int s_take(lq_fake_bhv_t *b, uint64_t *wait_ms)
     return 0;
 }
 
-/* Formats a duration like OpenAI's reset headers: "250ms", "1.5s", "2m30s". */
-static void s_duration(uint64_t ms, char *out, size_t n)
+/* See fake_behaviour.h. */
+void lq_fake_bhv_duration(uint64_t ms, char *out, size_t n)
 {
     if (ms < 1000) {
         snprintf(out, n, "%llums", (unsigned long long)ms);
@@ -218,7 +218,7 @@ static void s_ratelimit_headers(lq_fake_bhv_t *b, lq_fake_buf_t *h)
         remaining = 0;
     uint64_t reset_ms = (uint64_t)ceil((b->burst - b->tokens) / b->cfg.rate_limit * 1000.0);
     char reset[32];
-    s_duration(reset_ms, reset, sizeof reset);
+    lq_fake_bhv_duration(reset_ms, reset, sizeof reset);
     lq_fake_buf_printf(h,
                        "x-ratelimit-limit-requests: %.0f\r\n"
                        "x-ratelimit-remaining-requests: %.0f\r\n"
@@ -462,7 +462,7 @@ static void s_ok_body(lq_fake_bhv_t *b, int kind, const json_t *root, const char
         lq_fake_buf_puts(o, ",\"echo\":");
         lq_fake_buf_json_str(o, t->data, t->len);
         lq_fake_buf_puts(o, ",\"data\":[");
-        uint64_t h = lq_fake_fnv1a(key, key_len);
+        uint64_t h = lq_fnv1a64(key, key_len);
         for (size_t i = 0; i < n; i++) {
             lq_fake_buf_printf(o, "%s{\"object\":\"embedding\",\"index\":%zu,\"embedding\":[",
                                i ? "," : "", i);
@@ -534,7 +534,7 @@ static void s_api(lq_fake_bhv_t *b, s_ctx_t *cx, const lq_fake_req_t *req, int k
     size_t key_len = cid_len;
     if (!cid) {
         snprintf(hexkey, sizeof hexkey, "%016llx",
-                 (unsigned long long)lq_fake_fnv1a(body, body_len));
+                 (unsigned long long)lq_fnv1a64(body, body_len));
         key = hexkey;
         key_len = 16;
     }

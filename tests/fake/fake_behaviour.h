@@ -76,4 +76,8 @@ void lq_fake_bhv_done(lq_fake_bhv_t *b);
 /* Tells it that a connection was accepted (opened = 1) or closed (0). */
 void lq_fake_bhv_conn(lq_fake_bhv_t *b, int opened);
 
+/* Formats a duration like OpenAI's reset headers ("250ms", "1.5s",
+ * "2m30s") into out[0..n). Can't fail. */
+void lq_fake_bhv_duration(uint64_t ms, char *out, size_t n);
+
 #endif

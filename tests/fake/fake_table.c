@@ -30,18 +30,6 @@ struct lq_fake_table {
     s_block_t *blocks; /* newest first */
 };
 
-/* 64-bit FNV-1a. Can't fail. */
-uint64_t lq_fake_fnv1a(const void *p, size_t n)
-{
-    const unsigned char *s = p;
-    uint64_t h = 0xcbf29ce484222325ull;
-    for (size_t i = 0; i < n; i++) {
-        h ^= s[i];
-        h *= 0x100000001b3ull;
-    }
-    return h;
-}
-
 /* Creates an empty table with 1024 slots. Can't fail. */
 lq_fake_table_t *lq_fake_table_new(void)
 {
@@ -117,7 +105,7 @@ static void s_grow(lq_fake_table_t *t)
     for (size_t i = 0; i < oldcap; i++) {
         if (!old[i].key)
             continue;
-        uint64_t h = lq_fake_fnv1a(old[i].key, old[i].len);
+        uint64_t h = lq_hash64(old[i].key, old[i].len);
         size_t j = (size_t)h & mask;
         while (t->slots[j].key)
             j = (j + 1) & mask;
@@ -131,7 +119,7 @@ uint64_t lq_fake_table_incr(lq_fake_table_t *t, const char *key, size_t len)
 {
     if (len > UINT32_MAX)
         len = UINT32_MAX;
-    uint64_t h = lq_fake_fnv1a(key, len);
+    uint64_t h = lq_hash64(key, len);
     s_entry_t *e = s_find(t, key, len, h);
     if (!e->key) {
         if ((t->size + 1) * 4 > t->cap * 3) {
@@ -153,7 +141,7 @@ uint64_t lq_fake_table_get(const lq_fake_table_t *t, const char *key, size_t len
 {
     if (len > UINT32_MAX)
         return 0;
-    const s_entry_t *e = s_find(t, key, len, lq_fake_fnv1a(key, len));
+    const s_entry_t *e = s_find(t, key, len, lq_hash64(key, len));
     return e->key ? e->count : 0;
 }
 

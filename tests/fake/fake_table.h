@@ -33,7 +33,4 @@ void lq_fake_table_clear(lq_fake_table_t *t);
 /* Calls cb for each entry, in table order. cb must not modify the table. */
 void lq_fake_table_foreach(const lq_fake_table_t *t, lq_fake_table_cb cb, void *arg);
 
-/* 64-bit FNV-1a hash of p[0..n). Can't fail. */
-uint64_t lq_fake_fnv1a(const void *p, size_t n);
-
 #endif

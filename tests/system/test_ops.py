@@ -35,7 +35,7 @@ def value(text, series):
 
 class Version(harness.ClusterTest):
     def test_every_binary_prints_its_version(self):
-        for name in ("llmq", "llmq-broker", "llmq-worker"):
+        for name in ("llmq", "llmq-broker", "llmq-worker", "llmq-gateway"):
             r = subprocess.run([os.path.join(harness.BIN, name), "--version"],
                                capture_output=True, text=True, timeout=10)
             self.assertEqual(r.returncode, 0, r.stderr)

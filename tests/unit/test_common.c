@@ -1,4 +1,4 @@
-/* Unit tests for common/map.c and common/opts.c. */
+/* Unit tests for common/map.c, common/opts.c and common/util.c. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -110,12 +110,30 @@ static void test_parse_ll(void **state)
     assert_int_equal(lq_parse_ll("99999999999999999999999", 0, 100, &v), -1);
 }
 
+/* The published FNV-1a test vectors, chaining, and the finaliser. */
+static void test_hash(void **state)
+{
+    (void)state;
+    assert_int_equal(lq_fnv1a64("", 0), 0xcbf29ce484222325ull);
+    assert_int_equal(lq_fnv1a64("a", 1), 0xaf63dc4c8601ec8cull);
+    assert_int_equal(lq_fnv1a64("foobar", 6), 0x85944171f73967e8ull);
+    uint64_t h = lq_fnv1a64_add(LQ_FNV1A64_INIT, "foo", 3);
+    assert_int_equal(lq_fnv1a64_add(h, "bar", 3), lq_fnv1a64("foobar", 6));
+    assert_int_equal(lq_hash_mix(0), 0);
+    assert_int_equal(lq_hash64("foobar", 6), lq_hash_mix(0x85944171f73967e8ull));
+    /* fmix64 of 1, a known murmur3 value. */
+    assert_int_equal(lq_hash_mix(1), 0xb456bcfc34c2cb2cull);
+    /* Keys differing in one byte differ in the low bits used by tables. */
+    assert_int_not_equal(lq_hash64("k1", 2) & 0xff, lq_hash64("k2", 2) & 0xff);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_map_put_get_del_many),
         cmocka_unit_test(test_opts_flags_env_and_errors),
         cmocka_unit_test(test_parse_ll),
+        cmocka_unit_test(test_hash),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,6 +1,6 @@
 /* Tests of the submit input reader: client/jsonl.c, with client/jobline.c,
- * client/jobscan.c and client/idset.c. The client sources are compiled
- * into this test directly (unit tests link only the libraries).
+ * client/jobscan.c and client/idset.c, through their headers (the test
+ * links llmq_client_core).
  *
  * Most tests write an input to a temp file (mkstemp, removed after) and
  * compare a transcript of everything lq_jsonl_next() returned: one line per
@@ -14,10 +14,17 @@
 
 #include <cmocka.h>
 
-#include "client/idset.c"
-#include "client/jobline.c"
-#include "client/jobscan.c"
-#include "client/jsonl.c"
+#include "client/idset.h"
+#include "client/jobline.h"
+#include "client/jobscan.h"
+#include "client/jsonl.h"
+#include "common/utf8.h"
+#include "common/util.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
 
 /* ---- helpers ---- */
 
@@ -245,7 +252,7 @@ static void test_long_lines(void **state)
     lq_jsonl_t *r = lq_jsonl_new(path, &o);
     got = t_drain(r, path, 10);
     assert_string_equal(got, ":1: line too long (more than 1000 bytes)\n2 c 17\nEOF\n");
-    assert_true(r->cap <= S_READ_BLOCK);
+    assert_true(lq_jsonl_buffer_bytes(r) <= LQ_JSONL_READ_BLOCK);
     free(got);
     lq_jsonl_destroy(&r);
     unlink(path);

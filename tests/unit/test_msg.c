@@ -792,6 +792,36 @@ static void test_limits(void **state)
     free(huge);
 }
 
+/* Every client request and reply has its request id where the codec puts
+ * "req"; worker messages have none. */
+static void test_req_field(void **state)
+{
+    (void)state;
+    lq_msg_t m;
+    memset(&m, 0, sizeof m);
+    const struct {
+        uint8_t cmd;
+        uint64_t *field;
+    } cases[] = {
+        {LQ_C_OPEN, &m.u.open.req},       {LQ_C_CHUNK, &m.u.chunk.req},
+        {LQ_C_CANCEL, &m.u.batch_req.req}, {LQ_C_RESULTS, &m.u.results.req},
+        {LQ_C_WORKERS, &m.u.simple.req},  {LQ_C_BATCH, &m.u.batch.req},
+        {LQ_C_RESULTS_PAGE, &m.u.results_page.req},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        m.cmd = cases[i].cmd;
+        assert_ptr_equal(lq_msg_req_field(&m), cases[i].field);
+    }
+    m.cmd = LQ_C_ERROR;
+    m.u.error.req = 42;
+    assert_int_equal(lq_msg_req(&m), 42);
+    m.cmd = LQ_W_JOB;
+    assert_null(lq_msg_req_field(&m));
+    assert_int_equal(lq_msg_req(&m), 0);
+    m.cmd = 0x7e;
+    assert_null(lq_msg_req_field(&m));
+}
+
 static void test_unknown_command(void **state)
 {
     (void)state;
@@ -958,7 +988,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_optional_fields), cmocka_unit_test(test_vectors),
         cmocka_unit_test(test_bad_structure),   cmocka_unit_test(test_bad_fields),
         cmocka_unit_test(test_lenient),         cmocka_unit_test(test_limits),
-        cmocka_unit_test(test_unknown_command), cmocka_unit_test(test_random_mutations),
+        cmocka_unit_test(test_req_field), cmocka_unit_test(test_unknown_command), cmocka_unit_test(test_random_mutations),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

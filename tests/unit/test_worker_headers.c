@@ -394,24 +394,6 @@ static void test_json_body(void **state)
     free(b);
 }
 
-static void test_utf8(void **state)
-{
-    (void)state;
-    assert_int_equal(lq_utf8_seq((const unsigned char *)"a", 1), 1);
-    assert_int_equal(lq_utf8_seq((const unsigned char *)"\xc3\xa9", 2), 2);
-    assert_int_equal(lq_utf8_seq((const unsigned char *)"\xe2\x82\xac", 3), 3);
-    assert_int_equal(lq_utf8_seq((const unsigned char *)"\xf0\x9f\x98\x80", 4), 4);
-    assert_int_equal(lq_utf8_seq((const unsigned char *)"\xc0\xaf", 2), 0);     /* overlong */
-    assert_int_equal(lq_utf8_seq((const unsigned char *)"\xed\xa0\x80", 3), 0); /* surrogate */
-    assert_int_equal(lq_utf8_seq((const unsigned char *)"\xe2\x82", 2), 0);     /* short */
-    char *c = lq_utf8_clean("h\xe2\x82\xac\xffllo\tx", 10, 100);
-    assert_string_equal(c, "h\xe2\x82\xac?llo x");
-    free(c);
-    c = lq_utf8_clean("ab\xe2\x82\xac", 5, 4); /* never cuts a character */
-    assert_string_equal(c, "ab");
-    free(c);
-}
-
 static char *join(const char *base, const char *url)
 {
     char err[256];
@@ -593,7 +575,6 @@ int main(void)
         cmocka_unit_test(test_classify_http),
         cmocka_unit_test(test_classify_curl),
         cmocka_unit_test(test_json_body),
-        cmocka_unit_test(test_utf8),
         cmocka_unit_test(test_url_join),
         cmocka_unit_test(test_key_file),
         cmocka_unit_test(test_upstreams),
