@@ -2,7 +2,7 @@
 BUILD ?= build
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: all build deps test unit system demo asan asan-test fuzz fuzz-list bench clean format
+.PHONY: all build deps test unit system demo asan asan-test fuzz fuzz-list bench clean format install deb test-deb test-builds
 
 all: build
 
@@ -10,7 +10,7 @@ deps:
 	@sh scripts/install-deps.sh
 
 build:
-	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DLLMQ_WERROR=ON >/dev/null
 	@cmake --build $(BUILD) -j $(JOBS)
 
 test: deps build
@@ -26,7 +26,7 @@ demo: deps build
 	@/usr/bin/python3 scripts/demo.py --bin $(BUILD)
 
 asan:
-	@cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DLLMQ_SANITIZE=ON >/dev/null
+	@cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DLLMQ_SANITIZE=ON -DLLMQ_WERROR=ON >/dev/null
 	@cmake --build build-asan -j $(JOBS)
 
 asan-test: deps asan
@@ -46,5 +46,27 @@ fuzz-list:
 bench: deps build
 	@sh bench/run.sh
 
+# make install [DESTDIR=/tmp/root] [PREFIX=/usr/local]
+PREFIX ?= /usr/local
+install:
+	@cmake -S . -B $(BUILD) -DCMAKE_INSTALL_PREFIX=$(PREFIX) >/dev/null
+	@cmake --build $(BUILD) -j $(JOBS)
+	@DESTDIR=$(DESTDIR) cmake --install $(BUILD)
+
+# The Debian package (CPack): build-deb/llmq_<version>_<arch>.deb
+deb:
+	@cmake -S . -B build-deb -DCMAKE_BUILD_TYPE=Release -DCMAKE_INSTALL_PREFIX=/usr -DLLMQ_WERROR=ON >/dev/null
+	@cmake --build build-deb -j $(JOBS)
+	@cd build-deb && cpack -G DEB >/dev/null && ls -1 $$PWD/*.deb
+
+# Installs the .deb into a clean Debian 12 container and runs a batch there
+# (needs Docker and the Debian mirror; SKIP without Docker).
+test-deb: deps
+	@sh tests/deb/test_deb.sh
+
+# Release, Debug, MinSizeRel with gcc and clang from a clean checkout (12 builds).
+test-builds:
+	@sh tests/packaging/test_builds.sh
+
 clean:
-	rm -rf $(BUILD) build-asan build-fuzz
+	rm -rf $(BUILD) build-asan build-fuzz build-deb

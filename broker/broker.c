@@ -13,6 +13,7 @@
 #include "record.h"
 #include "reports.h"
 #include "rlstore.h"
+#include "stats.h"
 #include "scripts.h"
 
 #include <errno.h>
@@ -39,6 +40,7 @@ struct lq_broker {
     lq_dispatch_t *dispatch;
     lq_reports_t *reports;
     lq_rlstore_t *rlstore; /* learned rate limits in Redis */
+    lq_bstats_t *stats; /* what /metrics adds to the gauges */
     lq_map_t *acks; /* worker ident -> s_acks_t */
     lq_timer_t rl_timer, heartbeat_timer, renew_timer, expire_timer, promote_timer;
     lq_timer_t memory_timer, sweep_timer;
@@ -648,6 +650,13 @@ static void s_start_timers(lq_broker_t *b)
     lq_timer_start(b->loop, &b->promote_timer, 100);
 }
 
+/* The stats module's fallback for a batch it has not polled yet. */
+static const char *s_upstream_of(void *arg, const char *batch)
+{
+    lq_broker_t *b = arg;
+    return lq_dispatch_batch_upstream(b->dispatch, batch);
+}
+
 lq_broker_t *lq_broker_new(lq_loop_t *loop, void *zctx, const lq_broker_opts_t *opts, char *err,
                            size_t errlen)
 {
@@ -674,6 +683,8 @@ lq_broker_t *lq_broker_new(lq_loop_t *loop, void *zctx, const lq_broker_opts_t *
                              opts->cache_ttl_s};
     b->reports = lq_reports_new(b->redis, &rep, s_on_recorded, b);
     b->rlstore = lq_rlstore_new(loop, b->redis, b->dispatch, opts->prefix);
+    b->stats = lq_bstats_new(loop, b->redis, opts->prefix, 1000, s_upstream_of, b);
+    lq_reports_observe(b->reports, lq_bstats_on_report, b->stats);
     lq_loop_add_before_sleep(loop, s_before_sleep, b);
     s_start_timers(b);
     return b;
@@ -694,6 +705,7 @@ void lq_broker_destroy(lq_broker_t **p)
     lq_rlstore_destroy(&b->rlstore);
     lq_redis_destroy(&b->redis); /* fails pending calls first */
     lq_reports_destroy(&b->reports);
+    lq_bstats_destroy(&b->stats); /* after Redis: its pending polls are failed */
     lq_dispatch_destroy(&b->dispatch);
     size_t pos = 0;
     void *v;
@@ -762,6 +774,11 @@ size_t lq_broker_workers(const lq_broker_t *b, lq_worker_info_t **out)
 size_t lq_broker_upstreams(lq_broker_t *b, lq_upstream_info_t **out)
 {
     return lq_dispatch_upstreams(b->dispatch, out);
+}
+
+const lq_bstats_t *lq_broker_observed(const lq_broker_t *b)
+{
+    return b->stats;
 }
 
 void lq_broker_stats(const lq_broker_t *b, lq_broker_stats_t *st)

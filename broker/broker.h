@@ -99,5 +99,8 @@ size_t lq_broker_upstreams(lq_broker_t *b, lq_upstream_info_t **out);
 
 /* ---- for the metrics endpoint ---- */
 void lq_broker_stats(const lq_broker_t *b, lq_broker_stats_t *st);
+/* Result counters, histograms and the polled batch/Redis state (stats.h). */
+struct lq_bstats;
+const struct lq_bstats *lq_broker_observed(const lq_broker_t *b);
 
 #endif

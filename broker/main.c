@@ -6,6 +6,7 @@
 #include "../common/loop.h"
 #include "../common/opts.h"
 #include "../common/util.h"
+#include "../common/version.h"
 #include "../wire/curve.h"
 #include "broker.h"
 #include "frontend.h"
@@ -252,6 +253,8 @@ static void s_config_clear(s_config_t *c)
 
 int main(int argc, char **argv)
 {
+    if (lq_version_flag(argc, argv, "llmq-broker"))
+        return 0;
     lq_log_init("llmq-broker");
     s_config_t c;
     s_app_t a = {0};

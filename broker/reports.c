@@ -21,6 +21,8 @@ typedef struct {
     char *resp; /* JSON or "" */
     char *err;  /* JSON or "" */
     int64_t ptok, ctok, delay_ms;
+    int64_t status, latency_ms, retry_after_ms; /* for the observer */
+    char code[32];                              /* error code, "" on OK */
 } s_report_t;
 
 typedef struct {
@@ -34,6 +36,8 @@ struct lq_reports {
     lq_reports_opts_t opts;
     lq_reports_recorded_cb on_recorded;
     void *arg;
+    lq_reports_seen_cb on_seen; /* optional observer (metrics) */
+    void *seen_arg;
     s_report_t *items; /* waiting to be sent; while blocked, the refused first */
     size_t n, cap;
     lq_reports_stats_t stats;
@@ -101,8 +105,10 @@ static char *s_response_json(const lq_w_result_t *res)
 {
     if (res->status <= 0)
         return xstrdup("");
-    char *rid = res->request_id ? s_json_str(res->request_id, strlen(res->request_id))
-                                : xstrdup("null");
+    /* Always a string (OpenAI's output format): "" when the provider sent
+     * no x-request-id. */
+    const char *id = res->request_id ? res->request_id : "";
+    char *rid = s_json_str(id, strlen(id));
     char *out = xasprintf("{\"status_code\":%lld,\"request_id\":%s,\"body\":%.*s}",
                           (long long)res->status, rid, res->body ? (int)res->body_len : 4,
                           res->body ? res->body : "null");
@@ -137,6 +143,11 @@ void lq_reports_add(lq_reports_t *r, const uint8_t *ident, size_t ident_len,
     rep->ptok = res->outcome == LQ_OUTCOME_OK ? res->prompt_tokens : 0;
     rep->ctok = res->outcome == LQ_OUTCOME_OK ? res->completion_tokens : 0;
     rep->delay_ms = lq_reports_retry_delay(&r->opts, res->attempt, res->retry_after_ms);
+    rep->status = res->status;
+    rep->latency_ms = res->latency_ms;
+    rep->retry_after_ms = res->retry_after_ms;
+    snprintf(rep->code, sizeof rep->code, "%s",
+             res->outcome != LQ_OUTCOME_OK && res->error_code ? res->error_code : "");
     rep->resp = s_response_json(res);
     rep->err = res->outcome != LQ_OUTCOME_OK
                    ? lq_error_json(res->error_code ? res->error_code : "error",
@@ -185,6 +196,12 @@ static void s_on_report(lq_redis_t *redis, redisReply *reply, void *arg)
         const char *code = reply->element[i]->str ? reply->element[i]->str : "";
         r->stats.results++;
         r->stats.duplicates += strcmp(code, "dup") == 0;
+        if (r->on_seen) {
+            lq_report_seen_t seen = {rep->batch,     code,           rep->outcome,
+                                     rep->status,    rep->code,      rep->latency_ms,
+                                     rep->retry_after_ms, rep->ptok, rep->ctok};
+            r->on_seen(r->seen_arg, &seen);
+        }
         r->on_recorded(r->arg, rep->ident, rep->ident_len, rep->batch, rep->index, code,
                        rep->delay_ms);
     }
@@ -269,6 +286,12 @@ lq_reports_t *lq_reports_new(lq_redis_t *redis, const lq_reports_opts_t *opts,
     r->on_recorded = on_recorded;
     r->arg = arg;
     return r;
+}
+
+void lq_reports_observe(lq_reports_t *r, lq_reports_seen_cb fn, void *arg)
+{
+    r->on_seen = fn;
+    r->seen_arg = arg;
 }
 
 void lq_reports_stats(const lq_reports_t *r, lq_reports_stats_t *st)

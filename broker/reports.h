@@ -53,6 +53,20 @@ typedef struct {
     int blocked;         /* Redis refuses results right now */
 } lq_reports_stats_t;
 
+/* What an observer learns of each result Redis recorded (borrowed for the
+ * call). */
+typedef struct {
+    const char *batch;
+    const char *verdict; /* the REPORT script's code: ok, failed, retry, dup, ... */
+    int64_t outcome;     /* lq_outcome_t as the worker reported it */
+    int64_t status;      /* HTTP status, 0 if none */
+    const char *error_code; /* "" on OK */
+    int64_t latency_ms;
+    int64_t retry_after_ms; /* -1: none */
+    int64_t prompt_tokens, completion_tokens; /* 0 or -1 when unknown */
+} lq_report_seen_t;
+typedef void (*lq_reports_seen_cb)(void *arg, const lq_report_seen_t *seen);
+
 /* Creates the queue on a Redis connection the caller owns (and keeps alive
  * until after lq_reports_destroy's pending calls are failed by
  * lq_redis_destroy). Can't fail. */
@@ -79,6 +93,9 @@ int lq_reports_blocked(const lq_reports_t *r);
  * Redis now takes results again: the workers should re-send. */
 int lq_reports_take_lost(lq_reports_t *r);
 void lq_reports_stats(const lq_reports_t *r, lq_reports_stats_t *st);
+/* Calls fn for every result Redis recorded, before on_recorded (metrics).
+ * fn NULL: none. Can't fail. */
+void lq_reports_observe(lq_reports_t *r, lq_reports_seen_cb fn, void *arg);
 
 /* Retry delay of an attempt: Retry-After when given (retry_after_ms >= 0,
  * capped at an hour), else full jitter over base * 2^(attempt-1), capped. */

@@ -553,7 +553,22 @@ static const char s_cache_scan[] =
     "end\n"
     "return {r[1], #r[2], bytes, removed}\n";
 
+/* STATS(P, max) -> {id, name, upstream, state, closed, total, submitted,
+ * completed, failed, leased, created_at, ...} for at most max active
+ * batches: what /metrics shows per batch (broker/stats.c). */
+static const char s_stats[] =
+    "local P, max = ARGV[1], tonumber(ARGV[2])\n"
+    "local out = {}\n"
+    "for i, id in ipairs(redis.call('SMEMBERS', P..'active')) do\n"
+    "  if i > max then break end\n"
+    "  local f = redis.call('HMGET', P..'b:'..id, 'name', 'upstream', 'state', 'closed',\n"
+    "    'total', 'submitted', 'completed', 'failed', 'leased', 'created_at')\n"
+    "  out[#out+1] = id\n"
+    "  for k = 1, 10 do out[#out+1] = f[k] or '' end\n"
+    "end\n"
+    "return out\n";
+
 const char *const lq_scripts[] = {
     s_open, s_chunk, s_close, s_lease, s_report, s_requeue, s_expire, s_promote, s_cancel, s_list,
-    s_results, s_delete, s_sweep, s_cache_scan, NULL,
+    s_results, s_delete, s_sweep, s_cache_scan, s_stats, NULL,
 };

@@ -62,5 +62,7 @@ int lq_cmd_delete(const lq_client_opts_t *o, const char *const *batches, size_t 
 int lq_cmd_workers(const lq_client_opts_t *o);
 /* cache stats | cache clear [--upstream NAME]. */
 int lq_cmd_cache(const lq_client_opts_t *o, const char *op);
+/* top.c: the live full-terminal view; q quits. */
+int lq_cmd_top(const lq_client_opts_t *o);
 
 #endif

@@ -7,6 +7,7 @@
 #include "common/log.h"
 #include "common/opts.h"
 #include "common/util.h"
+#include "common/version.h"
 #include "wire/curve.h"
 
 #include <signal.h>
@@ -31,6 +32,7 @@ static const char s_usage[] =
     "  delete BATCH...                          remove finished or cancelled batches from Redis\n"
     "  cache stats | cache clear [--upstream NAME]\n"
     "                                           the response cache (submit/run --cache uses it)\n"
+    "  top                                      live full-terminal view; q quits\n"
     "  keygen PREFIX                            write a CURVE key pair: PREFIX.key, PREFIX.pub\n"
     "\n"
     "Exit status: 0 all succeeded, 3 finished with failed jobs, 1 bad usage or input,\n"
@@ -188,6 +190,12 @@ static int s_workers(const lq_client_opts_t *o, const char *arg)
     return lq_cmd_workers(o);
 }
 
+static int s_top(const lq_client_opts_t *o, const char *arg)
+{
+    (void)arg;
+    return lq_cmd_top(o);
+}
+
 /* The commands: name, what their one argument is (NULL: none), handler. */
 static const struct {
     const char *name;
@@ -199,6 +207,7 @@ static const struct {
     {"wait", "a BATCH", lq_cmd_wait},       {"results", "a BATCH", lq_cmd_results},
     {"cancel", "a BATCH", lq_cmd_cancel},   {"list", NULL, s_list},
     {"workers", NULL, s_workers},         {"cache", "stats or clear", lq_cmd_cache},
+    {"top", NULL, s_top},
 };
 
 /* Runs the parsed command. Returns the exit status. */
@@ -233,6 +242,8 @@ static int s_dispatch(const s_config_t *c)
 
 int main(int argc, char **argv)
 {
+    if (lq_version_flag(argc, argv, "llmq"))
+        return 0;
     lq_log_init("llmq");
     s_config_t c;
     int rc = s_parse(&c, argc, argv);

@@ -61,7 +61,7 @@ static long s_line(const char *p, const char *end, const char **next)
 
 /* Parses "METHOD SP /target SP HTTP/1.x" (n bytes at p) into req.
  * Returns 0 or -1. */
-static int s_request_line(const char *p, size_t n, lq_http_req_t *req)
+static int s_request_line(const char *p, size_t n, lq_httpd_req_t *req)
 {
     size_t i = 0;
     while (i < n && p[i] >= 'A' && p[i] <= 'Z')
@@ -104,7 +104,7 @@ static int s_header_line(const char *p, size_t n)
     return 0;
 }
 
-int lq_http_parse(const char *buf, size_t len, size_t max, lq_http_req_t *req)
+int lq_http_parse(const char *buf, size_t len, size_t max, lq_httpd_req_t *req)
 {
     const char *p = buf, *end = buf + (len < max ? len : max), *next;
     long n = s_line(p, end, &next);
@@ -209,7 +209,7 @@ static void s_respond_error(s_conn_t *c, int status, const char *text)
 }
 
 /* A complete head arrived: runs the handler (GET and HEAD only). */
-static void s_dispatch(s_conn_t *c, const lq_http_req_t *req)
+static void s_dispatch(s_conn_t *c, const lq_httpd_req_t *req)
 {
     lq_httpd_t *h = c->h;
     if (strcmp(req->method, "GET") != 0 && strcmp(req->method, "HEAD") != 0) {
@@ -217,7 +217,7 @@ static void s_dispatch(s_conn_t *c, const lq_http_req_t *req)
         return;
     }
     h->st.served++;
-    lq_http_resp_t r = {0};
+    lq_httpd_resp_t r = {0};
     h->handler(req, &r, h->arg);
     if (r.status == 0) {
         free(r.body);
@@ -246,7 +246,7 @@ static void s_read(s_conn_t *c)
         return;
     }
     c->len += (size_t)n;
-    lq_http_req_t req;
+    lq_httpd_req_t req;
     int rc = lq_http_parse(c->req, c->len, h->o.max_request, &req);
     if (rc == LQ_HTTP_MORE)
         return;

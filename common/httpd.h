@@ -35,7 +35,7 @@ typedef struct {
     char path[LQ_HTTP_TARGET_MAX + 1];   /* the target up to '?' */
     char query[LQ_HTTP_TARGET_MAX + 1];  /* after '?', "" if none */
     int minor;                           /* HTTP/1.<minor>: 0 or 1 */
-} lq_http_req_t;
+} lq_httpd_req_t;
 
 /* Results of lq_http_parse(). */
 #define LQ_HTTP_OK 1         /* a complete, valid head */
@@ -50,7 +50,7 @@ typedef struct {
  * LQ_HTTP_TARGET_MAX bytes; header names are tokens; no control characters
  * but TAB anywhere. Returns one of LQ_HTTP_*; *req is filled on LQ_HTTP_OK.
  * Pure; can't fail. */
-int lq_http_parse(const char *buf, size_t len, size_t max, lq_http_req_t *req);
+int lq_http_parse(const char *buf, size_t len, size_t max, lq_httpd_req_t *req);
 
 /* What a handler answers: status, content type (static string) and a body
  * the listener takes over (free()d after sending; NULL for none). */
@@ -59,11 +59,11 @@ typedef struct {
     const char *content_type;
     char *body;
     size_t body_len;
-} lq_http_resp_t;
+} lq_httpd_resp_t;
 
 /* Called on the loop for each valid request; fills *resp (status 0 means
  * 404). Must not block. */
-typedef void (*lq_httpd_handler)(const lq_http_req_t *req, lq_http_resp_t *resp, void *arg);
+typedef void (*lq_httpd_handler)(const lq_httpd_req_t *req, lq_httpd_resp_t *resp, void *arg);
 
 typedef struct {
     int max_conns;      /* open connections; default 64 */

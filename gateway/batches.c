@@ -558,7 +558,7 @@ static char *s_existing(lq_gw_req_t *r, const char *key)
 
 int lq_batches_create(lq_gw_req_t *r)
 {
-    int rc;
+    int rc = 0; /* set by s_parse_create when it fails (0 pleases gcc -Os) */
     json_t *body = s_parse_create(r, &rc);
     if (!body)
         return rc;

@@ -6,6 +6,7 @@
 #include "common/log.h"
 #include "common/opts.h"
 #include "common/util.h"
+#include "common/version.h"
 #include "wire/curve.h"
 
 #include <errno.h>
@@ -99,6 +100,8 @@ static void s_teardown(lq_gw_t *gw)
 
 int main(int argc, char **argv)
 {
+    if (lq_version_flag(argc, argv, "llmq-gateway"))
+        return 0;
     lq_gw_t gw = {.opts = {.broker = "tcp://127.0.0.1:5555",
                            .listen = "127.0.0.1:8080",
                            .max_attempts = 5,

@@ -860,7 +860,7 @@ static int s_dec_value(s_dec *d, const s_field *f, const msgpack_object *o, void
         return 0;
     case T_STR: {
         int has_len = f->aux != S_NOLEN;
-        const char *s;
+        const char *s = NULL;
         if (s_dec_str(d, f, o, &s, has_len ? &AT(base, f->aux, size_t) : NULL, has_len) < 0)
             return -1;
         s_setp(base, f->off, s);

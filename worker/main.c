@@ -10,8 +10,10 @@
 #include "../common/loop.h"
 #include "../common/opts.h"
 #include "../common/util.h"
+#include "../common/version.h"
 #include "../wire/curve.h"
 #include "http.h"
+#include "metrics.h"
 #include "runner.h"
 #include "session.h"
 #include "upstream.h"
@@ -31,6 +33,7 @@ typedef struct {
     lq_session_t *session;
     lq_runner_t *runner;
     lq_http_t *http;
+    lq_wmetrics_t *metrics; /* --metrics, or NULL */
     int signals;
     int exit_code;
     lq_timer_t stats_timer;
@@ -94,6 +97,7 @@ static void s_exec(lq_wjob_t *job, void *arg)
 static void s_done(lq_wjob_t *job, void *arg)
 {
     s_app_t *app = arg;
+    lq_wmetrics_observe(app->metrics, job);
     lq_session_job_done(app->session, job);
 }
 
@@ -184,7 +188,7 @@ static int s_curve_secret(const char *secret_file, char sec[41])
 /* Everything the command line and the environment configure. */
 typedef struct {
     const char *broker, *upstream, *id, *log_level, *curve_server_key, *curve_secret_file;
-    const char *ca_file;
+    const char *ca_file, *metrics;
     lq_strlist_t named, headers;
     long long concurrency, connect_timeout_ms, timeout_ms, max_response, heartbeat_ms, liveness;
     long long drain_timeout, stats_interval;
@@ -249,6 +253,8 @@ static int s_parse(s_config_t *c, int argc, char **argv)
          "our CURVE secret key (default: an ephemeral one)"},
         {"stats-interval", "LLMQ_STATS_INTERVAL", LQ_OPT_INT, &c->stats_interval, "SECONDS",
          "seconds between stats lines, 0 = none (default 10)", 0, 86400},
+        {"metrics", "LLMQ_METRICS", LQ_OPT_STR, &c->metrics, "HOST:PORT",
+         "serve Prometheus text at /metrics (default off)"},
         {"log-level", "LLMQ_LOG_LEVEL", LQ_OPT_STR, &c->log_level, "LEVEL",
          "debug, info, warn, error (default info)"},
         {NULL},
@@ -374,6 +380,13 @@ static int s_wire(s_app_t *app, const s_config_t *c, lq_upstreams_t *ups, const 
         .curve_secret_key = c->curve_server_key ? c->curve_sec : NULL,
     };
     app->session = lq_session_new(app->loop, app->zctx, &sc, s_exec, s_exit, app);
+    char err[256];
+    if (c->metrics && !(app->metrics = lq_wmetrics_new(app->loop, c->metrics, c->id,
+                                                       c->concurrency, err, sizeof err))) {
+        fprintf(stderr, "llmq-worker: %s\n", err);
+        return -1;
+    }
+    lq_wmetrics_attach(app->metrics, app->session, app->http);
     lq_loop_add_before_sleep(app->loop, s_before_sleep, app);
     lq_loop_on_signal(app->loop, SIGTERM, s_on_signal, app);
     lq_loop_on_signal(app->loop, SIGINT, s_on_signal, app);
@@ -410,6 +423,7 @@ static void s_teardown(s_app_t *app)
 {
     if (app->stats_ms)
         lq_timer_stop(app->loop, &app->stats_timer);
+    lq_wmetrics_destroy(&app->metrics);
     lq_http_destroy(&app->http);
     lq_session_destroy(&app->session, 500);
     lq_runner_destroy(&app->runner);
@@ -420,6 +434,8 @@ static void s_teardown(s_app_t *app)
 
 int main(int argc, char **argv)
 {
+    if (lq_version_flag(argc, argv, "llmq-worker"))
+        return 0;
     lq_log_init("llmq-worker");
     s_config_t c;
     int rc = s_parse(&c, argc, argv);

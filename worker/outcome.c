@@ -106,24 +106,24 @@ static int64_t s_int_member(const json_t *obj, const char *key)
     return (int64_t)json_integer_value(v);
 }
 
-/* Finds an error message in a parsed error body: error.message, a string
- * "error", or a top-level "message". Returns a borrowed string or NULL. */
+/* Finds an error message in a parsed error body, in this order:
+ * error.message (OpenAI's shape), a top-level "message", then "error" when it
+ * is itself a string (a short code such as "rate_limited" loses to a message
+ * that explains it). Returns a borrowed string or NULL. */
 static const char *s_body_message(const json_t *j, size_t *len)
 {
     if (!json_is_object(j))
         return NULL;
     const json_t *e = json_object_get(j, "error");
-    const json_t *m = NULL;
-    if (json_is_object(e))
-        m = json_object_get(e, "message");
-    else if (json_is_string(e))
-        m = e;
-    if (!json_is_string(m))
-        m = json_object_get(j, "message");
-    if (!json_is_string(m) || json_string_length(m) == 0)
-        return NULL;
-    *len = json_string_length(m);
-    return json_string_value(m);
+    const json_t *cands[3] = {json_is_object(e) ? json_object_get(e, "message") : NULL,
+                              json_object_get(j, "message"), e};
+    for (size_t i = 0; i < 3; i++) {
+        if (json_is_string(cands[i]) && json_string_length(cands[i]) > 0) {
+            *len = json_string_length(cands[i]);
+            return json_string_value(cands[i]);
+        }
+    }
+    return NULL;
 }
 
 void lq_outcome_local(lq_outcome_res_t *out, int outcome, const char *code, const char *message)

@@ -15,7 +15,8 @@
  *   2xx                                     OK
  *   408, 409, 429, 5xx                      RETRYABLE http_<status>
  *   other 4xx, 1xx, 3xx, >= 600             FATAL     http_<status>
- * Error messages come from the body's error.message when it has one.
+ * Error messages: the body's error.message, else its top-level "message",
+ * else "error" when that is a string, else "HTTP <status>[: text]".
  * The body: valid JSON is kept verbatim (line breaks, which valid JSON can
  * only hold as whitespace, become spaces so the text is one line); any
  * other text is encoded as a JSON string; an empty body gives NULL. A

@@ -24,7 +24,7 @@ static void s_die(const char *what)
 }
 
 /* Checks an accepted request head. */
-static void s_check(const lq_http_req_t *r)
+static void s_check(const lq_httpd_req_t *r)
 {
     if (!r->method[0] || r->path[0] != '/' || (r->minor != 0 && r->minor != 1))
         s_die("accepted request breaks a rule");
@@ -48,7 +48,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     char *buf = malloc(size ? size : 1);
     memcpy(buf, data, size);
     int final = 0;
-    lq_http_req_t r;
+    lq_httpd_req_t r;
     for (size_t len = 0; len <= size; len++) {
         int rc = lq_http_parse(buf, len, max, &r);
         if (rc == LQ_HTTP_OK)

@@ -25,7 +25,7 @@
 
 /* ---- the parser ---- */
 
-static int s_parse(const char *s, size_t max, lq_http_req_t *req)
+static int s_parse(const char *s, size_t max, lq_httpd_req_t *req)
 {
     return lq_http_parse(s, strlen(s), max, req);
 }
@@ -33,7 +33,7 @@ static int s_parse(const char *s, size_t max, lq_http_req_t *req)
 static void test_parse_valid(void **state)
 {
     (void)state;
-    lq_http_req_t r;
+    lq_httpd_req_t r;
     assert_int_equal(s_parse("GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n", 8192, &r), LQ_HTTP_OK);
     assert_string_equal(r.method, "GET");
     assert_string_equal(r.path, "/metrics");
@@ -49,7 +49,7 @@ static void test_parse_valid(void **state)
 static void test_parse_incomplete(void **state)
 {
     (void)state;
-    lq_http_req_t r;
+    lq_httpd_req_t r;
     assert_int_equal(s_parse("", 8192, &r), LQ_HTTP_MORE);
     assert_int_equal(s_parse("GET /metr", 8192, &r), LQ_HTTP_MORE);
     assert_int_equal(s_parse("GET /metrics HTTP/1.1\r\n", 8192, &r), LQ_HTTP_MORE);
@@ -59,7 +59,7 @@ static void test_parse_incomplete(void **state)
 static void test_parse_bad(void **state)
 {
     (void)state;
-    lq_http_req_t r;
+    lq_httpd_req_t r;
     const char *bad[] = {
         "get /metrics HTTP/1.1\r\n\r\n",      "GET metrics HTTP/1.1\r\n\r\n",
         "GET /metrics HTTP/2.0\r\n\r\n",      "GET /metrics\r\n\r\n",
@@ -80,7 +80,7 @@ static void test_parse_bad(void **state)
 static void test_parse_limits(void **state)
 {
     (void)state;
-    lq_http_req_t r;
+    lq_httpd_req_t r;
     char *big = xmalloc(20000);
     memset(big, 'a', 20000);
     memcpy(big, "GET /", 5);
@@ -130,7 +130,7 @@ static uint64_t s_clock(void *arg)
 
 static int s_handled;
 
-static void s_handler(const lq_http_req_t *req, lq_http_resp_t *resp, void *arg)
+static void s_handler(const lq_httpd_req_t *req, lq_httpd_resp_t *resp, void *arg)
 {
     (void)arg;
     s_handled++;

@@ -291,6 +291,19 @@ static void test_classify_http(void **state)
     classify(&r, 400, "{\"message\":\"top\"}");
     assert_string_equal(r.error_message, "top");
     lq_outcome_res_clear(&r);
+    /* error.message wins over a short error string and a top-level one;
+     * a top-level message wins over a bare error code string. */
+    classify(&r, 429,
+             "{\"message\":\"top\",\"error\":{\"message\":\"nested\",\"code\":\"x\"}}");
+    assert_string_equal(r.error_message, "nested");
+    lq_outcome_res_clear(&r);
+    classify(&r, 429,
+             "{\"error\":\"rate_limited\",\"message\":\"Too many requests, retry in 2s\"}");
+    assert_string_equal(r.error_message, "Too many requests, retry in 2s");
+    lq_outcome_res_clear(&r);
+    classify(&r, 400, "{\"error\":{\"message\":\"\"},\"message\":\"fallback\"}");
+    assert_string_equal(r.error_message, "fallback");
+    lq_outcome_res_clear(&r);
     classify(&r, 503, "{\"error\":{}}");
     assert_string_equal(r.error_message, "HTTP 503");
     lq_outcome_res_clear(&r);
