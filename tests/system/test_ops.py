@@ -100,7 +100,7 @@ class Metrics(harness.ClusterTest):
                             "http://127.0.0.1:9", "--metrics", "nope"],
                            capture_output=True, text=True, timeout=20)
         self.assertIn(r.returncode, (1, 2))
-        self.assertIn("--metrics wants HOST:PORT", r.stderr)
+        self.assertIn("wants [HOST:]PORT", r.stderr)
 
 
 class _Upstream(http.server.BaseHTTPRequestHandler):

@@ -74,10 +74,10 @@ static void test_bad_address(void **state)
     (void)state;
     lq_loop_t *loop = lq_loop_new();
     char err[256];
-    assert_null(lq_wmetrics_new(loop, "9101", "w", 1, err, sizeof err));
-    assert_non_null(strstr(err, "--metrics wants HOST:PORT"));
+    assert_null(lq_wmetrics_new(loop, "nope", "w", 1, err, sizeof err));
+    assert_non_null(strstr(err, "wants [HOST:]PORT"));
     assert_null(lq_wmetrics_new(loop, "127.0.0.1:notaport", "w", 1, err, sizeof err));
-    assert_non_null(strstr(err, "--metrics 127.0.0.1:notaport"));
+    assert_non_null(strstr(err, "--metrics"));
     lq_loop_destroy(&loop);
 }
 
