@@ -56,5 +56,6 @@ int lq_cmd_results(const lq_client_opts_t *o, const char *batch);
 int lq_cmd_cancel(const lq_client_opts_t *o, const char *batch);
 int lq_cmd_list(const lq_client_opts_t *o);
 int lq_cmd_workers(const lq_client_opts_t *o);
+int lq_cmd_ping(const lq_client_opts_t *o, const char *worker_prefix); /* ping.c */
 
 #endif

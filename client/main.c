@@ -28,6 +28,7 @@ static const char s_usage[] =
     "  cancel BATCH                             stop a batch; finished results stay\n"
     "  list [--json]                            recent batches\n"
     "  workers [--json]                         connected workers and upstream rate limits\n"
+    "  ping [WORKER]                            health check: broker answers (and WORKER* connected)\n"
     "  keygen PREFIX                            write a CURVE key pair: PREFIX.key, PREFIX.pub\n"
     "\n"
     "Exit status: 0 all succeeded, 3 finished with failed jobs, 1 bad usage or input,\n"
@@ -175,6 +176,8 @@ int main(int argc, char **argv)
         return lq_cmd_list(&o);
     if (strcmp(cmd, "workers") == 0)
         return lq_cmd_workers(&o);
+    if (strcmp(cmd, "ping") == 0)
+        return lq_cmd_ping(&o, arg1);
     fprintf(stderr, "llmq: unknown command '%s' (try llmq --help)\n", cmd);
     return LQ_EXIT_USAGE;
 }
