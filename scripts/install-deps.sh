@@ -3,7 +3,8 @@
 # when all are present. Runs apt-get as root (or through sudo when not root).
 set -e
 PKGS="build-essential cmake pkg-config libzmq3-dev libcurl4-openssl-dev libmsgpack-dev \
-libhiredis-dev libjansson-dev libcmocka-dev redis-server python3 python3-zmq procps curl"
+libhiredis-dev libjansson-dev libcmocka-dev redis-server python3 python3-zmq procps curl \
+python3-venv debootstrap"
 [ -n "$LLMQ_EXTRA_PKGS" ] && PKGS="$PKGS $LLMQ_EXTRA_PKGS"
 missing=""
 for p in $PKGS; do
