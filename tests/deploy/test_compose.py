@@ -20,6 +20,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -335,7 +336,31 @@ def scaling(st, jobs):
     return res
 
 
+def remove_stale_projects():
+    """Takes down the stacks of earlier runs of this test that died without
+    cleaning up (killed by a timeout): projects llmqdeploy<PID> whose PID is
+    gone."""
+    r = sh("docker", "ps", "-a", "--format", '{{.Label "com.docker.compose.project"}}',
+           "--filter", "label=com.docker.compose.project", check=False)
+    for project in sorted(set(r.stdout.split())):
+        pid = project[len("llmqdeploy"):]
+        if not project.startswith("llmqdeploy") or not pid.isdigit() or \
+                os.path.exists(f"/proc/{pid}"):
+            continue
+        log(f"removing the stale stack {project}")
+        ids = sh("docker", "ps", "-aq", "--filter",
+                 f"label=com.docker.compose.project={project}").stdout.split()
+        if ids:
+            sh("docker", "rm", "-f", "-v", *ids, check=False)
+        for kind in ("network", "volume"):
+            ids = sh("docker", kind, "ls", "-q", "--filter",
+                     f"label=com.docker.compose.project={project}").stdout.split()
+            if ids:
+                sh("docker", kind, "rm", *ids, check=False)
+
+
 def main():
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit("deploy.compose: terminated"))
     ap = argparse.ArgumentParser()
     ap.add_argument("--bin", help="ignored (the images build their own binaries)")
     ap.add_argument("--jobs", type=int, default=20000)
@@ -352,6 +377,7 @@ def main():
     if tool is None:
         print("SKIP deploy.compose: neither `docker compose` nor docker-compose is installed")
         return 0
+    remove_stale_projects()
     t_all = time.monotonic()
     build_s, size_mb = build_images()
     log(f"images built in {build_s:.0f} s; {IMAGE} is {size_mb:.0f} MB")
