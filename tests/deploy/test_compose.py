@@ -2,7 +2,7 @@
 
 Builds the images (deploy/base-image.sh, deploy/redis.Dockerfile,
 deploy/Dockerfile), starts Redis, the broker, 4 workers and the fake
-upstream (50 ms) with CURVE on, and through the client service:
+upstream (50 ms) with CURVE on; batches run in the client service:
   1. a stranger's key and a plain connection are refused (CURVE allow-list);
   2. a 20,000-job batch while the broker container is killed and started,
      one worker killed, one worker cut off the network for 10 s and the
@@ -131,24 +131,18 @@ class Stack:
         shutil.copy(os.path.join(self.secrets, "stranger.key"), self.data)
         os.chown(os.path.join(self.data, "stranger.key"), 10001, 10001)
 
-    def compose(self, *args, check=True, timeout=600):
-        return sh(*self.tool, "-p", self.project, "-f", os.path.join(DEPLOY, "docker-compose.yml"),
-                  "-f", os.path.join(DEPLOY, "docker-compose.curve.yml"), "--profile", "fake",
-                  *args, check=check, env=self.env, timeout=timeout)
-
-    def client_argv(self, *args, env=()):
-        extra = [x for k, v in env for x in ("-e", f"{k}={v}")]
+    def compose_argv(self, *args):
+        """The compose command line of this stack (CURVE overlay, profile fake)."""
         return [*self.tool, "-p", self.project, "-f", os.path.join(DEPLOY, "docker-compose.yml"),
                 "-f", os.path.join(DEPLOY, "docker-compose.curve.yml"), "--profile", "fake",
-                "run", "--rm", "--no-deps", "-T", *extra, "client", *args]
+                *args]
 
-    def client(self, *args, check=0, env=(), timeout=900):
-        r = subprocess.run(self.client_argv(*args, env=env), capture_output=True, text=True,
-                           env=self.env, timeout=timeout, stdin=subprocess.DEVNULL)
-        if check is not None and r.returncode != check:
-            raise AssertionError(f"llmq {' '.join(args)} exited {r.returncode}, wanted {check}\n"
-                                 f"{r.stdout[-2000:]}\n{r.stderr[-2000:]}\n{self.logs()}")
-        return r
+    def compose(self, *args, check=True, timeout=600):
+        return sh(*self.compose_argv(*args), check=check, env=self.env, timeout=timeout)
+
+    def client_argv(self, *args):
+        """`llmq ARGS` in the client service (folder LLMQ_DATA_DIR at /data)."""
+        return self.compose_argv("run", "--rm", "--no-deps", "-T", "client", *args)
 
     def up(self, workers):
         self.compose("up", "-d", "--no-build", "--no-recreate", "--scale", f"worker={workers}",
@@ -350,9 +344,7 @@ def scaling(st, jobs):
         workers = st.ids("worker")
         assert len(workers) == 8, f"{len(workers)} workers, wanted 8"
         down = subprocess.Popen(
-            [*st.tool, "-p", st.project, "-f", os.path.join(DEPLOY, "docker-compose.yml"), "-f",
-             os.path.join(DEPLOY, "docker-compose.curve.yml"), "--profile", "fake", "up", "-d",
-             "--no-build", "--no-recreate", "--scale", "worker=1"],
+            st.compose_argv("up", "-d", "--no-build", "--no-recreate", "--scale", "worker=1"),
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=st.env,
             stdin=subprocess.DEVNULL)
         drains = {}   # container -> its "draining: ..." log line
@@ -415,7 +407,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bin", help="ignored (the images build their own binaries)")
     ap.add_argument("--jobs", type=int, default=20000)
-    ap.add_argument("--scale-jobs", type=int, default=3000)
+    ap.add_argument("--scale-jobs", type=int, default=2000)
     ap.add_argument("--figures", help="also write the figures to this file")
     ap.add_argument("--keep", action="store_true", help="leave the stack up on failure")
     args = ap.parse_args()
