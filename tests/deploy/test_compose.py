@@ -72,9 +72,9 @@ def build_images():
     t0 = time.monotonic()
     base = sh("sh", os.path.join(DEPLOY, "base-image.sh"), capture=True).stdout.split()[-1]
     log(f"base image {base}")
-    sh("docker", "build", "-q", "-f", os.path.join(DEPLOY, "redis.Dockerfile"),
+    sh("docker", "build", "-q", "--force-rm", "-f", os.path.join(DEPLOY, "redis.Dockerfile"),
        "--build-arg", f"BASE={base}", "-t", REDIS_IMAGE, DEPLOY, timeout=1200)
-    build = ["docker", "build", "-q", "-f", os.path.join(DEPLOY, "Dockerfile"), "--build-arg",
+    build = ["docker", "build", "-q", "--force-rm", "-f", os.path.join(DEPLOY, "Dockerfile"), "--build-arg",
              f"BASE={base}"]
     sh(*build, "-t", IMAGE, ROOT, timeout=1500)
     # Keep the build stage tagged (the cache of the next run) and drop the
