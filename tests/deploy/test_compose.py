@@ -74,8 +74,8 @@ def build_images():
     log(f"base image {base}")
     sh("docker", "build", "-q", "--force-rm", "-f", os.path.join(DEPLOY, "redis.Dockerfile"),
        "--build-arg", f"BASE={base}", "-t", REDIS_IMAGE, DEPLOY, timeout=1200)
-    build = ["docker", "build", "-q", "--force-rm", "-f", os.path.join(DEPLOY, "Dockerfile"), "--build-arg",
-             f"BASE={base}"]
+    build = ["docker", "build", "-q", "--force-rm", "-f", os.path.join(DEPLOY, "Dockerfile"),
+             "--build-arg", f"BASE={base}"]
     sh(*build, "-t", IMAGE, ROOT, timeout=1500)
     # Keep the build stage tagged (the cache of the next run) and drop the
     # build stages of earlier sources, which no tag holds any more.
