@@ -268,7 +268,8 @@ class Batch:
         out, err = self.p.communicate(timeout=timeout)
         wall = time.monotonic() - self.t0
         assert self.p.returncode == 0, \
-            f"llmq run exited {self.p.returncode}\n{out[-2000:]}\n{err[-3000:]}\n{self.stack.logs()}"
+            f"llmq run exited {self.p.returncode}\n{out[-2000:]}\n{err[-3000:]}\n" \
+            f"{self.stack.logs()}"
         lost, dups = check_results(os.path.join(self.stack.data, f"{self.name}.out"), self.n,
                                    f"{self.name}-")
         twice = executed_twice(self.stack, f"{self.name}-")

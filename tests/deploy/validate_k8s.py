@@ -44,7 +44,7 @@ def strict(schema):
     def walk(node):
         if isinstance(node, dict):
             if node.get("type") == "object" and "properties" in node \
-                    and "additionalProperties" not in node and node is not s["properties"].get("metadata"):
+                    and "additionalProperties" not in node:
                 node["additionalProperties"] = False
             for v in node.values():
                 walk(v)
