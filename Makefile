@@ -2,7 +2,7 @@
 BUILD ?= build
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: all build deps test unit system demo asan asan-test fuzz fuzz-list bench clean format install deb test-deb test-builds
+.PHONY: all build deps test test-deploy unit system demo asan asan-test fuzz fuzz-list bench clean format install deb test-deb test-builds
 
 all: build
 
@@ -15,9 +15,16 @@ build:
 
 test: deps build
 	@cd $(BUILD) && ctest --output-on-failure -j 2
+	@cat $(BUILD)/deploy-figures.txt 2>/dev/null || true
 
 unit: build
 	@cd $(BUILD) && ctest --output-on-failure -R '^unit\.'
+
+# The deployment tests alone: deploy/k8s validated offline, then the compose
+# stack in containers (images built locally; SKIP without a Docker Engine).
+test-deploy: deps build
+	@/usr/bin/python3 tests/deploy/test_k8s.py --bin $(BUILD)
+	@/usr/bin/python3 tests/deploy/test_compose.py
 
 system: build
 	@cd $(BUILD) && ctest --output-on-failure -R '^system\.'

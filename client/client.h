@@ -64,5 +64,8 @@ int lq_cmd_workers(const lq_client_opts_t *o);
 int lq_cmd_cache(const lq_client_opts_t *o, const char *op);
 /* top.c: the live full-terminal view; q quits. */
 int lq_cmd_top(const lq_client_opts_t *o);
+/* ping.c: health check: the broker answers (and a worker whose id starts
+ * with WORKER is connected). */
+int lq_cmd_ping(const lq_client_opts_t *o, const char *worker_prefix);
 
 #endif

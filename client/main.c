@@ -33,6 +33,7 @@ static const char s_usage[] =
     "  cache stats | cache clear [--upstream NAME]\n"
     "                                           the response cache (submit/run --cache uses it)\n"
     "  top                                      live full-terminal view; q quits\n"
+    "  ping [WORKER]                            health check: broker answers (and WORKER* connected)\n"
     "  keygen PREFIX                            write a CURVE key pair: PREFIX.key, PREFIX.pub\n"
     "\n"
     "Exit status: 0 all succeeded, 3 finished with failed jobs, 1 bad usage or input,\n"
@@ -196,45 +197,65 @@ static int s_top(const lq_client_opts_t *o, const char *arg)
     return lq_cmd_top(o);
 }
 
-/* The commands: name, what their one argument is (NULL: none), handler. */
+/* How many arguments a command takes. */
+typedef enum { S_NONE, S_ONE, S_OPTIONAL, S_MANY } s_arity_t;
+
+static int s_delete(const s_config_t *c)
+{
+    return lq_cmd_delete(&c->o, c->args, (size_t)c->nargs);
+}
+
+/* The commands: name, arity, what the argument is, handler (one argument,
+ * or s_delete's all of them). */
 static const struct {
     const char *name;
-    const char *needs;
+    s_arity_t arity;
+    const char *what;
     int (*run)(const lq_client_opts_t *o, const char *arg);
 } s_commands[] = {
-    {"keygen", "a PREFIX", s_keygen},       {"submit", "a FILE", s_submit},
-    {"run", "a FILE", s_run},               {"status", "a BATCH", lq_cmd_status},
-    {"wait", "a BATCH", lq_cmd_wait},       {"results", "a BATCH", lq_cmd_results},
-    {"cancel", "a BATCH", lq_cmd_cancel},   {"list", NULL, s_list},
-    {"workers", NULL, s_workers},         {"cache", "stats or clear", lq_cmd_cache},
-    {"top", NULL, s_top},
+    {"keygen", S_ONE, "a PREFIX", s_keygen},
+    {"submit", S_ONE, "a FILE", s_submit},
+    {"run", S_ONE, "a FILE", s_run},
+    {"status", S_ONE, "a BATCH", lq_cmd_status},
+    {"wait", S_ONE, "a BATCH", lq_cmd_wait},
+    {"results", S_ONE, "a BATCH", lq_cmd_results},
+    {"cancel", S_ONE, "a BATCH", lq_cmd_cancel},
+    {"delete", S_MANY, "a BATCH", NULL},
+    {"list", S_NONE, NULL, s_list},
+    {"workers", S_NONE, NULL, s_workers},
+    {"cache", S_ONE, "stats or clear", lq_cmd_cache},
+    {"top", S_NONE, NULL, s_top},
+    {"ping", S_OPTIONAL, NULL, lq_cmd_ping},
 };
+
+/* Checks the argument count of command i. Returns 0, or -1 (printed). */
+static int s_check_args(const s_config_t *c, size_t i)
+{
+    s_arity_t a = s_commands[i].arity;
+    /* submit and run take their input from --prompts instead of a FILE */
+    int from_prompts =
+        c->o.prompts && (s_commands[i].run == s_submit || s_commands[i].run == s_run);
+    if ((a == S_ONE || a == S_MANY) && c->nargs == 0 && !from_prompts) {
+        fprintf(stderr, "llmq: %s needs %s (try llmq --help)\n", c->cmd, s_commands[i].what);
+        return -1;
+    }
+    int max = a == S_NONE ? 0 : a == S_MANY ? c->nargs : 1;
+    if (c->nargs > max) {
+        fprintf(stderr, "llmq: unexpected argument '%s'\n", c->args[max]);
+        return -1;
+    }
+    return 0;
+}
 
 /* Runs the parsed command. Returns the exit status. */
 static int s_dispatch(const s_config_t *c)
 {
-    if (strcmp(c->cmd, "delete") == 0) { /* the one command with many arguments */
-        if (c->nargs == 0) {
-            fprintf(stderr, "llmq: delete needs a BATCH (try llmq --help)\n");
-            return LQ_EXIT_USAGE;
-        }
-        return lq_cmd_delete(&c->o, c->args, (size_t)c->nargs);
-    }
     for (size_t i = 0; i < sizeof s_commands / sizeof *s_commands; i++) {
         if (strcmp(c->cmd, s_commands[i].name) != 0)
             continue;
-        /* submit and run take their input from --prompts instead of a FILE */
-        int from_prompts = c->o.prompts && (s_commands[i].run == s_submit ||
-                                            s_commands[i].run == s_run);
-        if (s_commands[i].needs && !c->arg && !from_prompts) {
-            fprintf(stderr, "llmq: %s needs %s (try llmq --help)\n", c->cmd, s_commands[i].needs);
+        if (s_check_args(c, i) < 0)
             return LQ_EXIT_USAGE;
-        }
-        if ((!s_commands[i].needs && c->nargs > 0) || (s_commands[i].needs && c->nargs > 1)) {
-            fprintf(stderr, "llmq: unexpected argument '%s'\n", c->args[s_commands[i].needs ? 1 : 0]);
-            return LQ_EXIT_USAGE;
-        }
-        return s_commands[i].run(&c->o, c->arg);
+        return s_commands[i].arity == S_MANY ? s_delete(c) : s_commands[i].run(&c->o, c->arg);
     }
     fprintf(stderr, "llmq: unknown command '%s' (try llmq --help)\n", c->cmd);
     return LQ_EXIT_USAGE;
