@@ -10,7 +10,7 @@
 #include "../wire/curve.h"
 #include "../wire/zsock.h"
 #include "dispatch.h"
-#include "record.h"
+#include "fleet.h"
 #include "reports.h"
 #include "scripts.h"
 
@@ -37,6 +37,7 @@ struct lq_broker {
     lq_redis_t *redis;
     lq_dispatch_t *dispatch;
     lq_reports_t *reports;
+    lq_fleet_t *fleet; /* what the other brokers did: batches opened, fed, cancelled */
     lq_map_t *acks; /* worker ident -> s_acks_t */
     lq_timer_t rl_timer, heartbeat_timer, renew_timer, expire_timer, promote_timer;
     lq_timer_t memory_timer, sweep_timer;
@@ -560,29 +561,6 @@ const char *lq_broker_fatal(const lq_broker_t *b)
 
 /* ---- Redis state ---- */
 
-/* The active batches at (re)connection: make them known, ready the open ones. */
-static void s_on_active(lq_redis_t *r, redisReply *reply, void *arg)
-{
-    (void)r;
-    lq_broker_t *b = arg;
-    if (!reply || reply->type != REDIS_REPLY_ARRAY)
-        return;
-    for (size_t i = 0; i < reply->elements; i++) {
-        const redisReply *flat = reply->element[i];
-        const char *id = lq_record_field(flat, "id");
-        const char *state = lq_record_field(flat, "state");
-        if (!id || !state)
-            continue;
-        lq_dispatch_batch(b->dispatch, id, lq_record_field(flat, "upstream"),
-                          lq_record_field_ll(flat, "priority"),
-                          lq_record_field_ll(flat, "timeout_ms"));
-        if (strcmp(state, "submitting") == 0 || strcmp(state, "in_progress") == 0)
-            lq_dispatch_ready(b->dispatch, id);
-    }
-    LQ_INFO("%zu active batches", reply->elements);
-    lq_dispatch_run(b->dispatch);
-}
-
 static void s_on_redis_state(lq_redis_t *r, int up, void *arg)
 {
     lq_broker_t *b = arg;
@@ -591,8 +569,9 @@ static void s_on_redis_state(lq_redis_t *r, int up, void *arg)
         lq_dispatch_redis_lost(b->dispatch);
         return;
     }
-    const char *argv[3] = {b->opts.prefix, "0", "1"};
-    lq_redis_eval(r, LQ_SCRIPT_LIST, s_on_active, b, 0, 3, argv, NULL);
+    (void)r;
+    if (b->fleet)
+        lq_fleet_refresh(b->fleet, 1);
     /* Results sent while Redis was away were not acknowledged: make every
      * worker register again and re-send them. */
     if (b->redis_was_down)
@@ -666,6 +645,7 @@ lq_broker_t *lq_broker_new(lq_loop_t *loop, void *zctx, const lq_broker_opts_t *
         lq_broker_destroy(&b);
         return NULL;
     }
+    b->fleet = lq_fleet_new(loop, b->redis, b->dispatch, b->opts.prefix, 500);
     lq_reports_opts_t rep = {opts->prefix, opts->retry_base_ms, opts->retry_cap_ms,
                              opts->cache_ttl_s};
     b->reports = lq_reports_new(b->redis, &rep, s_on_recorded, b);
@@ -687,6 +667,7 @@ void lq_broker_destroy(lq_broker_t **p)
     lq_timer_stop(b->loop, &b->memory_timer);
     lq_timer_stop(b->loop, &b->sweep_timer);
     lq_redis_destroy(&b->redis); /* fails pending calls first */
+    lq_fleet_destroy(&b->fleet);
     lq_reports_destroy(&b->reports);
     lq_dispatch_destroy(&b->dispatch);
     size_t pos = 0;
