@@ -352,6 +352,10 @@ static void s_on_msg(lq_zsock_t *z, const uint8_t *ident, size_t ident_len, lq_m
 static void s_reconnect(lq_session_t *s, uint64_t silent_ms)
 {
     if (s->sock) {
+        /* what it still queues is re-sent on the new socket: drop it, or it
+         * would hold zmq_ctx_term (at exit) until that broker returns */
+        int linger = 0;
+        zmq_setsockopt(lq_zsock_raw(s->sock), ZMQ_LINGER, &linger, sizeof linger);
         s->st.dropped_msgs += lq_zsock_dropped(s->sock);
         lq_zsock_destroy(&s->sock);
     }
