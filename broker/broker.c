@@ -606,14 +606,20 @@ static int s_bind_backend(lq_broker_t *b, void *zctx, char *err, size_t errlen)
     return 0;
 }
 
-static void s_start_timers(lq_broker_t *b)
+/* Initialises every timer (first thing: destroy stops them all). */
+static void s_init_timers(lq_broker_t *b)
 {
+    lq_timer_init(&b->rl_timer, s_on_rl_timer, b);
     lq_timer_init(&b->heartbeat_timer, s_on_heartbeat, b);
     lq_timer_init(&b->renew_timer, s_on_renew, b);
     lq_timer_init(&b->expire_timer, s_on_expire_timer, b);
     lq_timer_init(&b->promote_timer, s_on_promote_timer, b);
     lq_timer_init(&b->memory_timer, s_on_memory_timer, b);
     lq_timer_init(&b->sweep_timer, s_on_sweep_timer, b);
+}
+
+static void s_start_timers(lq_broker_t *b)
+{
     lq_timer_start(b->loop, &b->memory_timer, 1000);
     if (b->opts.retention_s > 0)
         lq_timer_start(b->loop, &b->sweep_timer, 1000);
@@ -630,7 +636,7 @@ lq_broker_t *lq_broker_new(lq_loop_t *loop, void *zctx, const lq_broker_opts_t *
     b->loop = loop;
     b->opts = *opts;
     b->acks = lq_map_new();
-    lq_timer_init(&b->rl_timer, s_on_rl_timer, b);
+    s_init_timers(b);
     lq_dispatch_ops_t ops = {s_now, s_lease, s_requeue, s_send_job, s_wake, b};
     lq_dispatch_opts_t dopts = {opts->prefetch, opts->limits, opts->nlimits,
                                 opts->ignore_ratelimit_headers};
@@ -639,7 +645,14 @@ lq_broker_t *lq_broker_new(lq_loop_t *loop, void *zctx, const lq_broker_opts_t *
         lq_broker_destroy(&b);
         return NULL;
     }
-    lq_redis_opts_t ropts = {.url = opts->redis_url, .scripts = lq_scripts};
+    /* with --redis-wait-replicas, what is acknowledged waits for WAIT */
+    unsigned durable = 1u << LQ_SCRIPT_OPEN | 1u << LQ_SCRIPT_CHUNK | 1u << LQ_SCRIPT_CLOSE |
+                       1u << LQ_SCRIPT_REPORT | 1u << LQ_SCRIPT_CANCEL;
+    lq_redis_opts_t ropts = {.url = opts->redis_url,
+                             .scripts = lq_scripts,
+                             .wait_replicas = (int)opts->redis_wait_replicas,
+                             .wait_timeout_ms = (int)opts->redis_wait_timeout_ms,
+                             .durable_mask = durable};
     b->redis = lq_redis_new(loop, &ropts, s_on_redis_state, b, err, errlen);
     if (!b->redis) {
         lq_broker_destroy(&b);

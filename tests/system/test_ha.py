@@ -10,6 +10,7 @@
 """
 import collections
 import os
+import shutil
 import sys
 import time
 
@@ -169,6 +170,103 @@ class SeveralBrokers(harness.ClusterTest):
               f"{resumed if resumed is None else round(resumed, 2)} s; "
               f"{twice} jobs run twice; {st['llmq']['duplicates']} duplicate results dropped; "
               f"0 lost, 0 duplicate lines", file=sys.stderr)
+
+
+class Sentinel(harness.ClusterTest):
+    def start_sentinels(self, c, n=3):
+        """n sentinels watching c's Redis as master 'mq'."""
+        binary = shutil.which("redis-sentinel")
+        ports = []
+        for i in range(n):
+            port = harness.free_port()
+            conf = c.path(f"sentinel{i}.conf")
+            with open(conf, "w") as f:
+                f.write(f"port {port}\nbind 127.0.0.1\ndir {c.dir}\n"
+                        f"sentinel monitor mq 127.0.0.1 {c.redis_port} 2\n"
+                        "sentinel down-after-milliseconds mq 1000\n"
+                        "sentinel failover-timeout mq 5000\n")
+            argv = [binary, conf] if binary else ["redis-server", conf, "--sentinel"]
+            c.old_procs.append(harness.Proc(f"sentinel{i}", argv, c.path(f"sentinel{i}.log")))
+            ports.append(port)
+        return ports
+
+    def master_port(self, sport):
+        r = harness.subprocess.run(["redis-cli", "-p", str(sport), "SENTINEL",
+                                    "get-master-addr-by-name", "mq"],
+                                   capture_output=True, text=True, timeout=10).stdout.split()
+        return int(r[1]) if len(r) == 2 else None
+
+    def test_master_kill9_with_replica_acks(self):
+        n = int(os.environ.get("LLMQ_HA_SENTINEL_JOBS", "10000"))
+        self.c = c = Brokers(nbrokers=1, concurrency=100, fake_args=["--latency-ms", "50"],
+                             broker_args=FAST)
+        c.start_redis()
+        c.start_fake()
+        master = c.redis
+        rport = harness.free_port()
+        replica = harness.Proc("replica", ["redis-server", "--port", str(rport), "--bind",
+                                           "127.0.0.1", "--save", "", "--dir", c.dir,
+                                           "--replicaof", "127.0.0.1", str(c.redis_port)],
+                               c.path("replica.log"))
+        c.old_procs.append(replica)
+        sports = self.start_sentinels(c)
+        c._wait(lambda: "master_link_status:up" in harness.subprocess.run(
+            ["redis-cli", "-p", str(rport), "INFO", "replication"], capture_output=True,
+            text=True, timeout=10).stdout, "the replica to sync")
+        c._wait(lambda: all(self.master_port(p) == c.redis_port for p in sports),
+                "the sentinels to know the master")
+        url = ("redis-sentinel://" + ",".join(f"127.0.0.1:{p}" for p in sports) + "/mq/0")
+        c.broker_args = [*FAST, "--redis-wait-replicas", "1", "--redis-wait-timeout-ms", "2000"]
+        c.redis_url = lambda password=None: url
+        front = f"tcp://127.0.0.1:{harness.free_port()}"
+        back = f"tcp://127.0.0.1:{harness.free_port()}"
+        bproc = harness.Proc("broker0", [os.path.join(harness.BIN, "llmq-broker"),
+                                         "--frontend", front, "--backend", back,
+                                         "--redis", url, *c.broker_args],
+                             c.path("broker0.log"))
+        c.old_procs.append(bproc)
+        c.brokers.append((front, back, bproc))
+        c.start_workers(2, back, WORKER_FAST)
+        c.wait_workers_on(0, 2)
+        inp = harness.gen_batch(c.path("in.jsonl"), n)
+        # every chunk acknowledged = on the master and on the replica (WAIT 1)
+        batch = c.via(front, "submit", inp, "--quiet", check=0).stdout.strip()
+
+        def done():
+            r = c.via(front, "status", batch, "--json", "--connect-timeout", "5")
+            return (harness.json.loads(r.stdout)["request_counts"]["completed"]
+                    if r.returncode == 0 else -1)
+        c._wait(lambda: done() >= n // 10, "a tenth of the batch done", 120)
+        at_kill = done()
+        master.kill9()
+        t_kill = time.time()
+        c._wait(lambda: self.master_port(sports[0]) == rport, "the sentinels' failover", 60)
+        t_failover = time.time() - t_kill
+        # the old master comes back empty; the sentinels make it a replica of
+        # the new one, so that WAIT 1 can be met again
+        c.old_procs.append(harness.Proc("old-master", [
+            "redis-server", "--port", str(c.redis_port), "--bind", "127.0.0.1", "--save", "",
+            "--dir", c.dir], c.path("old-master.log")))
+        resumed = None
+        while time.time() - t_kill < 120:
+            d = done()
+            if resumed is None and d > at_kill + 100:
+                resumed = time.time() - t_kill
+            if d >= n:
+                break
+            time.sleep(0.3)
+        c.via(front, "wait", batch, "--quiet", "--retry-window", "120", check=0, timeout=300)
+        c.via(front, "results", batch, "-o", c.path("out.jsonl"), "--quiet", check=0)
+        check_exactly_once(self, c.path("out.jsonl"), n)
+        st = harness.json.loads(c.via(front, "status", batch, "--json", check=0).stdout)
+        self.assertEqual(st["request_counts"]["completed"], n)
+        counts = c.fake_get("/counts")
+        twice = sum(1 for v in counts.values() if v > 1)
+        print(f"\nkill -9 of the Redis master at {at_kill}/{n} done: sentinels failed over "
+              f"after {t_failover:.1f} s, progress +100 after "
+              f"{resumed if resumed is None else round(resumed, 1)} s; {twice} jobs run twice; "
+              f"{st['llmq']['duplicates']} duplicate results dropped; 0 lost, 0 duplicate lines",
+              file=sys.stderr)
 
 
 if __name__ == "__main__":
