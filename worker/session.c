@@ -59,6 +59,9 @@ static void s_parse_endpoints(lq_session_t *s)
             s->eps[s->neps++] = xstrndup(p, n);
         p += n + (p[n] == ',');
     }
+    if (*p)
+        LQ_WARN("more than %d broker endpoints: using the first %d", S_MAX_ENDPOINTS,
+                S_MAX_ENDPOINTS);
     if (s->neps == 0)
         s->eps[s->neps++] = xstrdup(p);
     const char *id = s->cfg.id ? s->cfg.id : "";
