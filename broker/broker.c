@@ -42,6 +42,8 @@ struct lq_broker {
     lq_timer_t rl_timer, heartbeat_timer, renew_timer, expire_timer, promote_timer;
     lq_timer_t memory_timer, sweep_timer;
     int redis_was_down;
+    uint64_t redis_down_since; /* monotonic ms; 0 while Redis is up */
+    int cut_off;               /* Redis gone longer than a lease: silent to workers */
     /* Redis memory, from INFO memory once a second */
     int64_t used_bytes, max_bytes, admitted_since; /* bytes admitted since that INFO */
     int64_t cache_stats[4]; /* hits, misses, stores, tokens_saved (Redis, once a second) */
@@ -250,19 +252,20 @@ static void s_on_backend(lq_zsock_t *s, const uint8_t *ident, size_t len, lq_msg
                     (long long)m->u.ready.concurrency, (long long)m->u.ready.credit);
         break;
     case LQ_W_CREDIT:
-        if (lq_dispatch_worker_credit(b->dispatch, ident, len, m->u.credit.credit) < 0)
+        if (lq_dispatch_worker_credit(b->dispatch, ident, len, m->u.credit.credit) < 0 &&
+            !b->cut_off)
             s_send_simple(b, ident, len, LQ_W_DISCONNECT);
         break;
     case LQ_W_RESULT: {
         char *cid;
         lq_dispatch_result(b->dispatch, ident, len, &m->u.result, &cid);
         lq_reports_add(b->reports, ident, len, &m->u.result, cid);
-        if (!known)
+        if (!known && !b->cut_off)
             s_send_simple(b, ident, len, LQ_W_DISCONNECT);
         break;
     }
     case LQ_W_HEARTBEAT:
-        if (!known)
+        if (!known && !b->cut_off)
             s_send_simple(b, ident, len, LQ_W_DISCONNECT);
         break;
     case LQ_W_DISCONNECT:
@@ -287,6 +290,24 @@ static void s_reregister_workers(lq_broker_t *b)
         s_send_simple(b, ident, len, LQ_W_DISCONNECT);
 }
 
+/* A broker cut off from Redis for longer than a lease holds nothing any
+ * more (its leases expired; another broker may requeue them): it stops
+ * dispatching and stops heartbeating its workers, which then move to the
+ * next broker of their list. Returns 1 while cut off. */
+static int s_check_cut_off(lq_broker_t *b)
+{
+    int cut = b->redis_down_since &&
+              lq_loop_now(b->loop) - b->redis_down_since >= (uint64_t)b->opts.lease_ms;
+    if (cut && !b->cut_off)
+        LQ_WARN("cut off from Redis for %lld ms (a lease): no dispatch, and silent to workers "
+                "so that they move to another broker",
+                (long long)b->opts.lease_ms);
+    else if (!cut && b->cut_off)
+        LQ_INFO("Redis is back: dispatching and heartbeating again");
+    b->cut_off = cut;
+    return cut;
+}
+
 static void s_before_sleep(lq_loop_t *loop, void *arg)
 {
     lq_broker_t *b = arg;
@@ -296,7 +317,7 @@ static void s_before_sleep(lq_loop_t *loop, void *arg)
         s_reregister_workers(b);
     /* results first: no new work while Redis refuses to record results, and
      * the cache gives way (no new entries) above the high-water mark */
-    lq_dispatch_hold(b->dispatch, lq_reports_blocked(b->reports));
+    lq_dispatch_hold(b->dispatch, lq_reports_blocked(b->reports) || s_check_cut_off(b));
     lq_redis_state_t rs;
     lq_broker_redis_state(b, &rs);
     lq_reports_cache_writes(b->reports, rs.accepting && !rs.results_blocked);
@@ -312,9 +333,11 @@ static void s_on_heartbeat(lq_loop_t *loop, lq_timer_t *t, void *arg)
     size_t dead_len[64], ndead = 0, pos = 0, len;
     lq_worker_info_t info;
     const uint8_t *ident;
+    int silent = s_check_cut_off(b);
     while (lq_dispatch_worker_next(b->dispatch, &pos, &info, &ident, &len)) {
         if (info.last_seen_ms <= dead_after) {
-            s_send_simple(b, ident, len, LQ_W_HEARTBEAT);
+            if (!silent)
+                s_send_simple(b, ident, len, LQ_W_HEARTBEAT);
         } else if (ndead < 64) {
             memcpy(dead[ndead], ident, len);
             dead_len[ndead++] = len;
@@ -564,6 +587,7 @@ const char *lq_broker_fatal(const lq_broker_t *b)
 static void s_on_redis_state(lq_redis_t *r, int up, void *arg)
 {
     lq_broker_t *b = arg;
+    b->redis_down_since = up ? 0 : lq_loop_now(b->loop);
     if (!up) {
         b->redis_was_down = 1;
         lq_dispatch_redis_lost(b->dispatch);
@@ -636,6 +660,7 @@ lq_broker_t *lq_broker_new(lq_loop_t *loop, void *zctx, const lq_broker_opts_t *
     b->loop = loop;
     b->opts = *opts;
     b->acks = lq_map_new();
+    b->redis_down_since = lq_loop_now(loop); /* until the first connect */
     s_init_timers(b);
     lq_dispatch_ops_t ops = {s_now, s_lease, s_requeue, s_send_job, s_wake, b};
     lq_dispatch_opts_t dopts = {opts->prefetch, opts->limits, opts->nlimits,

@@ -30,6 +30,7 @@ struct lq_rpc {
     size_t neps, cur;
     char *server_key, *client_secret;
     uint64_t unanswered_ms; /* monotonic: first send since the last message heard; 0: none */
+    int move_on;            /* the broker answered "unavailable": next send goes elsewhere */
     uint64_t next_req;
     s_pending_t *head, *tail; /* replies received, not yet taken */
     int interrupted;
@@ -49,6 +50,8 @@ static void s_on_msg(lq_zsock_t *s, const uint8_t *ident, size_t len, lq_msg_t *
     (void)len;
     lq_rpc_t *r = arg;
     r->unanswered_ms = 0;
+    if (m->cmd == LQ_C_ERROR && m->u.error.code && strcmp(m->u.error.code, "unavailable") == 0)
+        r->move_on = r->neps > 1;
     if (lq_msg_req(m) == 0)
         return;
     s_pending_t *p = xcalloc(1, sizeof *p);
@@ -156,6 +159,7 @@ static int s_next_broker(lq_rpc_t *r)
     const char *old = r->eps[r->cur];
     lq_zsock_destroy(&r->sock);
     r->unanswered_ms = 0;
+    r->move_on = 0;
     r->cur = (r->cur + 1) % r->neps;
     LQ_DEBUG("broker %s silent: trying %s", old, r->eps[r->cur]);
     if (s_open(r, err, sizeof err) < 0) {
@@ -199,7 +203,7 @@ uint64_t lq_rpc_send(lq_rpc_t *r, lq_msg_t *m)
     uint64_t *field = lq_msg_req_field(m);
     if (field)
         *field = req;
-    if (!r->sock && s_next_broker(r) < 0)
+    if ((!r->sock || r->move_on) && s_next_broker(r) < 0)
         return 0;
     if (lq_zsock_send(r->sock, NULL, 0, m) < 0)
         return 0;

@@ -12,7 +12,9 @@
  * broker since it was sent, a wait moves the channel to the next broker of
  * the list and returns 0 (timeout) at once,
  * so the caller's usual resend goes there; every request is safe to repeat
- * (chunks by index, cancel and delete by state, reads). */
+ * (chunks by index, cancel and delete by state, reads). A reply "unavailable"
+ * (that broker cannot reach Redis) sends the next request to the next
+ * broker too. */
 #ifndef LQ_RPC_H
 #define LQ_RPC_H
 
