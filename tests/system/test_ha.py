@@ -332,8 +332,9 @@ class Sentinel(harness.ClusterTest):
         c.start_fake()
         master = c.redis
         rport = harness.free_port()
+        os.mkdir(c.path("replica"))
         replica = harness.Proc("replica", ["redis-server", "--port", str(rport), "--bind",
-                                           "127.0.0.1", "--save", "", "--dir", c.dir,
+                                           "127.0.0.1", "--save", "", "--dir", c.path("replica"),
                                            "--replicaof", "127.0.0.1", str(c.redis_port)],
                                c.path("replica.log"))
         c.old_procs.append(replica)
@@ -368,13 +369,17 @@ class Sentinel(harness.ClusterTest):
         at_kill = done()
         master.kill9()
         t_kill = time.time()
-        c._wait(lambda: self.master_port(sports[0]) == rport, "the sentinels' failover", 60)
+        c._wait(lambda: all(self.master_port(p) == rport for p in sports),
+                "the sentinels' failover", 60)
+        os.mkdir(c.path("old"))
         t_failover = time.time() - t_kill
-        # the old master comes back empty; the sentinels make it a replica of
-        # the new one, so that WAIT 1 can be met again
+        # the old server comes back as a replica of the new master (never as
+        # an empty master: Redis's own advice without persistence), so that
+        # WAIT 1 can be met again
         c.old_procs.append(harness.Proc("old-master", [
             "redis-server", "--port", str(c.redis_port), "--bind", "127.0.0.1", "--save", "",
-            "--dir", c.dir], c.path("old-master.log")))
+            "--dir", c.path("old"), "--replicaof", "127.0.0.1", str(rport)],
+            c.path("old-master.log")))
         resumed = None
         while time.time() - t_kill < 120:
             d = done()
