@@ -10,7 +10,7 @@
 #include "../wire/curve.h"
 #include "../wire/zsock.h"
 #include "dispatch.h"
-#include "record.h"
+#include "fleet.h"
 #include "reports.h"
 #include "rlstore.h"
 #include "stats.h"
@@ -41,10 +41,13 @@ struct lq_broker {
     lq_reports_t *reports;
     lq_rlstore_t *rlstore; /* learned rate limits in Redis */
     lq_bstats_t *stats; /* what /metrics adds to the gauges */
+    lq_fleet_t *fleet; /* what the other brokers did: batches opened, fed, cancelled */
     lq_map_t *acks; /* worker ident -> s_acks_t */
     lq_timer_t rl_timer, heartbeat_timer, renew_timer, expire_timer, promote_timer;
     lq_timer_t memory_timer, sweep_timer;
     int redis_was_down;
+    uint64_t redis_down_since; /* monotonic ms; 0 while Redis is up */
+    int cut_off;               /* Redis gone longer than a lease: silent to workers */
     /* Redis memory, from INFO memory once a second */
     int64_t used_bytes, max_bytes, admitted_since; /* bytes admitted since that INFO */
     int64_t cache_stats[4]; /* hits, misses, stores, tokens_saved (Redis, once a second) */
@@ -253,7 +256,8 @@ static void s_on_backend(lq_zsock_t *s, const uint8_t *ident, size_t len, lq_msg
                     (long long)m->u.ready.concurrency, (long long)m->u.ready.credit);
         break;
     case LQ_W_CREDIT:
-        if (lq_dispatch_worker_credit(b->dispatch, ident, len, m->u.credit.credit) < 0)
+        if (lq_dispatch_worker_credit(b->dispatch, ident, len, m->u.credit.credit) < 0 &&
+            !b->cut_off)
             s_send_simple(b, ident, len, LQ_W_DISCONNECT);
         break;
     case LQ_W_RESULT: {
@@ -261,12 +265,12 @@ static void s_on_backend(lq_zsock_t *s, const uint8_t *ident, size_t len, lq_msg
         lq_dispatch_result(b->dispatch, ident, len, &m->u.result, &cid);
         lq_dispatch_retry_policy(b->dispatch, &m->u.result, msg, sizeof msg);
         lq_reports_add(b->reports, ident, len, &m->u.result, cid);
-        if (!known)
+        if (!known && !b->cut_off)
             s_send_simple(b, ident, len, LQ_W_DISCONNECT);
         break;
     }
     case LQ_W_HEARTBEAT:
-        if (!known)
+        if (!known && !b->cut_off)
             s_send_simple(b, ident, len, LQ_W_DISCONNECT);
         break;
     case LQ_W_DISCONNECT:
@@ -291,6 +295,24 @@ static void s_reregister_workers(lq_broker_t *b)
         s_send_simple(b, ident, len, LQ_W_DISCONNECT);
 }
 
+/* A broker cut off from Redis for longer than a lease holds nothing any
+ * more (its leases expired; another broker may requeue them): it stops
+ * dispatching and stops heartbeating its workers, which then move to the
+ * next broker of their list. Returns 1 while cut off. */
+static int s_check_cut_off(lq_broker_t *b)
+{
+    int cut = b->redis_down_since &&
+              lq_loop_now(b->loop) - b->redis_down_since >= (uint64_t)b->opts.lease_ms;
+    if (cut && !b->cut_off)
+        LQ_WARN("cut off from Redis for %lld ms (a lease): no dispatch, and silent to workers "
+                "so that they move to another broker",
+                (long long)b->opts.lease_ms);
+    else if (!cut && b->cut_off)
+        LQ_INFO("Redis is back: dispatching and heartbeating again");
+    b->cut_off = cut;
+    return cut;
+}
+
 static void s_before_sleep(lq_loop_t *loop, void *arg)
 {
     lq_broker_t *b = arg;
@@ -300,7 +322,7 @@ static void s_before_sleep(lq_loop_t *loop, void *arg)
         s_reregister_workers(b);
     /* results first: no new work while Redis refuses to record results, and
      * the cache gives way (no new entries) above the high-water mark */
-    lq_dispatch_hold(b->dispatch, lq_reports_blocked(b->reports));
+    lq_dispatch_hold(b->dispatch, lq_reports_blocked(b->reports) || s_check_cut_off(b));
     lq_redis_state_t rs;
     lq_broker_redis_state(b, &rs);
     lq_reports_cache_writes(b->reports, rs.accepting && !rs.results_blocked);
@@ -316,9 +338,11 @@ static void s_on_heartbeat(lq_loop_t *loop, lq_timer_t *t, void *arg)
     size_t dead_len[64], ndead = 0, pos = 0, len;
     lq_worker_info_t info;
     const uint8_t *ident;
+    int silent = s_check_cut_off(b);
     while (lq_dispatch_worker_next(b->dispatch, &pos, &info, &ident, &len)) {
         if (info.last_seen_ms <= dead_after) {
-            s_send_simple(b, ident, len, LQ_W_HEARTBEAT);
+            if (!silent)
+                s_send_simple(b, ident, len, LQ_W_HEARTBEAT);
         } else if (ndead < 64) {
             memcpy(dead[ndead], ident, len);
             dead_len[ndead++] = len;
@@ -565,39 +589,18 @@ const char *lq_broker_fatal(const lq_broker_t *b)
 
 /* ---- Redis state ---- */
 
-/* The active batches at (re)connection: make them known, ready the open ones. */
-static void s_on_active(lq_redis_t *r, redisReply *reply, void *arg)
-{
-    (void)r;
-    lq_broker_t *b = arg;
-    if (!reply || reply->type != REDIS_REPLY_ARRAY)
-        return;
-    for (size_t i = 0; i < reply->elements; i++) {
-        const redisReply *flat = reply->element[i];
-        const char *id = lq_record_field(flat, "id");
-        const char *state = lq_record_field(flat, "state");
-        if (!id || !state)
-            continue;
-        lq_dispatch_batch(b->dispatch, id, lq_record_field(flat, "upstream"),
-                          lq_record_field_ll(flat, "priority"),
-                          lq_record_field_ll(flat, "timeout_ms"));
-        if (strcmp(state, "submitting") == 0 || strcmp(state, "in_progress") == 0)
-            lq_dispatch_ready(b->dispatch, id);
-    }
-    LQ_INFO("%zu active batches", reply->elements);
-    lq_dispatch_run(b->dispatch);
-}
-
 static void s_on_redis_state(lq_redis_t *r, int up, void *arg)
 {
     lq_broker_t *b = arg;
+    b->redis_down_since = up ? 0 : lq_loop_now(b->loop);
     if (!up) {
         b->redis_was_down = 1;
         lq_dispatch_redis_lost(b->dispatch);
         return;
     }
-    const char *argv[3] = {b->opts.prefix, "0", "1"};
-    lq_redis_eval(r, LQ_SCRIPT_LIST, s_on_active, b, 0, 3, argv, NULL);
+    (void)r;
+    if (b->fleet)
+        lq_fleet_refresh(b->fleet, 1);
     lq_rlstore_load(b->rlstore);
     /* Results sent while Redis was away were not acknowledged: make every
      * worker register again and re-send them. */
@@ -633,14 +636,20 @@ static int s_bind_backend(lq_broker_t *b, void *zctx, char *err, size_t errlen)
     return 0;
 }
 
-static void s_start_timers(lq_broker_t *b)
+/* Initialises every timer (first thing: destroy stops them all). */
+static void s_init_timers(lq_broker_t *b)
 {
+    lq_timer_init(&b->rl_timer, s_on_rl_timer, b);
     lq_timer_init(&b->heartbeat_timer, s_on_heartbeat, b);
     lq_timer_init(&b->renew_timer, s_on_renew, b);
     lq_timer_init(&b->expire_timer, s_on_expire_timer, b);
     lq_timer_init(&b->promote_timer, s_on_promote_timer, b);
     lq_timer_init(&b->memory_timer, s_on_memory_timer, b);
     lq_timer_init(&b->sweep_timer, s_on_sweep_timer, b);
+}
+
+static void s_start_timers(lq_broker_t *b)
+{
     lq_timer_start(b->loop, &b->memory_timer, 1000);
     if (b->opts.retention_s > 0)
         lq_timer_start(b->loop, &b->sweep_timer, 1000);
@@ -664,7 +673,8 @@ lq_broker_t *lq_broker_new(lq_loop_t *loop, void *zctx, const lq_broker_opts_t *
     b->loop = loop;
     b->opts = *opts;
     b->acks = lq_map_new();
-    lq_timer_init(&b->rl_timer, s_on_rl_timer, b);
+    b->redis_down_since = lq_loop_now(loop); /* until the first connect */
+    s_init_timers(b);
     lq_dispatch_ops_t ops = {s_now, s_lease, s_requeue, s_send_job, s_wake, b};
     lq_dispatch_opts_t dopts = {opts->prefetch, opts->limits, opts->nlimits,
                                 opts->ignore_ratelimit_headers};
@@ -673,12 +683,20 @@ lq_broker_t *lq_broker_new(lq_loop_t *loop, void *zctx, const lq_broker_opts_t *
         lq_broker_destroy(&b);
         return NULL;
     }
-    lq_redis_opts_t ropts = {.url = opts->redis_url, .scripts = lq_scripts};
+    /* with --redis-wait-replicas, what is acknowledged waits for WAIT */
+    unsigned durable = 1u << LQ_SCRIPT_OPEN | 1u << LQ_SCRIPT_CHUNK | 1u << LQ_SCRIPT_CLOSE |
+                       1u << LQ_SCRIPT_REPORT | 1u << LQ_SCRIPT_CANCEL;
+    lq_redis_opts_t ropts = {.url = opts->redis_url,
+                             .scripts = lq_scripts,
+                             .wait_replicas = (int)opts->redis_wait_replicas,
+                             .wait_timeout_ms = (int)opts->redis_wait_timeout_ms,
+                             .durable_mask = durable};
     b->redis = lq_redis_new(loop, &ropts, s_on_redis_state, b, err, errlen);
     if (!b->redis) {
         lq_broker_destroy(&b);
         return NULL;
     }
+    b->fleet = lq_fleet_new(loop, b->redis, b->dispatch, b->opts.prefix, 500);
     lq_reports_opts_t rep = {opts->prefix, opts->retry_base_ms, opts->retry_cap_ms,
                              opts->cache_ttl_s};
     b->reports = lq_reports_new(b->redis, &rep, s_on_recorded, b);
@@ -704,6 +722,7 @@ void lq_broker_destroy(lq_broker_t **p)
     lq_timer_stop(b->loop, &b->sweep_timer);
     lq_rlstore_destroy(&b->rlstore);
     lq_redis_destroy(&b->redis); /* fails pending calls first */
+    lq_fleet_destroy(&b->fleet);
     lq_reports_destroy(&b->reports);
     lq_bstats_destroy(&b->stats); /* after Redis: its pending polls are failed */
     lq_dispatch_destroy(&b->dispatch);

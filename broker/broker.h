@@ -26,7 +26,7 @@ typedef struct lq_broker lq_broker_t;
 
 typedef struct {
     const char *backend;   /* worker endpoint to bind */
-    const char *redis_url; /* redis://[user:pass@]host:port/db */
+    const char *redis_url; /* redis://[user:pass@]host:port/db or redis-sentinel://... */
     const char *prefix;    /* of every Redis key */
     int64_t heartbeat_ms;
     int64_t liveness; /* missed heartbeats before a worker is dead */
@@ -42,6 +42,8 @@ typedef struct {
     int64_t retention_s;      /* remove finished batches after this long, 0 = never */
     int retain_unfetched;     /* 0: retention counts from the first complete fetch */
     int64_t cache_ttl_s;      /* lifetime of a cached response */
+    int64_t redis_wait_replicas;   /* > 0: chunk and result acks wait for WAIT on this many */
+    int64_t redis_wait_timeout_ms; /* WAIT's timeout (default 1000) */
 } lq_broker_opts_t;
 
 typedef struct {

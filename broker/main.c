@@ -35,6 +35,7 @@ typedef struct {
     const char *curve_secret_file, *curve_clients;
     const char *retention, *cache_ttl; /* durations, parsed into *_s */
     long long retention_s, cache_ttl_s, high_water_pct;
+    long long wait_replicas, wait_timeout_ms;
     int ignore_headers, retain_unfetched;
     char curve_secret[41], curve_public[41];
 } s_config_t;
@@ -75,6 +76,7 @@ static int s_parse(s_config_t *c, int argc, char **argv)
         .retention = "7d",
         .cache_ttl = "7d",
         .high_water_pct = 80,
+        .wait_timeout_ms = 1000,
     };
     const lq_opt_t opts[] = {
         {"frontend", "LLMQ_FRONTEND", LQ_OPT_STR, &c->frontend, "ENDPOINT",
@@ -82,7 +84,7 @@ static int s_parse(s_config_t *c, int argc, char **argv)
         {"backend", "LLMQ_BACKEND", LQ_OPT_STR, &c->backend, "ENDPOINT",
          "worker endpoint to bind (default tcp://*:5556)"},
         {"redis", "LLMQ_REDIS_URL", LQ_OPT_STR, &c->redis_url, "URL",
-         "redis://[user:pass@]host:port/db (default redis://127.0.0.1:6379/0)"},
+         "redis://[user:pass@]host:port/db, or redis-sentinel://[user:pass@]host:26379[,host:26379...]/MASTER[/db] (default redis://127.0.0.1:6379/0)"},
         {"prefix", "LLMQ_REDIS_PREFIX", LQ_OPT_STR, &c->prefix, "PREFIX",
          "prefix of every Redis key (default llmq:)"},
         {"metrics", "LLMQ_METRICS", LQ_OPT_STR, &c->metrics, "HOST:PORT",
@@ -115,6 +117,11 @@ static int s_parse(s_config_t *c, int argc, char **argv)
          "count retention from when a batch finished, even if its results were never fetched"},
         {"cache-ttl", "LLMQ_CACHE_TTL", LQ_OPT_STR, &c->cache_ttl, "DURATION",
          "how long a cached response answers repeated requests (default 7d)"},
+        {"redis-wait-replicas", "LLMQ_REDIS_WAIT_REPLICAS", LQ_OPT_INT, &c->wait_replicas, "N",
+         "acknowledge chunks and results only once N replicas have them (WAIT; default 0)", 0,
+         100},
+        {"redis-wait-timeout-ms", "LLMQ_REDIS_WAIT_TIMEOUT_MS", LQ_OPT_INT, &c->wait_timeout_ms,
+         "MS", "how long WAIT waits for the replicas (default 1000)", 1, 600000},
         {"redis-high-water", "LLMQ_REDIS_HIGH_WATER", LQ_OPT_INT, &c->high_water_pct, "PCT",
          "refuse new submissions above this share of Redis maxmemory (default 80)", 1, 100},
         {"log-level", "LLMQ_LOG_LEVEL", LQ_OPT_STR, &c->log_level, "LEVEL",
@@ -216,6 +223,8 @@ static int s_wire(s_app_t *a, const s_config_t *c)
         .retention_s = c->retention_s,
         .retain_unfetched = c->retain_unfetched,
         .cache_ttl_s = c->cache_ttl_s,
+        .redis_wait_replicas = c->wait_replicas,
+        .redis_wait_timeout_ms = c->wait_timeout_ms,
     };
     if (!(a->core = lq_broker_new(a->loop, a->zctx, &bo, err, sizeof err)))
         goto fail;

@@ -3,6 +3,7 @@
 
 #include "../common/log.h"
 #include "../common/util.h"
+#include "sentinel.h"
 
 #include <hiredis/async.h>
 #include <stdio.h>
@@ -45,7 +46,20 @@ struct lq_redis {
     lq_timer_t watchdog;
     lq_redis_state_cb on_state;
     void *arg;
+    int use_sentinel; /* host/port come from the sentinels before each connect */
+    lq_sentinel_t sentinel;
+    int wait_replicas, wait_timeout_ms;
+    unsigned durable_mask; /* scripts whose replies wait for WAIT */
 };
+
+/* A durable script call: its reply (copied) is handed over once WAIT
+ * confirmed enough replicas. */
+typedef struct {
+    lq_redis_cb cb;
+    void *arg;
+    redisReply *copy;
+    int failed; /* the script's reply was lost */
+} s_durable_t;
 
 static void s_connect(lq_redis_t *r);
 
@@ -331,10 +345,46 @@ static int s_send(lq_redis_t *r, lq_redis_cb cb, void *arg, int argc, const char
     return 0;
 }
 
+/* Asks the sentinels where the master is now. Returns 0, or -1 (a
+ * reconnect is scheduled). */
+static int s_find_master(lq_redis_t *r)
+{
+    char host[256];
+    int port;
+    if (lq_sentinel_master(&r->sentinel, 500, host, sizeof host, &port) < 0) {
+        LQ_WARN("no sentinel names the master '%s': retrying", r->sentinel.master);
+        s_schedule_reconnect(r);
+        return -1;
+    }
+    if (strcmp(host, r->host) != 0 || port != r->port)
+        LQ_INFO("sentinels: master '%s' is %s:%d", r->sentinel.master, host, port);
+    snprintf(r->host, sizeof r->host, "%s", host);
+    r->port = port;
+    return 0;
+}
+
+/* ROLE after connecting through the sentinels: a server that is no longer
+ * the master (the sentinels had not seen the failover yet) is left. */
+static void s_on_role(lq_redis_t *r, redisReply *reply, void *arg)
+{
+    (void)arg;
+    if (!reply || reply->type != REDIS_REPLY_ARRAY || reply->elements < 1)
+        return;
+    const redisReply *role = reply->element[0];
+    if (role->type == REDIS_REPLY_STRING && strcmp(role->str, "master") != 0) {
+        LQ_WARN("redis %s:%d is a %s, not the master: asking the sentinels again", r->host,
+                r->port, role->str);
+        if (r->ac)
+            redisAsyncFree(r->ac);
+    }
+}
+
 static void s_connect(lq_redis_t *r)
 {
     r->gen++;
     r->nsha_loaded = 0;
+    if (r->use_sentinel && s_find_master(r) < 0)
+        return;
     redisAsyncContext *ac = redisAsyncConnect(r->host, r->port);
     if (!ac) {
         s_schedule_reconnect(r);
@@ -365,6 +415,10 @@ static void s_connect(lq_redis_t *r)
         const char *argv[3] = {"AUTH", r->user[0] ? r->user : r->pass, r->pass};
         int argc = r->user[0] ? 3 : 2;
         s_send(r, s_on_setup_reply, "AUTH", argc, argv, NULL);
+    }
+    if (r->use_sentinel) {
+        const char *argv[1] = {"ROLE"};
+        s_send(r, s_on_role, NULL, 1, argv, NULL);
     }
     if (r->db) {
         char db[16];
@@ -413,10 +467,22 @@ lq_redis_t *lq_redis_new(lq_loop_t *loop, const lq_redis_opts_t *opts, lq_redis_
                          void *arg, char *err, size_t errlen)
 {
     lq_redis_t *r = xcalloc(1, sizeof *r);
-    if (s_parse_url(r, opts->url, err, errlen) < 0) {
+    if (lq_sentinel_is_url(opts->url)) {
+        if (lq_sentinel_parse(&r->sentinel, opts->url, err, errlen) < 0) {
+            free(r);
+            return NULL;
+        }
+        r->use_sentinel = 1;
+        snprintf(r->user, sizeof r->user, "%s", r->sentinel.user);
+        snprintf(r->pass, sizeof r->pass, "%s", r->sentinel.pass);
+        r->db = r->sentinel.db;
+    } else if (s_parse_url(r, opts->url, err, errlen) < 0) {
         free(r);
         return NULL;
     }
+    r->wait_replicas = opts->wait_replicas > 0 ? opts->wait_replicas : 0;
+    r->wait_timeout_ms = opts->wait_timeout_ms > 0 ? opts->wait_timeout_ms : 1000;
+    r->durable_mask = opts->durable_mask;
     r->loop = loop;
     r->fd = -1;
     r->connect_timeout_ms = opts->connect_timeout_ms > 0 ? opts->connect_timeout_ms : 2000;
@@ -452,6 +518,86 @@ int lq_redis_command(lq_redis_t *r, lq_redis_cb cb, void *arg, int argc, const c
     return s_send(r, cb, arg, argc, argv, argvlen);
 }
 
+/* A deep copy of a reply (freeReplyObject frees it). */
+static redisReply *s_copy(const redisReply *src)
+{
+    redisReply *c = xcalloc(1, sizeof *c);
+    c->type = src->type;
+    c->integer = src->integer;
+    if (src->str) {
+        c->str = xmalloc(src->len + 1);
+        memcpy(c->str, src->str, src->len);
+        c->str[src->len] = '\0';
+        c->len = src->len;
+    }
+    if (src->elements) {
+        c->element = xcalloc(src->elements, sizeof *c->element);
+        c->elements = src->elements;
+        for (size_t i = 0; i < src->elements; i++)
+            c->element[i] = s_copy(src->element[i]);
+    }
+    return c;
+}
+
+/* 1 when script idx is acknowledged only after WAIT. */
+static int s_durable(const lq_redis_t *r, int idx)
+{
+    return r->wait_replicas > 0 && idx < 32 && (r->durable_mask & (1u << idx));
+}
+
+/* The script's reply: kept until WAIT answers. */
+static void s_on_durable_reply(lq_redis_t *r, redisReply *reply, void *arg)
+{
+    (void)r;
+    s_durable_t *d = arg;
+    if (reply)
+        d->copy = s_copy(reply);
+    else
+        d->failed = 1;
+}
+
+/* WAIT's answer: the script's reply goes to its caller if enough replicas
+ * have it; otherwise the caller hears "lost" (NULL) and does what it does
+ * on a lost connection (the client resends the chunk, workers re-send the
+ * results; both are stored once). */
+static void s_on_wait(lq_redis_t *r, redisReply *reply, void *arg)
+{
+    s_durable_t *d = arg;
+    int ok = reply && reply->type == REDIS_REPLY_INTEGER && reply->integer >= r->wait_replicas;
+    if (reply && !ok)
+        LQ_WARN("redis WAIT: %lld of %d replicas within %d ms: write not acknowledged",
+                reply->type == REDIS_REPLY_INTEGER ? reply->integer : -1LL, r->wait_replicas,
+                r->wait_timeout_ms);
+    d->cb(r, ok && !d->failed ? d->copy : NULL, d->arg);
+    if (d->copy)
+        freeReplyObject(d->copy);
+    free(d);
+}
+
+/* Sends a script call followed by WAIT on the same connection. Returns 0
+ * (cb called once, after WAIT), or -1 (cb not called). */
+static int s_send_durable(lq_redis_t *r, lq_redis_cb cb, void *arg, int argc, const char **argv,
+                          const size_t *argvlen)
+{
+    s_durable_t *d = xcalloc(1, sizeof *d);
+    d->cb = cb;
+    d->arg = arg;
+    if (s_send(r, s_on_durable_reply, d, argc, argv, argvlen) < 0) {
+        free(d);
+        return -1;
+    }
+    char n[16], ms[16];
+    snprintf(n, sizeof n, "%d", r->wait_replicas);
+    snprintf(ms, sizeof ms, "%d", r->wait_timeout_ms);
+    const char *wargv[3] = {"WAIT", n, ms};
+    if (s_send(r, s_on_wait, d, 3, wargv, NULL) < 0) {
+        /* cannot happen once the first was queued; fail the call late */
+        d->failed = 1;
+        LQ_ERROR("redis: could not queue WAIT");
+    }
+    return 0;
+}
+
 int lq_redis_eval(lq_redis_t *r, int idx, lq_redis_cb cb, void *arg, int nkeys, int argc,
                   const char **argv, const size_t *argvlen)
 {
@@ -478,7 +624,8 @@ int lq_redis_eval(lq_redis_t *r, int idx, lq_redis_cb cb, void *arg, int nkeys, 
         av[i + 3] = argv[i];
         al[i + 3] = argvlen ? argvlen[i] : strlen(argv[i]);
     }
-    int rc = s_send(r, cb, arg, argc + 3, av, al);
+    int rc = s_durable(r, idx) ? s_send_durable(r, cb, arg, argc + 3, av, al)
+                               : s_send(r, cb, arg, argc + 3, av, al);
     if (av != sargv) {
         free(av);
         free(al);

@@ -7,7 +7,9 @@
  * every pending command (their callbacks get reply == NULL), and a new
  * connection is made. After each connect it authenticates, selects the
  * database and loads the Lua scripts before any queued command, then tells
- * the owner through on_up. */
+ * the owner through on_up. With a redis-sentinel:// URL the master's
+ * address is asked from the sentinels (broker/sentinel.c) before every
+ * connect, so a reconnect follows a failover. */
 #ifndef LQ_REDIS_H
 #define LQ_REDIS_H
 
@@ -24,10 +26,17 @@ typedef void (*lq_redis_cb)(lq_redis_t *r, redisReply *reply, void *arg);
 typedef void (*lq_redis_state_cb)(lq_redis_t *r, int up, void *arg);
 
 typedef struct {
-    const char *url;        /* redis://[user:pass@]host:port/db */
+    const char *url; /* redis://[user:pass@]host:port/db, or
+                        redis-sentinel://[user:pass@]host:port[,host:port...]/MASTER[/db] */
     int connect_timeout_ms; /* default 2000 */
     int command_timeout_ms; /* default 10000 */
     const char *const *scripts; /* Lua sources, NULL-terminated */
+    /* > 0: a call of a script in durable_mask (bit = script index) answers
+     * only after WAIT wait_replicas wait_timeout_ms (default 1000) confirmed
+     * it reached that many replicas; otherwise its callback gets NULL. */
+    int wait_replicas;
+    int wait_timeout_ms;
+    unsigned durable_mask;
 } lq_redis_opts_t;
 
 /* A parsed redis://[[user]:pass@]host[:port][/db] URL. */

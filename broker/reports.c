@@ -175,6 +175,8 @@ static void s_on_report(lq_redis_t *redis, redisReply *reply, void *arg)
     s_call_t *call = arg;
     lq_reports_t *r = call->r;
     r->calls--;
+    if (!reply) /* lost (connection, or WAIT not met): the workers re-send them */
+        r->lost = 1;
     if (reply && (reply->type != REDIS_REPLY_ARRAY || reply->elements != call->n)) {
         const char *why = reply->type == REDIS_REPLY_ERROR ? reply->str : "bad reply";
         if (!r->stats.blocked)

@@ -439,6 +439,21 @@ static const char s_list[] =
     "end\n"
     "return out\n";
 
+/* ACTIVE(P) -> {id, state, upstream, priority, timeout_ms, ...}: the
+ * active batches, 5 fields each; every broker reads it twice a second
+ * (broker/fleet.c), so it reads 4 fields per batch and nothing else. */
+static const char s_active[] =
+    "local P = ARGV[1]\n"
+    "local out = {}\n"
+    "for _, id in ipairs(redis.call('SMEMBERS', P..'active')) do\n"
+    "  local f = redis.call('HMGET', P..'b:'..id, 'state', 'upstream', 'priority', 'timeout_ms')\n"
+    "  if f[1] then\n"
+    "    out[#out + 1] = id\n"
+    "    for k = 1, 4 do out[#out + 1] = f[k] or '' end\n"
+    "  end\n"
+    "end\n"
+    "return out\n";
+
 /* RESULTS(P, id, from, max, now_s) -> {next, done, idx, line...}
  * The first page that reaches the end of a finished batch marks it fetched
  * (fetched_at, and the 'fetched' zset that retention reads).
@@ -570,5 +585,5 @@ static const char s_stats[] =
 
 const char *const lq_scripts[] = {
     s_open, s_chunk, s_close, s_lease, s_report, s_requeue, s_expire, s_promote, s_cancel, s_list,
-    s_results, s_delete, s_sweep, s_cache_scan, s_stats, NULL,
+    s_results, s_delete, s_sweep, s_cache_scan, s_stats, s_active, NULL,
 };

@@ -4,7 +4,17 @@
  * id; replies are matched by it, and stale replies (to requests that timed
  * out earlier) are dropped. Calls block the caller, running the loop, up to
  * a timeout. ZeroMQ reconnects by itself, so a broker restart shows up as a
- * few timed-out calls that the caller may retry. */
+ * few timed-out calls that the caller may retry.
+ *
+ * Several brokers ("tcp://a:5555,tcp://b:5555"): the channel talks to one
+ * at a time, starting at one picked by the process id (clients spread).
+ * When a request has waited 3 s and nothing at all was heard from that
+ * broker since it was sent, a wait moves the channel to the next broker of
+ * the list and returns 0 (timeout) at once,
+ * so the caller's usual resend goes there; every request is safe to repeat
+ * (chunks by index, cancel and delete by state, reads). A reply "unavailable"
+ * (that broker cannot reach Redis) sends the next request to the next
+ * broker too. */
 #ifndef LQ_RPC_H
 #define LQ_RPC_H
 
@@ -20,6 +30,8 @@ typedef struct lq_rpc lq_rpc_t;
 lq_rpc_t *lq_rpc_new(const char *endpoint, const char *server_key, const char *client_secret,
                      char *err, size_t errlen);
 void lq_rpc_destroy(lq_rpc_t **r);
+/* The endpoint of the broker the channel talks to now. */
+const char *lq_rpc_endpoint(const lq_rpc_t *r);
 
 /* Sets the request id of m to a fresh one, sends it without waiting and
  * returns that id (0 on a send failure). */

@@ -5,7 +5,7 @@ set -e
 PKGS="build-essential cmake pkg-config libzmq3-dev libcurl4-openssl-dev libmsgpack-dev \
 libhiredis-dev libjansson-dev libssl-dev libcmocka-dev redis-server python3 python3-zmq procps curl \
 libmicrohttpd-dev python3-venv clang libclang-rt-14-dev \
-prometheus tmux debootstrap"
+prometheus tmux debootstrap redis-sentinel"
 [ -n "$LLMQ_EXTRA_PKGS" ] && PKGS="$PKGS $LLMQ_EXTRA_PKGS"
 missing=""
 for p in $PKGS; do

@@ -223,7 +223,7 @@ static int s_parse(s_config_t *c, int argc, char **argv)
     };
     const lq_opt_t opts[] = {
         {"broker", "LLMQ_BROKER_BACKEND", LQ_OPT_STR, &c->broker, "ENDPOINT",
-         "broker backend (default tcp://127.0.0.1:5556)"},
+         "broker backend(s), comma-separated (default tcp://127.0.0.1:5556)"},
         {"upstream", "LLMQ_UPSTREAM_URL", LQ_OPT_STR, &c->upstream, "URL",
          "base URL of the upstream named \"default\""},
         {"upstream-named", NULL, LQ_OPT_LIST, &c->named, "NAME=URL",

@@ -15,6 +15,7 @@
 #define S_RETRY_MS 20          /* re-try a refused send after this long */
 #define S_BACKOFF_MAX_MS 30000 /* extra silence tolerated after failed reconnects */
 #define S_MAX_CREDIT 1000000
+#define S_MAX_ENDPOINTS 16
 
 struct lq_session {
     lq_loop_t *loop;
@@ -25,6 +26,9 @@ struct lq_session {
     void *arg;
 
     lq_zsock_t *sock;
+    char *eps[S_MAX_ENDPOINTS]; /* the brokers, from cfg.endpoint "a,b,..." */
+    size_t neps, cur;           /* cur: the one of this session */
+    uint64_t fails;             /* reconnects since we last heard a broker */
     lq_jobtab_t *jobs;
     lq_wlist_t unacked; /* DONE records awaiting RESULT_ACK, completion order */
     lq_wlist_t sendq;   /* results the socket has not accepted yet */
@@ -44,6 +48,32 @@ static void s_on_heartbeat(lq_loop_t *loop, lq_timer_t *t, void *arg);
 static void s_on_retry(lq_loop_t *loop, lq_timer_t *t, void *arg);
 static void s_on_drain_timeout(lq_loop_t *loop, lq_timer_t *t, void *arg);
 
+/* Splits cfg.endpoint at commas into s->eps and picks the first broker
+ * from the worker id's hash, so that workers spread over the brokers. */
+static void s_parse_endpoints(lq_session_t *s)
+{
+    const char *p = s->cfg.endpoint ? s->cfg.endpoint : "";
+    while (*p && s->neps < S_MAX_ENDPOINTS) {
+        size_t n = strcspn(p, ",");
+        if (n > 0)
+            s->eps[s->neps++] = xstrndup(p, n);
+        p += n + (p[n] == ',');
+    }
+    if (*p)
+        LQ_WARN("more than %d broker endpoints: using the first %d", S_MAX_ENDPOINTS,
+                S_MAX_ENDPOINTS);
+    if (s->neps == 0)
+        s->eps[s->neps++] = xstrdup(p);
+    const char *id = s->cfg.id ? s->cfg.id : "";
+    s->cur = (size_t)(lq_fnv1a64(id, strlen(id)) % s->neps);
+}
+
+/* The endpoint of the broker this session talks to. */
+static const char *s_ep(const lq_session_t *s)
+{
+    return s->eps[s->cur];
+}
+
 lq_session_t *lq_session_new(lq_loop_t *loop, void *zctx, const lq_session_config_t *cfg,
                              lq_session_exec_cb exec, lq_session_exit_cb on_exit, void *arg)
 {
@@ -57,6 +87,7 @@ lq_session_t *lq_session_new(lq_loop_t *loop, void *zctx, const lq_session_confi
     s->on_exit = on_exit;
     s->arg = arg;
     s->jobs = lq_jobtab_new();
+    s_parse_endpoints(s);
     lq_wlist_init(&s->unacked, LQ_WL_UNACKED);
     lq_wlist_init(&s->sendq, LQ_WL_SENDQ);
     lq_timer_init(&s->hb_timer, s_on_heartbeat, s);
@@ -96,8 +127,8 @@ static int s_connect(lq_session_t *s)
         LQ_ERROR("broker socket: %s", err);
         rc = -1;
     }
-    if (rc == 0 && lq_zsock_connect(z, s->cfg.endpoint) < 0) {
-        LQ_ERROR("cannot connect to broker %s: %s", s->cfg.endpoint, zmq_strerror(errno));
+    if (rc == 0 && lq_zsock_connect(z, s_ep(s)) < 0) {
+        LQ_ERROR("cannot connect to broker %s: %s", s_ep(s), zmq_strerror(errno));
         rc = -1;
     }
     if (rc != 0) {
@@ -286,7 +317,8 @@ static void s_on_msg(lq_zsock_t *z, const uint8_t *ident, size_t ident_len, lq_m
     if (!s->heard) {
         s->heard = 1;
         s->backoff_ms = 0;
-        LQ_INFO("broker %s: connected", s->cfg.endpoint);
+        s->fails = 0;
+        LQ_INFO("broker %s: connected", s_ep(s));
     }
     switch (m->cmd) {
     case LQ_W_JOB:
@@ -317,19 +349,29 @@ static void s_on_msg(lq_zsock_t *z, const uint8_t *ident, size_t ident_len, lq_m
     }
 }
 
-/* Replaces the DEALER after the broker went silent, and re-registers. */
+/* Replaces the DEALER after the broker went silent, moving to the next
+ * broker of the list, and re-registers. The backoff grows once per round
+ * over the whole list. */
 static void s_reconnect(lq_session_t *s, uint64_t silent_ms)
 {
     if (s->sock) {
+        /* what it still queues is re-sent on the new socket: drop it, or it
+         * would hold zmq_ctx_term (at exit) until that broker returns */
+        int linger = 0;
+        zmq_setsockopt(lq_zsock_raw(s->sock), ZMQ_LINGER, &linger, sizeof linger);
         s->st.dropped_msgs += lq_zsock_dropped(s->sock);
         lq_zsock_destroy(&s->sock);
     }
     s->st.reconnects++;
-    s->backoff_ms = s->backoff_ms ? s->backoff_ms * 2 : (uint64_t)s->cfg.heartbeat_ms;
-    if (s->backoff_ms > S_BACKOFF_MAX_MS)
-        s->backoff_ms = S_BACKOFF_MAX_MS;
-    LQ_WARN("broker %s silent for %llu ms: reconnecting (%zu results to re-send)", s->cfg.endpoint,
-            (unsigned long long)silent_ms, s->unacked.len);
+    const char *old = s_ep(s);
+    s->cur = (s->cur + 1) % s->neps;
+    if (++s->fails % s->neps == 0) {
+        s->backoff_ms = s->backoff_ms ? s->backoff_ms * 2 : (uint64_t)s->cfg.heartbeat_ms;
+        if (s->backoff_ms > S_BACKOFF_MAX_MS)
+            s->backoff_ms = S_BACKOFF_MAX_MS;
+    }
+    LQ_WARN("broker %s silent for %llu ms: connecting to %s (%zu results to re-send)", old,
+            (unsigned long long)silent_ms, s_ep(s), s->unacked.len);
     if (s_connect(s) < 0) {
         s->last_recv_ms = lq_loop_now(s->loop);
         return;
@@ -346,7 +388,7 @@ static void s_on_heartbeat(lq_loop_t *loop, lq_timer_t *t, void *arg)
     uint64_t limit = (uint64_t)(s->cfg.heartbeat_ms * s->cfg.liveness) + s->backoff_ms;
     if (silent >= limit) {
         if (s->heard)
-            LQ_WARN("broker %s missed %lld heartbeats", s->cfg.endpoint,
+            LQ_WARN("broker %s missed %lld heartbeats", s_ep(s),
                     (long long)s->cfg.liveness);
         s_reconnect(s, silent);
     } else if (s->sock && !s->need_ready) {
@@ -381,7 +423,7 @@ int lq_session_start(lq_session_t *s)
 {
     if (s_connect(s) < 0)
         return -1;
-    LQ_INFO("connecting to broker %s as %s", s->cfg.endpoint, s->cfg.id);
+    LQ_INFO("connecting to broker %s as %s", s_ep(s), s->cfg.id);
     s->need_ready = 1;
     s_flush(s);
     lq_timer_start(s->loop, &s->hb_timer, (uint64_t)s->cfg.heartbeat_ms);
@@ -470,6 +512,8 @@ void lq_session_destroy(lq_session_t **p, int linger_ms)
         lq_zsock_destroy(&s->sock);
     }
     lq_jobtab_destroy(&s->jobs);
+    for (size_t i = 0; i < s->neps; i++)
+        free(s->eps[i]);
     free(s);
     *p = NULL;
 }

@@ -17,7 +17,13 @@
  * proves it alive. After heartbeat_ms * liveness of silence (plus a
  * growing backoff on repeated failures, up to 30 s) the DEALER is
  * destroyed (from a timer, never from its own callback), a new one
- * connects, sends READY and re-sends every unacknowledged result. The
+ * connects, sends READY and re-sends every unacknowledged result.
+ *
+ * Several brokers ("tcp://a:5556,tcp://b:5556"): the session talks to one
+ * at a time, starting at the one the hash of its id picks (so workers
+ * spread over the brokers); each reconnect after silence moves to the next
+ * of the list, round-robin, and the backoff grows once per full round. The
+ * results re-sent there are recorded once (REPORT is idempotent). The
  * same re-registration without a new socket answers DISCONNECT. HTTP
  * requests in flight are unaffected.
  *
@@ -37,7 +43,7 @@
 typedef struct lq_session lq_session_t;
 
 typedef struct {
-    const char *endpoint; /* tcp://HOST:5556 */
+    const char *endpoint; /* tcp://HOST:5556, or several separated by commas */
     const char *id;       /* worker id, also the ZMQ_ROUTING_ID */
     int64_t concurrency;
     int64_t heartbeat_ms;

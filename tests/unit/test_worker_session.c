@@ -155,10 +155,17 @@ static int fx_setup_2(void **state)
     return fx_setup_n(state, 2);
 }
 
+static fx_t *s_second; /* a second broker, when a test made one */
+
 static int fx_teardown(void **state)
 {
     fx_t *f = *state;
     lq_session_destroy(&f->s, 0);
+    if (s_second) {
+        lq_zsock_destroy(&s_second->router);
+        free(s_second);
+        s_second = NULL;
+    }
     lq_zsock_destroy(&f->router);
     zmq_ctx_term(f->zctx);
     lq_loop_destroy(&f->loop);
@@ -456,6 +463,59 @@ static void test_heartbeat_and_reconnect(void **state)
     assert_int_equal(st.reconnects, 5);
 }
 
+/* Two brokers: the session talks to one; when it goes silent the session
+ * moves to the other, registers there and re-sends its unacked result. */
+static void test_failover_to_next_broker(void **state)
+{
+    fx_t *f = *state;
+    lq_session_destroy(&f->s, 0);
+    fx_t *g = s_second = xcalloc(1, sizeof *g);
+    g->loop = f->loop;
+    snprintf(g->endpoint, sizeof g->endpoint, "%.60s-b", f->endpoint);
+    g->router = lq_zsock_new(f->loop, f->zctx, ZMQ_ROUTER, on_router, g);
+    int one = 1;
+    zmq_setsockopt(lq_zsock_raw(g->router), ZMQ_ROUTER_HANDOVER, &one, sizeof one);
+    assert_int_equal(lq_zsock_bind(g->router, g->endpoint), 0);
+    char list[160];
+    snprintf(list, sizeof list, "%s,%s", f->endpoint, g->endpoint);
+    static const char *ups[] = {"default"};
+    lq_session_config_t cfg = {.endpoint = list, .id = "w-ha", .concurrency = 4,
+                               .heartbeat_ms = 1000, .liveness = 3,
+                               .drain_timeout_ms = 30000, .upstreams = ups, .nupstreams = 1};
+    f->nrecs = 0;
+    f->s = lq_session_new(f->loop, f->zctx, &cfg, on_exec, on_exit_cb, f);
+    assert_int_equal(lq_session_start(f->s), 0);
+    pump(f);
+    /* one broker, picked by the id's hash, hears READY; the other nothing */
+    fx_t *first = f->nrecs ? f : g, *second = first == f ? g : f;
+    assert_true(first->nrecs >= 1);
+    assert_int_equal(first->recs[0].cmd, LQ_W_READY);
+    assert_int_equal(second->nrecs, 0);
+    send_job(first, "bh", 7, 1);
+    pump(f);
+    finish(f, 0, LQ_OUTCOME_OK); /* its RESULT goes to first, never acked */
+    pump(f);
+    assert_int_equal(count(first, 0, LQ_W_RESULT, NULL), 1);
+    for (int i = 0; i < 4; i++) { /* first goes silent */
+        f->now += 1000;
+        pump(f);
+    }
+    lq_session_stats_t st;
+    lq_session_stats(f->s, &st);
+    assert_int_equal(st.reconnects, 1);
+    assert_true(second->nrecs >= 2);
+    assert_int_equal(second->recs[0].cmd, LQ_W_READY);
+    assert_int_equal(second->recs[1].cmd, LQ_W_RESULT);
+    assert_int_equal(second->recs[1].index, 7);
+    /* the second one acknowledges: the result is released */
+    send_ack(second, "bh", 7);
+    pump(f);
+    lq_session_stats(f->s, &st);
+    assert_int_equal(st.unacked, 0);
+    assert_int_equal(st.connected, 1);
+    lq_session_destroy(&f->s, 0);
+}
+
 static void test_drain(void **state)
 {
     fx_t *f = *state;
@@ -572,6 +632,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_disconnect_reregisters, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_overload_refused, fx_setup_2, fx_teardown),
         cmocka_unit_test_setup_teardown(test_heartbeat_and_reconnect, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_failover_to_next_broker, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_drain, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_drain_timeout, fx_setup, fx_teardown),
         cmocka_unit_test(test_jobtab),
