@@ -313,6 +313,9 @@ class Sentinel(harness.ClusterTest):
                         f"sentinel monitor mq 127.0.0.1 {c.redis_port} 2\n"
                         "sentinel down-after-milliseconds mq 1000\n"
                         "sentinel failover-timeout mq 5000\n")
+                if harness.USE_ACL:  # Redis runs with deploy/redis/llmq.acl
+                    f.write(f"sentinel auth-user mq admin\n"
+                            f"sentinel auth-pass mq {harness.ADMIN_PASS}\n")
             argv = [binary, conf] if binary else ["redis-server", conf, "--sentinel"]
             c.old_procs.append(harness.Proc(f"sentinel{i}", argv, c.path(f"sentinel{i}.log")))
             ports.append(port)
@@ -335,16 +338,24 @@ class Sentinel(harness.ClusterTest):
         os.mkdir(c.path("replica"))
         replica = harness.Proc("replica", ["redis-server", "--port", str(rport), "--bind",
                                            "127.0.0.1", "--save", "", "--dir", c.path("replica"),
-                                           "--replicaof", "127.0.0.1", str(c.redis_port)],
+                                           "--replicaof", "127.0.0.1", str(c.redis_port),
+                                           *(["--aclfile", c.path("users.acl"), "--masteruser",
+                                              "admin", "--masterauth", harness.ADMIN_PASS]
+                                             if harness.USE_ACL else [])],
                                c.path("replica.log"))
         c.old_procs.append(replica)
         sports = self.start_sentinels(c)
+        auth = (["--user", "admin", "--pass", harness.ADMIN_PASS, "--no-auth-warning"]
+                if harness.USE_ACL else [])
         c._wait(lambda: "master_link_status:up" in harness.subprocess.run(
-            ["redis-cli", "-p", str(rport), "INFO", "replication"], capture_output=True,
+            ["redis-cli", "-p", str(rport), *auth, "INFO", "replication"], capture_output=True,
             text=True, timeout=10).stdout, "the replica to sync")
         c._wait(lambda: all(self.master_port(p) == c.redis_port for p in sports),
                 "the sentinels to know the master")
-        url = ("redis-sentinel://" + ",".join(f"127.0.0.1:{p}" for p in sports) + "/mq/0")
+        cred = (f"llmq:{c.redis_password}@"
+                if harness.USE_ACL and c.redis_password else "")
+        url = ("redis-sentinel://" + cred + ",".join(f"127.0.0.1:{p}" for p in sports) +
+               "/mq/0")
         c.broker_args = [*FAST, "--redis-wait-replicas", "1", "--redis-wait-timeout-ms", "2000"]
         c.redis_url = lambda password=None: url
         front = f"tcp://127.0.0.1:{harness.free_port()}"
@@ -378,7 +389,9 @@ class Sentinel(harness.ClusterTest):
         # WAIT 1 can be met again
         c.old_procs.append(harness.Proc("old-master", [
             "redis-server", "--port", str(c.redis_port), "--bind", "127.0.0.1", "--save", "",
-            "--dir", c.path("old"), "--replicaof", "127.0.0.1", str(rport)],
+            "--dir", c.path("old"), "--replicaof", "127.0.0.1", str(rport),
+            *(["--aclfile", c.path("users.acl"), "--masteruser", "admin", "--masterauth",
+               harness.ADMIN_PASS] if harness.USE_ACL else [])],
             c.path("old-master.log")))
         resumed = None
         while time.time() - t_kill < 120:
