@@ -43,18 +43,18 @@
     "    redis.call('ZADD', P..'finished', math.floor(now / 1000), id)\n"                          \
     "  end\n"                                                                                      \
     "end\n"                                                                                        \
-    "local function forget_job(m, idx)\n"                                                          \
+    "local function forget_job(m, idx, cache)\n"                                                   \
     "  redis.call('HDEL', m..':jobs', idx)\n"                                                      \
     "  redis.call('HDEL', m..':att', idx)\n"                                                       \
-    "  redis.call('HDEL', m..':ck', idx)\n"                                                        \
+    "  if cache then redis.call('HDEL', m..':ck', idx) end\n"                                      \
     "end\n"                                                                                        \
-    "local function record(id, m, idx, failed, resp, err, now, attempt)\n"                         \
+    "local function record(id, m, idx, failed, resp, err, now, attempt, cache)\n"                  \
     "  local payload = redis.call('HGET', m..':jobs', idx) or '0:'\n"                              \
     "  local line = '{\"id\":\"batch_req_'..id..'_'..idx..'\",\"custom_id\":'..\n"                 \
     "    cjson.encode(cid_of(payload))..',\"response\":'..(resp ~= '' and resp or 'null')..\n"   \
     "    ',\"error\":'..(err ~= '' and err or 'null')..'}'\n"                                      \
     "  redis.call('HSET', m..':res', idx, (failed and 'F' or 'S')..attempt..'|'..line)\n"          \
-    "  forget_job(m, idx)\n"                                                                       \
+    "  forget_job(m, idx, cache)\n"                                                                \
     "  redis.call('HINCRBY', m, failed and 'failed' or 'completed', 1)\n"                          \
     "  local member = member_of(id, idx)\n"                                                        \
     "  unlease(m, member)\n"                                                                       \
@@ -161,7 +161,7 @@ static const char s_lease[] = LQ_LUA_LIB
     "  hits = hits + 1\n"
     "  hit_pt = hit_pt + tonumber(string.sub(v, 1, a - 1))\n"
     "  hit_ct = hit_ct + tonumber(string.sub(v, a + 1, b - 1))\n"
-    "  record(id, m, idx, false, string.sub(v, b + 1), '', now, 0)\n"
+    "  record(id, m, idx, false, string.sub(v, b + 1), '', now, 0, true)\n"
     "  return true\n"
     "end\n"
     "local out = {0}\n"
@@ -319,7 +319,7 @@ static const char s_report[] = LQ_LUA_LIB
     "            redis.call('HINCRBY', P..'cache_stats', 'stores', 1)\n"
     "          end\n"
     "        end\n"
-    "        forget_job(x.m, idx)\n"
+    "        forget_job(x.m, idx, x.cache)\n"
     "        code = failed and 'failed' or 'ok'\n"
     "      else\n"
     "        code = existing(x, id, idx, attempt)\n"
@@ -346,7 +346,7 @@ static const char s_report[] = LQ_LUA_LIB
     "  if not id then redis.call('ZREM', P..'leases', member) return 0 end\n"                      \
     "  local m = P..'b:'..id\n"                                                                    \
     "  if redis.call('ZREM', P..'leases', member) == 0 then return 0 end\n"                        \
-    "  local meta = redis.call('HMGET', m, 'state', 'max_attempts')\n"                             \
+    "  local meta = redis.call('HMGET', m, 'state', 'max_attempts', 'cache')\n"                    \
     "  if not meta[1] then return 0 end\n"                                                         \
     "  redis.call('HINCRBY', m, 'leased', -1)\n"                                                   \
     "  local back = 0\n"                                                                           \
@@ -354,7 +354,7 @@ static const char s_report[] = LQ_LUA_LIB
     " meta[1] ~= 'cancelled' then\n"                                                               \
     "    local cur = tonumber(redis.call('HGET', m..':att', idx) or '0')\n"                        \
     "    if cur >= tonumber(meta[2]) then\n"                                                       \
-    "      record(id, m, idx, true, '', err, now, cur)\n"                                               \
+    "      record(id, m, idx, true, '', err, now, cur, meta[3] == '1')\n"                          \
     "    else\n"                                                                                   \
     "      redis.call('RPUSH', m..':q', idx)\n"                                                    \
     "      back = 1\n"                                                                             \

@@ -116,8 +116,5 @@ int lq_content_reply(lq_gw_req_t *r, const char *broker_batch, int want_failed)
         s_free(c);
         return MHD_NO;
     }
-    MHD_add_response_header(resp, "Content-Type", "application/octet-stream");
-    int rc = MHD_queue_response(r->conn, 200, resp);
-    MHD_destroy_response(resp);
-    return rc;
+    return lq_gw_reply_octets(r, resp);
 }

@@ -265,10 +265,7 @@ int lq_files_content(lq_gw_req_t *r, const char *id)
         close(fd);
         return MHD_NO;
     }
-    MHD_add_response_header(resp, "Content-Type", "application/octet-stream");
-    int rc = MHD_queue_response(r->conn, 200, resp);
-    MHD_destroy_response(resp);
-    return rc;
+    return lq_gw_reply_octets(r, resp);
 }
 
 int lq_files_delete(lq_gw_req_t *r, const char *id)

@@ -58,6 +58,8 @@ typedef struct lq_gw_req {
     void *upload; /* files.c's multipart state, NULL if none */
 } lq_gw_req_t;
 
+struct MHD_Response;
+
 /* ---- http.c: replies ---- */
 
 /* Queues j (stolen) as a JSON reply with the HTTP status. Returns the
@@ -70,6 +72,9 @@ int lq_gw_reply_error(lq_gw_req_t *r, unsigned status, const char *type, const c
     __attribute__((format(printf, 6, 7)));
 /* A 404 for a missing object of kind ("file", "batch"). */
 int lq_gw_reply_not_found(lq_gw_req_t *r, const char *kind, const char *id);
+/* Queues resp (a body made by the caller; destroyed here) as a 200
+ * application/octet-stream reply. Returns the MHD result. */
+int lq_gw_reply_octets(lq_gw_req_t *r, struct MHD_Response *resp);
 /* A query-string argument of the request, or NULL. */
 const char *lq_gw_query(lq_gw_req_t *r, const char *key);
 

@@ -70,6 +70,14 @@ int lq_gw_reply_not_found(lq_gw_req_t *r, const char *kind, const char *id)
                              kind, id);
 }
 
+int lq_gw_reply_octets(lq_gw_req_t *r, struct MHD_Response *resp)
+{
+    MHD_add_response_header(resp, "Content-Type", "application/octet-stream");
+    int rc = MHD_queue_response(r->conn, 200, resp);
+    MHD_destroy_response(resp);
+    return rc;
+}
+
 const char *lq_gw_query(lq_gw_req_t *r, const char *key)
 {
     return MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, key);
