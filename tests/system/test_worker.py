@@ -249,14 +249,19 @@ class Semantics(SharedClusterTest):
               f"(ideal {n / rate:.1f}s), {n429} 429s of {stats['requests']} requests",
               file=sys.stderr)
         # The fake's bucket starts full (burst 10) and refills at 200/s. The
-        # first contact costs up to the broker's initial window (32 requests
-        # in flight) minus the burst in 429s; after that the broker paces the
-        # upstream from the 429s and pauses it for each Retry-After, so
-        # further 429s are rare probes: a few dozen in all, not hundreds.
+        # first contact costs the broker's initial window (32 requests in
+        # flight, doubling every 50 ms while full) minus the burst in 429s,
+        # and more when a loaded machine stalls the worker and its queued
+        # requests meet a 10-token bucket at once (27 on a quiet machine, up
+        # to 78 seen under a CI load; docs/benchmarks.md: "the first half
+        # second costs some 50-250 429s" at 500/s). After that the broker
+        # paces the upstream from the 429s and pauses it for each
+        # Retry-After, so further 429s are rare probes. Without pacing the
+        # worker's 300 slots would meet the bucket at once: hundreds.
         if rc["completed"] + rc["failed"] < n:
             c.llmq("cancel", batch, check=0)
             self.fail(f"{name}: only {rc['completed']} of {n} jobs done after {wall:.1f}s")
-        self.assertLessEqual(n429, 32 + 0.05 * n, "429s stay few")
+        self.assertLessEqual(n429, n // 4, "429s stay few")
         self.assertEqual(rc["failed"], 0)
         self.assertEqual(stats["by_status"].get("200", 0), n)
 
