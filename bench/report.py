@@ -149,6 +149,7 @@ def build(R, P):
     md += s_faults(R, P)
     md += s_rate(R, P)
     md += s_rate_shapes(R, P)
+    md += s_cost(R)
     md += s_profile(R)
     md += rerun()
     return "\n".join(md)
@@ -707,6 +708,103 @@ def s_rate_shapes(R, P):
                       f"'{f}' u 1:2 w l lw 2 lc 1 t 'pace in force', "
                       f"'{f}' u 1:3 w l lw 1 lc 2 t 'successes/s (100 ms)'\n", w=820, h=360)
         img(md, path, f"simulator {name}")
+    return md
+
+
+# Instructions per job at commit 1e50318 (before issue 11), measured with
+# `bench/instructions.py --jobs 10000` on 2026-11-29: the reference the
+# report compares with when a run has no "before" set of its own.
+INSTR_BEFORE = {"commit": "1e50318", "broker": 67384, "redis": 208770, "worker": 211380,
+                "client": 19385, "llmq_total": 506919}
+
+
+def cpu_us(run, prefix):
+    procs = run.get("procs", {})
+    cpu = sum(v["cpu_s"] for k, v in procs.items() if k.startswith(prefix))
+    return cpu / run["n"] * 1e6
+
+
+def s_cost(R):
+    cost = R.get("cost")
+    md = ["## Per-job cost (issue 11)\n"]
+    if not cost or "sets" not in cost:
+        return md + [f"not run ({cost.get('error') if cost else 'skipped'})\n"]
+    sets = cost["sets"]
+    names = [n for n in ("before", "now") if n in sets]
+    now = sets.get("now")
+    md.append(
+        "Instructions per job of each process (`bench/instructions.py`: redis-server,"
+        " llmq-broker and one llmq-worker with 256 slots under callgrind for one `llmq run`"
+        " against the instant fake; the client measured in a second run). Instruction counts"
+        " ignore the machine's load, so they are the stable figure. *before* is commit"
+        f" {INSTR_BEFORE['commit']}" + (", rebuilt and run in this same run" if "before" in sets
+                                         else " (measured 2026-11-29)") + ".\n")
+    procs = ["broker", "worker", "redis", "client", "llmq_total"]
+    before = sets["before"]["instructions"]["per_job"] if "before" in sets else INSTR_BEFORE
+    rows = []
+    for k in procs:
+        b = before.get(k)
+        a = now["instructions"]["per_job"].get(k) if now else None
+        rows.append([k.replace("llmq_total", "**all of llmq**"), fmt_n(b) if b else "–",
+                     fmt_n(a) if a else "–", f"{a / b:.2f} ×" if a and b else "–"])
+    jobs = now["instructions"]["jobs"] if now else 0
+    md.append(table(["process", "before", "now", "now / before"], rows))
+    if now:
+        a = now["instructions"]["per_job"]["llmq_total"]
+        md.append(f"{fmt_n(jobs)} jobs. Target: all of llmq at most half of before"
+                  f" ({fmt_n(INSTR_BEFORE['llmq_total'] // 2)}): "
+                  f"{ok(a <= INSTR_BEFORE['llmq_total'] / 2)}.\n")
+    # wall-clock rows
+    asy, wrk = cost.get("asyncio"), cost.get("wrk", {})
+    rows = []
+    for n in names:
+        d = sets[n]["durable"]
+        rows.append([f"llmq ({n})", fmt_n(d["n"]), fmt_s(d["wall_s"]), fmt_rate(d["jobs_per_s"]),
+                     f"{d['jobs_per_s'] / asy['jobs_per_s']:.1f} ×" if asy else "–",
+                     f"{d['jobs_per_s'] / wrk['req_per_s']:.0%}" if wrk.get("req_per_s") else "–",
+                     f"{cpu_us(d, 'worker'):.0f} / {cpu_us(d, 'broker'):.0f} /"
+                     f" {cpu_us(d, 'redis'):.0f}",
+                     f"{d['out']['lost']}/{d['out']['failed']}", f"{d.get('other_cpu_s', 0):.1f} s"])
+    if asy:
+        rows.append(["asyncio", fmt_n(asy["n"]), fmt_s(asy["wall_s"]), fmt_rate(asy["jobs_per_s"]),
+                     "1 ×", f"{asy['jobs_per_s'] / wrk['req_per_s']:.0%}" if wrk.get("req_per_s")
+                     else "–", "", f"{asy['out']['lost']}/{asy['out']['failed']}",
+                     f"{asy.get('other_cpu_s', 0):.1f} s"])
+    if wrk.get("req_per_s"):
+        rows.append(["wrk -c256", "", "", fmt_rate(wrk["req_per_s"]), "", "100%", "", "", ""])
+    md.append("### 100,000 jobs, instant fake, durable Redis (AOF everysec)\n")
+    md.append(table(["system", "jobs", "wall", "jobs/s", "× asyncio", "of wrk",
+                     "CPU µs/job worker / broker / redis", "lost/failed", "other CPU"], rows))
+    if now:
+        d = now["durable"]
+        xa = d["jobs_per_s"] / asy["jobs_per_s"] if asy else 0
+        xw = d["jobs_per_s"] / wrk["req_per_s"] if wrk.get("req_per_s") else 0
+        md.append(f"Targets: ≥ 8 × asyncio {ok(xa >= 8)} ({xa:.1f} ×), ≥ 30% of wrk"
+                  f" {ok(xw >= 0.3)} ({xw:.0%}). llmq: median of"
+                  f" {len(now['durable_runs'])} runs, 2 workers × 256; asyncio: best of"
+                  f" {len(cost.get('asyncio_runs', [asy])) if asy else 0}, 100 in flight.\n")
+    rows = []
+    for key, title, ideal, target in (
+            ("thousands", "10,000 jobs, 1 s upstream, 1 worker × 5,000 slots",
+             cost["thousands_ideal_s"], 2.4),
+            ("fifty", "10,000 jobs, 50 ms upstream, 2 workers × 250", cost["fifty_ideal_s"], 1.3)):
+        for n in names:
+            runs = sets[n][f"{key}_runs"]
+            med = sets[n][key]
+            rss = max((v.get("hwm_kb") or 0) for k, v in med.get("procs", {}).items()
+                      if k.startswith("worker"))
+            slots = med["concurrency"]
+            rows.append([title, n, f"{ideal:.1f} s", ", ".join(fmt_s(r["wall_s"]) for r in runs),
+                         fmt_s(med["wall_s"]), f"{med['wall_s'] / ideal:.2f} ×",
+                         f"{target} s: {ok(med['wall_s'] <= target)}" if n == "now" else "",
+                         f"{rss / slots:.1f} KiB" if rss and slots >= 1000 else "–",
+                         f"{med['out']['lost']}/{med['out']['failed']}"])
+    md.append("### Thousands in flight\n")
+    md.append(table(["case", "llmq", "ideal", "runs", "median", "median / ideal", "target",
+                     "worker peak RSS / slot", "lost/failed"], rows))
+    md.append("End to end (`llmq run`: submit, run, collect). Worker peak RSS per slot is the"
+              " worker's VmHWM divided by its 5,000 slots, all in flight (target ≤ 32 KiB per"
+              " in-flight request).\n")
     return md
 
 

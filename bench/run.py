@@ -14,7 +14,7 @@ bench/results/latest.json and the report (tables, gnuplot PNGs) to
 docs/benchmarks.md via bench/report.py.
 
 Scenarios (names for --only): wrk, throughput, latency, scale_n,
-scale_workers, faults, rate_limited, profile. BENCH_QUICK=1 (or --quick)
+scale_workers, faults, rate_limited, rate_shapes, cost, profile. BENCH_QUICK=1 (or --quick)
 runs a ~3-minute smoke version with smaller job counts.
 
 Every measured process is sampled from /proc: CPU seconds (utime+stime),
@@ -59,6 +59,7 @@ FULL = dict(
     rl_rate=1000, rl_n=10_000, cel_rl_n=5000,
     sh_rate=500, sh_n=5000,
     prof_n=100_000, quiet_budget_s=150,
+    cost_n=100_000, cost_reps=3, ins_n=10_000, thou_n=10_000, thou_slots=5000, fifty_n=10_000,
 )
 QUICK = dict(
     wrk_conns=[64, 256], wrk_secs=2,
@@ -72,9 +73,10 @@ QUICK = dict(
     rl_rate=1000, rl_n=3000, cel_rl_n=1000,
     sh_rate=500, sh_n=2000,
     prof_n=0, quiet_budget_s=30,
+    cost_n=20_000, cost_reps=1, ins_n=2000, thou_n=10_000, thou_slots=5000, fifty_n=10_000,
 )
 ALL = ["wrk", "throughput", "latency", "scale_n", "scale_workers", "faults", "rate_limited",
-       "rate_shapes", "profile"]
+       "rate_shapes", "cost", "profile"]
 
 
 def log(msg):
@@ -341,18 +343,18 @@ class Bench:
             self.input(n)
 
     # ---- clusters ----
-    def cluster(self, workers, conc, fake=(), broker=()):
+    def cluster(self, workers, conc, fake=(), broker=(), aof=False):
         self.quiet.wait()
-        return harness.Cluster(workers=workers, concurrency=conc,
+        return harness.Cluster(workers=workers, concurrency=conc, aof=aof,
                                fake_args=["--log-level", "warn", *fake],
                                broker_args=["--log-level", "warn", *broker],
                                worker_args=["--log-level", "warn", "--stats-interval", "0"])
 
     # ---- llmq ----
     def llmq_run(self, n, workers, conc, fake=(), broker=(), client=(), series=False,
-                 during=None, label=""):
+                 during=None, label="", aof=False):
         """One `llmq run` on a fresh cluster; returns a dict of figures."""
-        c = self.cluster(workers, conc, fake, broker)
+        c = self.cluster(workers, conc, fake, broker, aof)
         try:
             inp = self.input(n)
             out = c.path("out.jsonl")
@@ -385,7 +387,7 @@ class Bench:
             after = snapshot(cluster_procs(c))
             samples = samp.stop()
             fstats = fake_get(c.fake_port, "/stats")
-            r = {"system": "llmq", "n": n, "workers": workers, "concurrency": conc,
+            r = {"system": "llmq", "n": n, "workers": workers, "concurrency": conc, "aof": aof,
                  "wall_s": round(wall, 3), "done_s": done_s, "rc": rc,
                  "jobs_per_s": round(n / wall, 1), "out": check_output(out, n),
                  "fake": {k: fstats.get(k) for k in ("requests", "by_status", "dropped")},
@@ -602,6 +604,24 @@ class Bench:
         log("  warning: Celery workers not seen consuming; going on")
 
     # ---------------------------------------------------------- scenarios --
+    def wrk_once(self, url, conns, secs, fake_proc=None):
+        """One wrk run of secs seconds with conns connections against url."""
+        before = snapshot({"fake": fake_proc}) if fake_proc else None
+        r = subprocess.run(["wrk", "-t1", f"-c{conns}", f"-d{secs}s",
+                            "-s", os.path.join(HERE, "wrk_post.lua"), url],
+                           capture_output=True, text=True)
+        rps = lat = None
+        for line in r.stdout.splitlines():
+            if line.startswith("Requests/sec:"):
+                rps = float(line.split()[1])
+            if line.strip().startswith("Latency"):
+                lat = line.split()[1]
+        out = {"connections": conns, "req_per_s": rps, "latency_avg": lat}
+        if fake_proc:
+            cpu = delta(before, snapshot({"fake": fake_proc}))["fake"]["cpu_s"]
+            out["fake_cpu_per_s"] = round(cpu / secs, 2)
+        return out
+
     def s_wrk(self):
         P = self.P
         c = self.cluster(0, 1)
@@ -610,23 +630,10 @@ class Bench:
             runs = []
             for conns in P["wrk_conns"]:
                 fake_reset(c.fake_port)
-                before = snapshot({"fake": c.fake})
-                r = subprocess.run(["wrk", "-t1", f"-c{conns}", f"-d{P['wrk_secs']}s",
-                                    "-s", os.path.join(HERE, "wrk_post.lua"), url],
-                                   capture_output=True, text=True)
-                after = snapshot({"fake": c.fake})
-                rps = None
-                for line in r.stdout.splitlines():
-                    if line.startswith("Requests/sec:"):
-                        rps = float(line.split()[1])
-                lat = None
-                for line in r.stdout.splitlines():
-                    if line.strip().startswith("Latency"):
-                        lat = line.split()[1]
-                cpu = delta(before, after)["fake"]["cpu_s"]
-                runs.append({"connections": conns, "req_per_s": rps, "latency_avg": lat,
-                             "fake_cpu_per_s": round(cpu / P["wrk_secs"], 2)})
-                log(f"  wrk -c{conns}: {rps} req/s (fake CPU {cpu / P['wrk_secs']:.0%})")
+                x = self.wrk_once(url, conns, P["wrk_secs"], c.fake)
+                runs.append(x)
+                log(f"  wrk -c{conns}: {x['req_per_s']} req/s "
+                    f"(fake CPU {x['fake_cpu_per_s']:.0%})")
             return {"runs": runs, "max_req_per_s": max(x["req_per_s"] or 0 for x in runs)}
         finally:
             c.close()
@@ -839,6 +846,59 @@ class Bench:
                                                   "20", "--headers", "none"], label="two, B")
         return res
 
+    def s_cost(self):
+        """Per-job cost (issue 11), every figure in one run: instructions per
+        job of each process (bench/instructions.py, callgrind), 100,000
+        instant jobs with durable Redis (AOF everysec) beside the asyncio
+        script and wrk against the same fake, 10,000 jobs at 1 s latency
+        through one worker with 5,000 slots, 10,000 jobs at 50 ms through
+        2 workers x 250. With LLMQ_BENCH_BEFORE=DIR (binaries of an earlier
+        commit) the llmq rows run with those too, in the same run."""
+        P = self.P
+        sys.path.insert(0, HERE)
+        import instructions
+        sets = [("now", self.bin)]
+        before = os.environ.get("LLMQ_BENCH_BEFORE")
+        if before:
+            sets.append(("before", os.path.abspath(before)))
+        r = {"sets": {}}
+        for name, bindir in sets:
+            self.bin = harness.BIN = bindir
+            try:
+                x = {"bin": bindir}
+                self.quiet.wait()
+                x["instructions"] = instructions.measure(P["ins_n"], 1, 256)
+                log(f"  instructions per job ({name}): {x['instructions']['per_job']}")
+                runs = [self.llmq_run(P["cost_n"], 2, 256, aof=True, label=f"{name} durable")
+                        for _ in range(P["cost_reps"])]
+                x["durable_runs"], x["durable"] = runs, median_run(runs)
+                fake = ["--latency-ms", "1000"]
+                runs = [self.llmq_run(P["thou_n"], 1, P["thou_slots"], fake=fake,
+                                      label=f"{name} 1 s x {P['thou_slots']}")
+                        for _ in range(P["cost_reps"])]
+                x["thousands_runs"] = runs
+                x["thousands"] = median_run(runs, "wall_s")
+                fake = ["--latency-ms", "50"]
+                runs = [self.llmq_run(P["fifty_n"], 2, 250, fake=fake, label=f"{name} 50 ms")
+                        for _ in range(P["cost_reps"])]
+                x["fifty_runs"], x["fifty"] = runs, median_run(runs, "wall_s")
+                r["sets"][name] = x
+            finally:
+                self.bin = harness.BIN = self.a.bin
+        r["thousands_ideal_s"] = P["thou_n"] / P["thou_slots"] * 1.0
+        r["fifty_ideal_s"] = P["fifty_n"] / 500 * 0.05
+        asy = [self.asyncio_run(P["cost_n"], P["asy_tp_conc"], label="durable row")
+               for _ in range(P["bas_reps"])]
+        r["asyncio"] = max(asy, key=lambda v: v["jobs_per_s"])
+        c = self.cluster(0, 1)
+        try:
+            r["wrk"] = self.wrk_once(f"http://127.0.0.1:{c.fake_port}", 256, P["wrk_secs"],
+                                     c.fake)
+        finally:
+            c.close()
+        log(f"  wrk -c256: {r['wrk']['req_per_s']} req/s")
+        return r
+
     def s_profile(self):
         """perf record of every process during one throughput run."""
         P = self.P
@@ -941,6 +1001,8 @@ class Bench:
             need |= {P["rl_n"], P["cel_rl_n"]}
         if "rate_shapes" in only:
             need |= {P["sh_n"], P["sh_n"] // 5}
+        if "cost" in only:
+            need |= {P["cost_n"], P["thou_n"], P["fifty_n"]}
         need.discard(0)
         t = time.monotonic()
         self.prepare_inputs(need)

@@ -53,7 +53,7 @@ struct lq_rl {
     /* the window until a rate is known */
     double window;
     uint64_t window_full_ms;
-    int64_t nok_at_double; /* the window doubles only after a success */
+    int64_t bad_at_double; /* 429s + errors when it last doubled */
     int64_t inflight;
     /* successes and admissions per 100 ms slot */
     uint32_t ok_slots[S_SLOTS], sent_slots[S_SLOTS];
@@ -289,18 +289,20 @@ static int s_paused_admit(lq_rl_t *rl, uint64_t now_ms, uint64_t *retry_ms)
 }
 
 /* The window while no rate is known: 1 if it has room, else 0 (and it
- * doubles by the clock while full: LLM answers take seconds, and doubling
- * per answer would take minutes). */
+ * doubles by the clock while full, unless a 429 or an error came back since
+ * it last doubled: LLM answers take seconds, and doubling per answer (or
+ * only after a success) would take several round trips to fill thousands
+ * of slots; a provider that refuses answers its 429s long before that). */
 static int s_window_admit(lq_rl_t *rl, uint64_t now_ms, uint64_t *retry_ms)
 {
     int rate_known = rl->learned_rps > 0 || (rl->header_rps > 0 && rl->cfg.use_headers);
     if (rate_known || (double)rl->inflight < rl->window)
         return 1;
     if (!rl->window_full_ms || now_ms - rl->window_full_ms >= S_WINDOW_DOUBLING_MS) {
-        if (rl->window_full_ms && rl->window < S_MAX_WINDOW / 2 && rl->nok > rl->nok_at_double) {
+        int64_t bad = rl->n429 + rl->nerr;
+        if (rl->window_full_ms && rl->window < S_MAX_WINDOW / 2 && bad == rl->bad_at_double)
             rl->window *= 2;
-            rl->nok_at_double = rl->nok;
-        }
+        rl->bad_at_double = bad;
         rl->window_full_ms = now_ms;
     }
     *retry_ms = 5; /* a result will come; this is just a backstop */

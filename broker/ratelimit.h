@@ -33,7 +33,8 @@
  *     the workers' concurrency, not the provider, must not grow an
  *     unbounded estimate).
  *  6. Until any rate is known, a concurrency window (32 in flight, doubling
- *     every 50 ms while full) keeps the first moments from being a blast.
+ *     every 50 ms while full and no 429 or error came back since it last
+ *     doubled) keeps the first moments from being a blast.
  *
  * Learned state is exported as a short string (lq_rl_export) for the broker
  * to keep in Redis, and imported on start (lq_rl_import). */

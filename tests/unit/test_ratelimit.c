@@ -479,6 +479,55 @@ static void test_probe_ends_pessimistic_pause(void **state)
     lq_rl_destroy(&rl);
 }
 
+/* Thousands of slots against a slow upstream: with nothing known, the
+ * window doubles every 50 ms while it is full even before the first answer
+ * (a 1 s upstream answers nothing for a second), so 5,000 jobs are in
+ * flight within half a second; a 429 since the last doubling stops it. */
+static void test_window_fills_before_the_first_answer(void **state)
+{
+    (void)state;
+    lq_rl_config_t cfg = {0, 0, 1};
+    lq_rl_t *rl = lq_rl_new(&cfg, 0);
+    int64_t inflight = 0;
+    uint64_t retry;
+    uint64_t now = 1;
+    for (; now <= 500 && inflight < 5000; now++)
+        while (inflight < 5000 && lq_rl_admit(rl, now, 0, &retry))
+            inflight++;
+    assert_int_equal(inflight, 5000);
+    assert_true(now <= 500);
+    lq_rl_destroy(&rl);
+
+    /* 429s keep coming back (one every 40 ms, as from a provider that
+     * refuses everything): the window never doubles again */
+    rl = lq_rl_new(&cfg, 0);
+    inflight = 0;
+    for (now = 1; now <= 120; now++)
+        while (lq_rl_admit(rl, now, 0, &retry))
+            inflight++;
+    lq_rl_result_t r429 = {.status = 429, .retry_after_ms = -1, .used_tokens = -1,
+                           .limit_requests = -1, .limit_tokens = -1, .remaining_requests = -1,
+                           .remaining_tokens = -1, .reset_requests_ms = -1,
+                           .reset_tokens_ms = -1, .sent_ms = 1};
+    lq_rl_on_result(rl, now, &r429);
+    inflight--;
+    lq_rl_stats_t st;
+    lq_rl_stats(rl, now, &st);
+    double w = st.window;
+    for (uint64_t end = now + 400; now < end; now++) {
+        if (now % 40 == 0) {
+            r429.sent_ms = now - 1;
+            lq_rl_on_result(rl, now, &r429);
+            inflight--;
+        }
+        while (lq_rl_admit(rl, now, 0, &retry))
+            inflight++;
+    }
+    lq_rl_stats(rl, now, &st);
+    assert_true(st.window <= w);
+    lq_rl_destroy(&rl);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -499,6 +548,7 @@ int main(void)
         cmocka_unit_test(test_no_unbounded_estimate),
         cmocka_unit_test(test_export_import),
         cmocka_unit_test(test_probe_ends_pessimistic_pause),
+        cmocka_unit_test(test_window_fills_before_the_first_answer),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
