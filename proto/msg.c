@@ -6,20 +6,20 @@
  * lives in the C struct. The encoder and the decoder both walk that table,
  * so they cannot disagree about the format.
  *
- * Decoding runs in three steps:
+ * Decoding runs in two steps:
  *   1. s_scan() walks the raw bytes once, without allocating: the body must
  *      be exactly one msgpack map, complete, with no trailing bytes, nested
- *      at most S_MAX_DEPTH deep, and no container may declare more elements
- *      than there are bytes left. That last check matters: msgpack-c sizes
- *      its zone from the declared count before reading the elements, so a
- *      5-byte body declaring 2^32 entries would otherwise ask for ~200 GB.
- *      After the scan, msgpack-c's zone is bounded by 24 bytes per object
- *      (each >= 1 input byte), and objects by S_MAX_OBJECTS.
- *   2. msgpack_unpack_next() builds the object tree (strings point into the
- *      caller's buffer).
- *   3. s_dec_map() checks the tree against the schema and copies the values
- *      into the lq_msg_t; strings and arrays go into an arena of a few
- *      blocks hung off m->arena_, freed as a whole by lq_msg_clear().
+ *      at most S_MAX_DEPTH deep, of at most S_MAX_OBJECTS objects, and no
+ *      container may declare more elements than there are bytes left (so
+ *      an array's declared count, which sizes its allocation, is bounded
+ *      by the body).
+ *   2. s_dec_map() reads the bytes again in place (s_next(), no object
+ *      tree, no allocation per object), checks them against the schema and
+ *      copies the values into the lq_msg_t; strings and arrays go into an
+ *      arena of a few blocks (usually one, sized from the body) hung off
+ *      m->arena_, freed as a whole by lq_msg_clear(). Keys are looked up by
+ *      length and bytes, trying the field after the previous match first
+ *      (llmq writes keys in schema order).
  *
  * Ownership: the encoder never keeps a pointer into the message; the
  * decoder's output owns everything it points to via the arena. */
@@ -36,9 +36,8 @@
 #include <string.h>
 
 #define S_MAX_DEPTH 16 /* nesting of maps/arrays in a body */
-/* msgpack objects (keys, values, elements) in a body: bounds msgpack-c's
- * zone at ~96 MB (24 bytes each); a LIST_REPLY of LQ_MAX_ARRAY batches
- * needs ~3.7 million. */
+/* msgpack objects (keys, values, elements) in a body; a LIST_REPLY of
+ * LQ_MAX_ARRAY batches needs ~3.7 million. */
 #define S_MAX_OBJECTS 4000000u
 #define S_MAX_FIELDS 64 /* fields per schema (a bit mask tracks duplicates) */
 #define S_NOLEN 0xffffu /* s_field.aux when a string has no length member */
@@ -68,6 +67,7 @@ typedef struct s_schema s_schema;
 
 typedef struct {
     const char *key;
+    uint8_t klen; /* strlen(key) */
     uint8_t type, flags;
     uint16_t off;     /* of the value in the struct */
     uint16_t aux;     /* T_STR: off of the size_t length or S_NOLEN; T_STRS/T_ARR: of the count */
@@ -84,15 +84,15 @@ struct s_schema {
 };
 
 /* clang-format off */
-#define U64(S, k, m, fl) {k, T_U64, fl, offsetof(S, m), 0, 0, 0, 0, 0, NULL}
-#define I64(S, k, m, fl, lo, hi, d) {k, T_I64, fl, offsetof(S, m), 0, 0, lo, hi, d, NULL}
-#define BOOL(S, k, m, fl) {k, T_BOOL, fl, offsetof(S, m), 0, 0, 0, 0, 0, NULL}
-#define STR(S, k, m, fl, lim) {k, T_STR, fl, offsetof(S, m), S_NOLEN, lim, 0, 0, 0, NULL}
-#define STRL(S, k, m, lm, fl, lim) {k, T_STR, fl, offsetof(S, m), offsetof(S, lm), lim, 0, 0, 0, NULL}
+#define U64(S, k, m, fl) {k, sizeof(k) - 1, T_U64, fl, offsetof(S, m), 0, 0, 0, 0, 0, NULL}
+#define I64(S, k, m, fl, lo, hi, d) {k, sizeof(k) - 1, T_I64, fl, offsetof(S, m), 0, 0, lo, hi, d, NULL}
+#define BOOL(S, k, m, fl) {k, sizeof(k) - 1, T_BOOL, fl, offsetof(S, m), 0, 0, 0, 0, 0, NULL}
+#define STR(S, k, m, fl, lim) {k, sizeof(k) - 1, T_STR, fl, offsetof(S, m), S_NOLEN, lim, 0, 0, 0, NULL}
+#define STRL(S, k, m, lm, fl, lim) {k, sizeof(k) - 1, T_STR, fl, offsetof(S, m), offsetof(S, lm), lim, 0, 0, 0, NULL}
 #define STRS(S, k, m, cm, fl, lo, hi, lim)                                                        \
-    {k, T_STRS, fl, offsetof(S, m), offsetof(S, cm), lim, lo, hi, 0, NULL}
-#define ARR(S, k, m, cm, fl, lo, hi, sc) {k, T_ARR, fl, offsetof(S, m), offsetof(S, cm), 0, lo, hi, 0, &sc}
-#define OBJ(S, k, m, fl, sc) {k, T_OBJ, fl, offsetof(S, m), 0, 0, 0, 0, 0, &sc}
+    {k, sizeof(k) - 1, T_STRS, fl, offsetof(S, m), offsetof(S, cm), lim, lo, hi, 0, NULL}
+#define ARR(S, k, m, cm, fl, lo, hi, sc) {k, sizeof(k) - 1, T_ARR, fl, offsetof(S, m), offsetof(S, cm), 0, lo, hi, 0, &sc}
+#define OBJ(S, k, m, fl, sc) {k, sizeof(k) - 1, T_OBJ, fl, offsetof(S, m), 0, 0, 0, 0, 0, &sc}
 #define SCHEMA(name, S, arr)                                                   \
     _Static_assert(sizeof arr / sizeof arr[0] <= S_MAX_FIELDS, #arr);          \
     static const s_schema name = {arr, sizeof arr / sizeof arr[0], sizeof(S)}
@@ -558,7 +558,7 @@ static void s_enc_map(msgpack_packer *pk, const s_schema *sc, const void *base)
         const s_field *f = &sc->f[i];
         if (!s_enc_present(f, base))
             continue;
-        size_t klen = strlen(f->key);
+        size_t klen = f->klen;
         msgpack_pack_str(pk, klen);
         msgpack_pack_str_body(pk, f->key, klen);
         s_enc_value(pk, f, base);
@@ -781,30 +781,190 @@ static int s_where(s_dec *d, const char *key, size_t i)
     return -1;
 }
 
+/* ---- reading msgpack in place --------------------------------------------- */
+
+/* The kinds of msgpack object the decoder tells apart. */
+enum { O_NIL, O_BOOL, O_UINT, O_NINT, O_STR, O_BIN, O_ARRAY, O_MAP, O_OTHER };
+
+/* One object's head: scalars carry their value, str/bin point at their
+ * bytes (in the body), arrays/maps carry their count (the children follow
+ * at the cursor). */
+typedef struct {
+    int kind;
+    uint64_t u;        /* O_UINT; O_BOOL (0/1) */
+    int64_t i;         /* O_NINT (< 0) */
+    const uint8_t *ptr; /* O_STR, O_BIN */
+    uint32_t n;        /* O_STR/O_BIN bytes; O_ARRAY items; O_MAP pairs */
+} s_obj;
+
+/* A read position in a body s_scan() accepted. */
+typedef struct {
+    const uint8_t *p, *end;
+} s_cur;
+
+/* Reads n big-endian bytes (1..8) at c->p as an unsigned integer. */
+static uint64_t s_be64(const uint8_t *p, int n)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < n; i++)
+        v = v << 8 | p[i];
+    return v;
+}
+
+/* Reads the head of the object at the cursor into o and moves past it (past
+ * the payload of a str, bin, ext or float; onto the first child of an array
+ * or map). Returns 0, or -1 when the bytes run out (not after s_scan). */
+static int s_next(s_cur *c, s_obj *o)
+{
+    if (c->p >= c->end)
+        return -1;
+    uint8_t b = *c->p++;
+    size_t left = (size_t)(c->end - c->p);
+    int w = 0;         /* width of a size or value field */
+    uint64_t skip = 0; /* payload bytes to pass over (O_OTHER) */
+    o->kind = O_OTHER;
+    if (b <= 0x7f) {
+        o->kind = O_UINT;
+        o->u = b;
+        return 0;
+    }
+    if (b >= 0xe0) {
+        o->kind = O_NINT;
+        o->i = (int8_t)b;
+        return 0;
+    }
+    if (b <= 0x8f) {
+        o->kind = O_MAP;
+        o->n = b & 0x0f;
+        return 0;
+    }
+    if (b <= 0x9f) {
+        o->kind = O_ARRAY;
+        o->n = b & 0x0f;
+        return 0;
+    }
+    if (b <= 0xbf) {
+        o->kind = O_STR;
+        o->n = b & 0x1f;
+        goto bytes;
+    }
+    switch (b) {
+    case 0xc0:
+        o->kind = O_NIL;
+        return 0;
+    case 0xc2:
+    case 0xc3:
+        o->kind = O_BOOL;
+        o->u = b == 0xc3;
+        return 0;
+    case 0xcc: case 0xcd: case 0xce: case 0xcf: /* uint 8..64 */
+        w = 1 << (b - 0xcc);
+        if (left < (size_t)w)
+            return -1;
+        o->kind = O_UINT;
+        o->u = s_be64(c->p, w);
+        c->p += w;
+        return 0;
+    case 0xd0: case 0xd1: case 0xd2: case 0xd3: { /* int 8..64 */
+        w = 1 << (b - 0xd0);
+        if (left < (size_t)w)
+            return -1;
+        uint64_t raw = s_be64(c->p, w);
+        c->p += w;
+        int64_t v = w == 1   ? (int8_t)raw
+                    : w == 2 ? (int16_t)raw
+                    : w == 4 ? (int32_t)raw
+                             : (int64_t)raw;
+        if (v >= 0) { /* as msgpack-c: a non-negative value is unsigned */
+            o->kind = O_UINT;
+            o->u = (uint64_t)v;
+        } else {
+            o->kind = O_NINT;
+            o->i = v;
+        }
+        return 0;
+    }
+    case 0xd9: case 0xda: case 0xdb: /* str 8/16/32 */
+    case 0xc4: case 0xc5: case 0xc6: /* bin 8/16/32 */
+        o->kind = b >= 0xd9 ? O_STR : O_BIN;
+        w = 1 << (b >= 0xd9 ? b - 0xd9 : b - 0xc4);
+        if (left < (size_t)w)
+            return -1;
+        o->n = (uint32_t)s_be64(c->p, w);
+        c->p += w;
+        goto bytes;
+    case 0xdc: case 0xdd: /* array 16/32 */
+    case 0xde: case 0xdf: /* map 16/32 */
+        o->kind = b <= 0xdd ? O_ARRAY : O_MAP;
+        w = (b & 1) ? 4 : 2;
+        if (left < (size_t)w)
+            return -1;
+        o->n = (uint32_t)s_be64(c->p, w);
+        c->p += w;
+        return 0;
+    case 0xca: skip = 4; break; /* float32 */
+    case 0xcb: skip = 8; break;
+    case 0xd4: skip = 2; break; /* fixext 1..16, with the type byte */
+    case 0xd5: skip = 3; break;
+    case 0xd6: skip = 5; break;
+    case 0xd7: skip = 9; break;
+    case 0xd8: skip = 17; break;
+    case 0xc7: case 0xc8: case 0xc9: /* ext 8/16/32 */
+        w = 1 << (b - 0xc7);
+        if (left < (size_t)w)
+            return -1;
+        skip = s_be64(c->p, w) + 1;
+        c->p += w;
+        break;
+    default:
+        return -1; /* 0xc1 */
+    }
+    if (skip > (size_t)(c->end - c->p))
+        return -1;
+    c->p += skip;
+    return 0;
+bytes:
+    if (o->n > (size_t)(c->end - c->p))
+        return -1;
+    o->ptr = c->p;
+    c->p += o->n;
+    return 0;
+}
+
+/* Moves the cursor past one whole object (an unknown key's value).
+ * Returns 0 or -1. */
+static int s_skip(s_cur *c)
+{
+    uint64_t pending = 1;
+    while (pending) {
+        pending--;
+        s_obj o;
+        if (s_next(c, &o) < 0)
+            return -1;
+        if (o.kind == O_ARRAY)
+            pending += o.n;
+        else if (o.kind == O_MAP)
+            pending += 2 * (uint64_t)o.n;
+    }
+    return 0;
+}
+
 /* Copies a str/bin object into the arena as a NUL-terminated string of at
- * most f->smax bytes; NUL bytes are refused unless f has a length member.
- * Returns 0 with *out (and *outlen), or -1. */
-static int s_dec_str(s_dec *d, const s_field *f, const msgpack_object *o, const char **out,
+ * most f->smax bytes; NUL bytes are refused unless may_nul (f has a length
+ * member). Returns 0 with *out (and *outlen), or -1. */
+static int s_dec_str(s_dec *d, const s_field *f, const s_obj *o, const char **out,
                      size_t *outlen, int may_nul)
 {
-    const char *src;
-    size_t n;
-    if (o->type == MSGPACK_OBJECT_STR) {
-        src = o->via.str.ptr;
-        n = o->via.str.size;
-    } else if (o->type == MSGPACK_OBJECT_BIN) {
-        src = o->via.bin.ptr;
-        n = o->via.bin.size;
-    } else {
+    if (o->kind != O_STR && o->kind != O_BIN)
         return s_fail(d, "'%s': want a string", f->key);
-    }
+    size_t n = o->n;
     if (n > f->smax)
         return s_fail(d, "'%s': string of %zu bytes over the limit of %u", f->key, n,
                       (unsigned)f->smax);
-    if (!may_nul && memchr(src, 0, n))
+    if (!may_nul && memchr(o->ptr, 0, n))
         return s_fail(d, "'%s': string contains a NUL byte", f->key);
     char *s = s_alloc(d, n + 1, 1, 0);
-    memcpy(s, src, n);
+    memcpy(s, o->ptr, n);
     s[n] = '\0';
     *out = s;
     if (outlen)
@@ -812,38 +972,42 @@ static int s_dec_str(s_dec *d, const s_field *f, const msgpack_object *o, const 
     return 0;
 }
 
-/* Checks an array object's type and count against f. Returns 0 or -1. */
-static int s_dec_arr_hdr(s_dec *d, const s_field *f, const msgpack_object *o)
+/* Checks an array head's type and count against f. Returns 0 or -1. */
+static int s_dec_arr_hdr(s_dec *d, const s_field *f, const s_obj *o)
 {
-    if (o->type != MSGPACK_OBJECT_ARRAY)
+    if (o->kind != O_ARRAY)
         return s_fail(d, "'%s': want an array", f->key);
-    if ((int64_t)o->via.array.size < f->min || (int64_t)o->via.array.size > f->max)
-        return s_fail(d, "'%s': %u items, want %lld..%lld", f->key, (unsigned)o->via.array.size,
+    if ((int64_t)o->n < f->min || (int64_t)o->n > f->max)
+        return s_fail(d, "'%s': %u items, want %lld..%lld", f->key, (unsigned)o->n,
                       (long long)f->min, (long long)f->max);
     return 0;
 }
 
-static int s_dec_map(s_dec *d, const s_schema *sc, const msgpack_object *o, void *base);
+static int s_dec_map(s_dec *d, const s_schema *sc, s_cur *c, void *base);
 
-/* Decodes object o into field f of the struct at base. Returns 0 or -1. */
-static int s_dec_value(s_dec *d, const s_field *f, const msgpack_object *o, void *base)
+/* Decodes the object at the cursor into field f of the struct at base.
+ * Returns 0 or -1. */
+static int s_dec_value(s_dec *d, const s_field *f, s_cur *c, void *base)
 {
+    s_obj o;
+    if (f->type != T_OBJ && s_next(c, &o) < 0)
+        return s_fail(d, "'%s': truncated", f->key);
     switch (f->type) {
     case T_U64:
-        if (o->type == MSGPACK_OBJECT_NEGATIVE_INTEGER)
+        if (o.kind == O_NINT)
             return s_fail(d, "'%s': negative", f->key);
-        if (o->type != MSGPACK_OBJECT_POSITIVE_INTEGER)
+        if (o.kind != O_UINT)
             return s_fail(d, "'%s': want an integer", f->key);
-        AT(base, f->off, uint64_t) = o->via.u64;
+        AT(base, f->off, uint64_t) = o.u;
         return 0;
     case T_I64: {
         int64_t v;
-        if (o->type == MSGPACK_OBJECT_POSITIVE_INTEGER) {
-            if (o->via.u64 > (uint64_t)INT64_MAX)
-                return s_fail(d, "'%s': %llu out of range", f->key, (unsigned long long)o->via.u64);
-            v = (int64_t)o->via.u64;
-        } else if (o->type == MSGPACK_OBJECT_NEGATIVE_INTEGER) {
-            v = o->via.i64;
+        if (o.kind == O_UINT) {
+            if (o.u > (uint64_t)INT64_MAX)
+                return s_fail(d, "'%s': %llu out of range", f->key, (unsigned long long)o.u);
+            v = (int64_t)o.u;
+        } else if (o.kind == O_NINT) {
+            v = o.i;
         } else {
             return s_fail(d, "'%s': want an integer", f->key);
         }
@@ -854,81 +1018,92 @@ static int s_dec_value(s_dec *d, const s_field *f, const msgpack_object *o, void
         return 0;
     }
     case T_BOOL:
-        if (o->type != MSGPACK_OBJECT_BOOLEAN)
+        if (o.kind != O_BOOL)
             return s_fail(d, "'%s': want a boolean", f->key);
-        AT(base, f->off, int) = o->via.boolean ? 1 : 0;
+        AT(base, f->off, int) = (int)o.u;
         return 0;
     case T_STR: {
         int has_len = f->aux != S_NOLEN;
         const char *s = NULL;
-        if (s_dec_str(d, f, o, &s, has_len ? &AT(base, f->aux, size_t) : NULL, has_len) < 0)
+        if (s_dec_str(d, f, &o, &s, has_len ? &AT(base, f->aux, size_t) : NULL, has_len) < 0)
             return -1;
         s_setp(base, f->off, s);
         return 0;
     }
     case T_STRS: {
-        if (s_dec_arr_hdr(d, f, o) < 0)
+        if (s_dec_arr_hdr(d, f, &o) < 0)
             return -1;
-        size_t n = o->via.array.size;
+        size_t n = o.n;
         const char **v = s_alloc(d, (n ? n : 1) * sizeof *v, alignof(max_align_t), 1);
-        for (size_t i = 0; i < n; i++)
-            if (s_dec_str(d, f, &o->via.array.ptr[i], &v[i], NULL, 0) < 0)
+        for (size_t i = 0; i < n; i++) {
+            s_obj e;
+            if (s_next(c, &e) < 0 || s_dec_str(d, f, &e, &v[i], NULL, 0) < 0)
                 return s_where(d, f->key, i);
+        }
         s_setp(base, f->off, v);
         AT(base, f->aux, size_t) = n;
         return 0;
     }
     case T_ARR: {
-        if (s_dec_arr_hdr(d, f, o) < 0)
+        if (s_dec_arr_hdr(d, f, &o) < 0)
             return -1;
-        size_t n = o->via.array.size;
+        size_t n = o.n;
         char *v = s_alloc(d, (n ? n : 1) * f->sub->size, alignof(max_align_t), 1);
         for (size_t i = 0; i < n; i++)
-            if (s_dec_map(d, f->sub, &o->via.array.ptr[i], v + i * f->sub->size) < 0)
+            if (s_dec_map(d, f->sub, c, v + i * f->sub->size) < 0)
                 return s_where(d, f->key, i);
         s_setp(base, f->off, v);
         AT(base, f->aux, size_t) = n;
         return 0;
     }
     case T_OBJ:
-        if (s_dec_map(d, f->sub, o, (char *)base + f->off) < 0)
+        if (s_dec_map(d, f->sub, c, (char *)base + f->off) < 0)
             return s_where(d, f->key, SIZE_MAX);
         return 0;
     }
     return s_fail(d, "'%s': bad schema", f->key);
 }
 
-/* Decodes map object o into the zeroed struct at base following sc: known
- * keys once each, unknown keys skipped, absent optional fields set to their
- * defaults. Returns 0 or -1. */
-static int s_dec_map(s_dec *d, const s_schema *sc, const msgpack_object *o, void *base)
+/* The index in sc of the field named k[0..kn), or sc->n. Tries the field
+ * after the previous match first (llmq writes keys in schema order), then
+ * all of them. */
+static size_t s_find_field(const s_schema *sc, const uint8_t *k, size_t kn, size_t hint)
 {
-    if (o->type != MSGPACK_OBJECT_MAP)
+    if (hint < sc->n && sc->f[hint].klen == kn && memcmp(sc->f[hint].key, k, kn) == 0)
+        return hint;
+    for (size_t i = 0; i < sc->n; i++)
+        if (sc->f[i].klen == kn && memcmp(sc->f[i].key, k, kn) == 0)
+            return i;
+    return sc->n;
+}
+
+/* Decodes the map at the cursor into the zeroed struct at base following
+ * sc: known keys once each, unknown keys skipped, absent optional fields
+ * set to their defaults. Returns 0 or -1. */
+static int s_dec_map(s_dec *d, const s_schema *sc, s_cur *c, void *base)
+{
+    s_obj o;
+    if (s_next(c, &o) < 0 || o.kind != O_MAP)
         return s_fail(d, "want a map");
     uint64_t seen = 0;
-    for (uint32_t k = 0; k < o->via.map.size; k++) {
-        const msgpack_object *key = &o->via.map.ptr[k].key;
-        const char *kp;
-        size_t kn;
-        if (key->type == MSGPACK_OBJECT_STR) {
-            kp = key->via.str.ptr;
-            kn = key->via.str.size;
-        } else if (key->type == MSGPACK_OBJECT_BIN) {
-            kp = key->via.bin.ptr;
-            kn = key->via.bin.size;
-        } else {
+    size_t hint = 0;
+    for (uint32_t k = 0; k < o.n; k++) {
+        s_obj key;
+        if (s_next(c, &key) < 0)
+            return s_fail(d, "truncated map");
+        if (key.kind != O_STR && key.kind != O_BIN)
             return s_fail(d, "map key is not a string");
+        size_t i = s_find_field(sc, key.ptr, key.n, hint);
+        if (i == sc->n) {
+            if (s_skip(c) < 0) /* unknown key: ignored */
+                return s_fail(d, "truncated map");
+            continue;
         }
-        size_t i;
-        for (i = 0; i < sc->n; i++)
-            if (strlen(sc->f[i].key) == kn && memcmp(sc->f[i].key, kp, kn) == 0)
-                break;
-        if (i == sc->n)
-            continue; /* unknown key: ignored */
         if (seen & (UINT64_C(1) << i))
             return s_fail(d, "duplicate key '%s'", sc->f[i].key);
         seen |= UINT64_C(1) << i;
-        if (s_dec_value(d, &sc->f[i], &o->via.map.ptr[k].val, base) < 0)
+        hint = i + 1;
+        if (s_dec_value(d, &sc->f[i], c, base) < 0)
             return -1;
     }
     for (size_t i = 0; i < sc->n; i++) {
@@ -958,15 +1133,13 @@ int lq_msg_decode(uint8_t cmd, const void *body, size_t len, lq_msg_t *m, char *
     } else if (s_scan(body, len, &why) < 0) {
         s_fail(&d, "%s", why);
     } else {
-        msgpack_unpacked u;
-        msgpack_unpacked_init(&u);
-        size_t off = 0;
-        msgpack_unpack_return r = msgpack_unpack_next(&u, body, len, &off);
-        if (r != MSGPACK_UNPACK_SUCCESS || off != len)
-            s_fail(&d, "msgpack parse error %d", (int)r);
-        else if (s_dec_map(&d, c->sc, &u.data, &m->u) == 0)
-            m->cmd = cmd;
-        msgpack_unpacked_destroy(&u);
+        s_cur cur = {body, (const uint8_t *)body + len};
+        if (s_dec_map(&d, c->sc, &cur, &m->u) == 0) {
+            if (cur.p != cur.end)
+                s_fail(&d, "trailing bytes after the map");
+            else
+                m->cmd = cmd;
+        }
     }
     if (d.err[0]) {
         lq_msg_clear(m);
