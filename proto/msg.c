@@ -60,7 +60,7 @@ enum {
 enum {
     F_REQ = 1,   /* must be present */
     F_EMPTY = 2, /* optional string that decodes as "" (not NULL) when absent */
-    F_OMIT0 = 4, /* T_U64 left out of the encoding when 0 */
+    F_OMIT0 = 4, /* T_U64 / T_I64 left out of the encoding when 0 */
 };
 
 typedef struct s_schema s_schema;
@@ -309,6 +309,7 @@ static const s_field s_ready_f[] = {
     I64(lq_w_ready_t, "concurrency", concurrency, F_REQ, 1, 1000000, 0),
     I64(lq_w_ready_t, "credit", credit, F_REQ, 0, 1000000, 0),
     STRS(lq_w_ready_t, "upstreams", upstreams, nupstreams, F_REQ, 0, LQ_MAX_ARRAY, LQ_MAX_ID),
+    I64(lq_w_ready_t, "batch", batch, F_OMIT0, 0, LQ_MAX_BATCH, 0),
 };
 SCHEMA(s_ready, lq_w_ready_t, s_ready_f);
 
@@ -364,6 +365,16 @@ static const s_field s_result_ack_f[] = {
 };
 SCHEMA(s_result_ack, lq_w_result_ack_t, s_result_ack_f);
 
+static const s_field s_job_list_f[] = {
+    ARR(lq_w_job_list_t, "jobs", jobs, njobs, F_REQ, 1, LQ_MAX_BATCH, s_job),
+};
+SCHEMA(s_job_list, lq_w_job_list_t, s_job_list_f);
+
+static const s_field s_result_list_f[] = {
+    ARR(lq_w_result_list_t, "results", results, nresults, F_REQ, 1, LQ_MAX_BATCH, s_result),
+};
+SCHEMA(s_result_list, lq_w_result_list_t, s_result_list_f);
+
 typedef struct {
     uint8_t cmd;
     const char *name;
@@ -398,6 +409,8 @@ static const s_cmd_t s_cmds[] = {
     {LQ_W_RESULT_ACK, "RESULT_ACK", &s_result_ack},
     {LQ_W_HEARTBEAT, "HEARTBEAT", &s_simple},
     {LQ_W_DISCONNECT, "DISCONNECT", &s_simple},
+    {LQ_W_JOB_LIST, "JOB_LIST", &s_job_list},
+    {LQ_W_RESULT_LIST, "RESULT_LIST", &s_result_list},
 };
 
 /* Returns the table entry for cmd, or NULL when it is not a command.
@@ -485,6 +498,8 @@ static int s_enc_present(const s_field *f, const void *base)
         return s_getp(base, f->off) != NULL;
     if (f->type == T_U64 && (f->flags & F_OMIT0))
         return CAT(base, f->off, uint64_t) != 0;
+    if (f->type == T_I64 && (f->flags & F_OMIT0))
+        return CAT(base, f->off, int64_t) != 0;
     if (f->type == T_BOOL && !(f->flags & F_REQ)) /* optional flags: sent only when set */
         return CAT(base, f->off, int) != 0;
     return 1;
@@ -575,6 +590,77 @@ int lq_msg_encode(const lq_msg_t *m, lq_buf_t *out)
     msgpack_packer_init(&pk, out, s_buf_write);
     s_enc_map(&pk, c->sc, &m->u);
     return 0;
+}
+
+/* ---- item-by-item bodies (JOB_LIST, RESULT_LIST) ------------------------ */
+
+/* Room kept in front of the items for the map head, the key and the array
+ * head: 1 + (1 + 7) + 5 bytes at most. */
+#define S_BATCH_HEAD 16
+
+/* The command's only field: an array of item maps. */
+static const s_field *s_batch_field(uint8_t cmd)
+{
+    const s_cmd_t *c = s_find_cmd(cmd);
+    return c && c->sc->n == 1 && c->sc->f[0].type == T_ARR ? &c->sc->f[0] : NULL;
+}
+
+void lq_batch_begin(lq_batch_t *b, uint8_t cmd)
+{
+    b->cmd = cmd;
+    b->n = 0;
+    b->buf.len = 0;
+    static const char room[S_BATCH_HEAD];
+    s_buf_write(&b->buf, room, sizeof room);
+}
+
+void lq_batch_add(lq_batch_t *b, const void *item)
+{
+    const s_field *f = s_batch_field(b->cmd);
+    if (!f)
+        return;
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &b->buf, s_buf_write);
+    s_enc_map(&pk, f->sub, item);
+    b->n++;
+}
+
+size_t lq_batch_size(const lq_batch_t *b)
+{
+    return b->buf.len > S_BATCH_HEAD ? b->buf.len - S_BATCH_HEAD : 0;
+}
+
+const void *lq_batch_body(lq_batch_t *b, size_t *len)
+{
+    const s_field *f = s_batch_field(b->cmd);
+    uint8_t head[S_BATCH_HEAD];
+    size_t h = 0, klen = f ? f->klen : 0;
+    head[h++] = 0x81; /* a map of one pair, the key a fixstr (< 32 bytes) */
+    head[h++] = (uint8_t)(0xa0 | klen);
+    memcpy(head + h, f ? f->key : "", klen);
+    h += klen;
+    size_t n = b->n; /* the smallest array head, as msgpack_pack_array */
+    if (n < 16) {
+        head[h++] = (uint8_t)(0x90 | n);
+    } else if (n < 65536) {
+        head[h++] = 0xdc;
+        head[h++] = (uint8_t)(n >> 8);
+        head[h++] = (uint8_t)n;
+    } else {
+        head[h++] = 0xdd;
+        for (int i = 3; i >= 0; i--)
+            head[h++] = (uint8_t)(n >> (8 * i));
+    }
+    char *at = b->buf.data + S_BATCH_HEAD - h;
+    memcpy(at, head, h);
+    *len = b->buf.len - (S_BATCH_HEAD - h);
+    return at;
+}
+
+void lq_batch_clear(lq_batch_t *b)
+{
+    lq_buf_clear(&b->buf);
+    b->n = 0;
 }
 
 /* ---- structural pre-scan ----------------------------------------------- */
