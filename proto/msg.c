@@ -27,7 +27,6 @@
 
 #include "../common/util.h"
 
-#include <msgpack.h>
 #include <stdalign.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -473,21 +472,97 @@ void lq_buf_clear(lq_buf_t *b)
     b->len = b->cap = 0;
 }
 
-/* msgpack_packer write callback: appends to the lq_buf_t, growing it by
- * doubling. Returns 0; aborts on out-of-memory (xrealloc). */
-static int s_buf_write(void *data, const char *buf, size_t len)
+/* Makes room for n more bytes in b, growing it by doubling. Aborts on
+ * out-of-memory (xrealloc); can't fail. */
+static void s_room(lq_buf_t *b, size_t n)
 {
-    lq_buf_t *b = data;
-    if (b->cap - b->len < len) {
-        size_t cap = b->cap ? b->cap : 256;
-        while (cap - b->len < len)
-            cap *= 2;
-        b->data = xrealloc(b->data, cap);
-        b->cap = cap;
-    }
-    memcpy(b->data + b->len, buf, len);
+    if (b->cap - b->len >= n)
+        return;
+    size_t cap = b->cap ? b->cap : 256;
+    while (cap - b->len < n)
+        cap *= 2;
+    b->data = xrealloc(b->data, cap);
+    b->cap = cap;
+}
+
+/* Appends len bytes. Can't fail. */
+static void s_buf_write(lq_buf_t *b, const void *p, size_t len)
+{
+    s_room(b, len);
+    memcpy(b->data + b->len, p, len);
     b->len += len;
-    return 0;
+}
+
+/* Appends byte t then the low w bytes of v, big-endian (room for 9 bytes
+ * must be made). */
+static void s_put_be(lq_buf_t *b, uint8_t t, uint64_t v, int w)
+{
+    uint8_t *p = (uint8_t *)b->data + b->len;
+    *p++ = t;
+    for (int i = w - 1; i >= 0; i--)
+        *p++ = (uint8_t)(v >> (8 * i));
+    b->len += 1 + (size_t)w;
+}
+
+/* The writers below produce msgpack's smallest form of each value, the
+ * bytes msgpack-c's packer writes (docs/protocol.md 5.1). */
+static void s_w_uint(lq_buf_t *b, uint64_t v)
+{
+    s_room(b, 9);
+    if (v < 128)
+        b->data[b->len++] = (char)v;
+    else if (v < 256)
+        s_put_be(b, 0xcc, v, 1);
+    else if (v < 65536)
+        s_put_be(b, 0xcd, v, 2);
+    else if (v < (UINT64_C(1) << 32))
+        s_put_be(b, 0xce, v, 4);
+    else
+        s_put_be(b, 0xcf, v, 8);
+}
+
+static void s_w_int(lq_buf_t *b, int64_t v)
+{
+    if (v >= 0) {
+        s_w_uint(b, (uint64_t)v);
+        return;
+    }
+    s_room(b, 9);
+    if (v >= -32)
+        b->data[b->len++] = (char)(uint8_t)v;
+    else if (v >= -128)
+        s_put_be(b, 0xd0, (uint64_t)v, 1);
+    else if (v >= -32768)
+        s_put_be(b, 0xd1, (uint64_t)v, 2);
+    else if (v >= INT32_MIN)
+        s_put_be(b, 0xd2, (uint64_t)v, 4);
+    else
+        s_put_be(b, 0xd3, (uint64_t)v, 8);
+}
+
+/* A container or string head: fix form (fix | n) under fixmax, else the
+ * 8- (str only), 16- or 32-bit form. */
+static void s_w_head(lq_buf_t *b, size_t n, uint8_t fix, size_t fixmax, uint8_t t8, uint8_t t16,
+                     uint8_t t32)
+{
+    s_room(b, 5);
+    if (n < fixmax)
+        b->data[b->len++] = (char)(fix | n);
+    else if (t8 && n < 256)
+        s_put_be(b, t8, n, 1);
+    else if (n < 65536)
+        s_put_be(b, t16, n, 2);
+    else
+        s_put_be(b, t32, n, 4);
+}
+
+#define S_W_MAP(b, n) s_w_head(b, n, 0x80, 16, 0, 0xde, 0xdf)
+#define S_W_ARRAY(b, n) s_w_head(b, n, 0x90, 16, 0, 0xdc, 0xdd)
+
+static void s_w_str(lq_buf_t *b, const char *s, size_t len)
+{
+    s_w_head(b, len, 0xa0, 32, 0xd9, 0xda, 0xdb);
+    s_buf_write(b, s, len);
 }
 
 /* Returns whether field f of the struct at base goes into the encoding:
@@ -507,76 +582,74 @@ static int s_enc_present(const s_field *f, const void *base)
 
 /* Packs a string; NULL packs as "". With a length member, a length of 0
  * means strlen(s), so a caller that forgot to set it still sends the text. */
-static void s_enc_str(msgpack_packer *pk, const char *s, size_t len, int has_len)
+static void s_enc_str(lq_buf_t *b, const char *s, size_t len, int has_len)
 {
     if (!s)
         s = "";
     if (!has_len || len == 0)
         len = strlen(s);
-    msgpack_pack_str(pk, len);
-    msgpack_pack_str_body(pk, s, len);
+    s_w_str(b, s, len);
 }
 
-static void s_enc_map(msgpack_packer *pk, const s_schema *sc, const void *base);
+static void s_enc_map(lq_buf_t *b, const s_schema *sc, const void *base);
 
 /* Packs the value of field f (the key is already packed). Can't fail. */
-static void s_enc_value(msgpack_packer *pk, const s_field *f, const void *base)
+static void s_enc_value(lq_buf_t *b, const s_field *f, const void *base)
 {
     switch (f->type) {
     case T_U64:
-        msgpack_pack_uint64(pk, CAT(base, f->off, uint64_t));
+        s_w_uint(b, CAT(base, f->off, uint64_t));
         break;
     case T_I64:
-        msgpack_pack_int64(pk, CAT(base, f->off, int64_t));
+        s_w_int(b, CAT(base, f->off, int64_t));
         break;
     case T_BOOL:
-        if (CAT(base, f->off, int))
-            msgpack_pack_true(pk);
-        else
-            msgpack_pack_false(pk);
+        s_room(b, 1);
+        b->data[b->len++] = (char)(CAT(base, f->off, int) ? 0xc3 : 0xc2);
         break;
     case T_STR: {
         int has_len = f->aux != S_NOLEN;
-        s_enc_str(pk, s_getp(base, f->off), has_len ? CAT(base, f->aux, size_t) : 0, has_len);
+        s_enc_str(b, s_getp(base, f->off), has_len ? CAT(base, f->aux, size_t) : 0, has_len);
         break;
     }
     case T_STRS: {
         const char *const *v = s_getp(base, f->off);
         size_t n = v ? CAT(base, f->aux, size_t) : 0;
-        msgpack_pack_array(pk, n);
+        S_W_ARRAY(b, n);
         for (size_t i = 0; i < n; i++)
-            s_enc_str(pk, v[i], 0, 0);
+            s_enc_str(b, v[i], 0, 0);
         break;
     }
     case T_ARR: {
         const char *v = s_getp(base, f->off);
         size_t n = v ? CAT(base, f->aux, size_t) : 0;
-        msgpack_pack_array(pk, n);
+        S_W_ARRAY(b, n);
         for (size_t i = 0; i < n; i++)
-            s_enc_map(pk, f->sub, v + i * f->sub->size);
+            s_enc_map(b, f->sub, v + i * f->sub->size);
         break;
     }
     case T_OBJ:
-        s_enc_map(pk, f->sub, (const char *)base + f->off);
+        s_enc_map(b, f->sub, (const char *)base + f->off);
         break;
     }
 }
 
 /* Packs the struct at base as a map, keys in schema order. Can't fail. */
-static void s_enc_map(msgpack_packer *pk, const s_schema *sc, const void *base)
+static void s_enc_map(lq_buf_t *b, const s_schema *sc, const void *base)
 {
     size_t n = 0;
     for (size_t i = 0; i < sc->n; i++)
         n += s_enc_present(&sc->f[i], base) ? 1 : 0;
-    msgpack_pack_map(pk, n);
+    S_W_MAP(b, n);
     for (size_t i = 0; i < sc->n; i++) {
         const s_field *f = &sc->f[i];
         if (!s_enc_present(f, base))
             continue;
-        size_t klen = f->klen;
-        msgpack_pack_str(pk, klen);
-        msgpack_pack_str_body(pk, f->key, klen);
-        s_enc_value(pk, f, base);
+        s_room(b, 1 + f->klen); /* keys are fixstr (< 32 bytes) */
+        b->data[b->len++] = (char)(0xa0 | f->klen);
+        memcpy(b->data + b->len, f->key, f->klen);
+        b->len += f->klen;
+        s_enc_value(b, f, base);
     }
 }
 
@@ -586,9 +659,7 @@ int lq_msg_encode(const lq_msg_t *m, lq_buf_t *out)
     const s_cmd_t *c = s_find_cmd(m->cmd);
     if (!c)
         return -1;
-    msgpack_packer pk;
-    msgpack_packer_init(&pk, out, s_buf_write);
-    s_enc_map(&pk, c->sc, &m->u);
+    s_enc_map(out, c->sc, &m->u);
     return 0;
 }
 
@@ -619,9 +690,7 @@ void lq_batch_add(lq_batch_t *b, const void *item)
     const s_field *f = s_batch_field(b->cmd);
     if (!f)
         return;
-    msgpack_packer pk;
-    msgpack_packer_init(&pk, &b->buf, s_buf_write);
-    s_enc_map(&pk, f->sub, item);
+    s_enc_map(&b->buf, f->sub, item);
     b->n++;
 }
 

@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include <cmocka.h>
+#include <msgpack.h>
 
 static const uint8_t s_all_cmds[] = {
     LQ_C_OPEN,       LQ_C_CHUNK,     LQ_C_CLOSE,        LQ_C_STATUS,     LQ_C_RESULTS,
@@ -838,6 +839,99 @@ static void test_limits(void **state)
     free(huge);
 }
 
+/* ---- the encoder writes what msgpack-c's packer writes ---------------------- */
+
+static int s_pk_write(void *data, const char *buf, size_t len)
+{
+    msgpack_sbuffer *sb = data;
+    return msgpack_sbuffer_write(sb, buf, len);
+}
+
+/* Asserts that b ends with what pack put into sb. */
+static void s_assert_tail(const lq_buf_t *b, const msgpack_sbuffer *sb)
+{
+    assert_true(b->len >= sb->size);
+    assert_memory_equal(b->data + b->len - sb->size, sb->data, sb->size);
+}
+
+static void test_encoder_matches_msgpack_c(void **state)
+{
+    (void)state;
+    static const int64_t ints[] = {0, 1, 31, 32, 127, 128, 255, 256, 65535, 65536,
+                                   INT32_MAX, (int64_t)UINT32_MAX, (int64_t)UINT32_MAX + 1,
+                                   INT64_MAX, -1, -31, -32, -33, -127, -128, -129, -32767,
+                                   -32768, -32769, INT32_MIN, (int64_t)INT32_MIN - 1, INT64_MIN};
+    for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++) {
+        /* an int field last in its map: RESULT_ACK {"jobs": [{"batch", "index"}]} */
+        lq_job_ref_t ref = {"b", ints[i]};
+        lq_msg_t m;
+        memset(&m, 0, sizeof m);
+        m.cmd = LQ_W_RESULT_ACK;
+        m.u.result_ack = (lq_w_result_ack_t){&ref, 1};
+        lq_buf_t b = s_enc(&m);
+        msgpack_sbuffer sb;
+        msgpack_sbuffer_init(&sb);
+        msgpack_packer pk;
+        msgpack_packer_init(&pk, &sb, s_pk_write);
+        msgpack_pack_int64(&pk, ints[i]);
+        s_assert_tail(&b, &sb);
+        lq_buf_clear(&b);
+        /* and as an unsigned field (req) */
+        if (ints[i] > 0) {
+            memset(&m, 0, sizeof m);
+            m.cmd = LQ_W_HEARTBEAT;
+            m.u.simple.req = (uint64_t)ints[i];
+            b = s_enc(&m);
+            msgpack_sbuffer_clear(&sb);
+            msgpack_pack_uint64(&pk, (uint64_t)ints[i]);
+            s_assert_tail(&b, &sb);
+            lq_buf_clear(&b);
+        }
+        msgpack_sbuffer_destroy(&sb);
+    }
+    static const size_t lens[] = {0, 1, 31, 32, 255, 256, 65535, 65536, 70000};
+    char *text = malloc(70001);
+    memset(text, 'x', 70000);
+    for (size_t i = 0; i < sizeof lens / sizeof lens[0]; i++) {
+        /* a string last in its map, and an array of that many strings */
+        text[lens[i]] = '\0';
+        lq_msg_t m;
+        memset(&m, 0, sizeof m);
+        m.cmd = LQ_C_ERROR;
+        m.u.error = (lq_c_error_t){1, "c", text};
+        lq_buf_t b = s_enc(&m);
+        msgpack_sbuffer sb;
+        msgpack_sbuffer_init(&sb);
+        msgpack_packer pk;
+        msgpack_packer_init(&pk, &sb, s_pk_write);
+        msgpack_pack_str(&pk, lens[i]);
+        msgpack_pack_str_body(&pk, text, lens[i]);
+        s_assert_tail(&b, &sb);
+        lq_buf_clear(&b);
+        text[lens[i]] = 'x';
+        if (lens[i] <= 65536) {
+            const char **ups = calloc(lens[i] + 1, sizeof *ups);
+            for (size_t k = 0; k < lens[i]; k++)
+                ups[k] = "u";
+            memset(&m, 0, sizeof m);
+            m.cmd = LQ_W_READY;
+            m.u.ready = (lq_w_ready_t){"w", 1, 1, ups, lens[i], 0};
+            b = s_enc(&m);
+            msgpack_sbuffer_clear(&sb);
+            msgpack_pack_array(&pk, lens[i]);
+            for (size_t k = 0; k < lens[i]; k++) {
+                msgpack_pack_str(&pk, 1);
+                msgpack_pack_str_body(&pk, "u", 1);
+            }
+            s_assert_tail(&b, &sb);
+            lq_buf_clear(&b);
+            free(ups);
+        }
+        msgpack_sbuffer_destroy(&sb);
+    }
+    free(text);
+}
+
 /* ---- JOB_LIST, RESULT_LIST and READY's batch ---------------------------------- */
 
 /* Builds a body of n items of cmd with lq_batch_* and checks it equals
@@ -1176,6 +1270,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_optional_fields), cmocka_unit_test(test_vectors),
         cmocka_unit_test(test_bad_structure),   cmocka_unit_test(test_bad_fields),
         cmocka_unit_test(test_lenient),         cmocka_unit_test(test_limits),
+        cmocka_unit_test(test_encoder_matches_msgpack_c),
         cmocka_unit_test(test_lists),           cmocka_unit_test(test_req_field),
         cmocka_unit_test(test_unknown_command), cmocka_unit_test(test_random_mutations),
     };
