@@ -31,8 +31,10 @@
 typedef struct {
     uint8_t ident[LQ_MAX_IDENT];
     size_t ident_len;
-    lq_job_ref_t *refs;
+    lq_job_ref_t *refs; /* their batch ids point into names */
     size_t n, cap;
+    char **names; /* the batch ids, each copied once per run of results */
+    size_t nnames, cap_names;
 } s_acks_t;
 
 /* The jobs dispatch handed one worker in this loop iteration, sent as one
@@ -290,7 +292,14 @@ static void s_on_recorded(void *arg, const uint8_t *ident, size_t len, const cha
         a->cap = a->cap ? a->cap * 2 : 64;
         a->refs = xrealloc(a->refs, a->cap * sizeof *a->refs);
     }
-    a->refs[a->n++] = (lq_job_ref_t){xstrdup(batch), index};
+    if (a->nnames == 0 || strcmp(a->names[a->nnames - 1], batch) != 0) {
+        if (a->nnames == a->cap_names) {
+            a->cap_names = a->cap_names ? a->cap_names * 2 : 4;
+            a->names = xrealloc(a->names, a->cap_names * sizeof *a->names);
+        }
+        a->names[a->nnames++] = xstrdup(batch);
+    }
+    a->refs[a->n++] = (lq_job_ref_t){a->names[a->nnames - 1], index};
     /* A retry due soon: promote it on time rather than on the next tick. */
     if (strcmp(code, "retry") == 0 && delay_ms < 1000 &&
         (!lq_timer_active(&b->promote_timer) ||
@@ -300,8 +309,9 @@ static void s_on_recorded(void *arg, const uint8_t *ident, size_t len, const cha
 
 static void s_acks_clear(s_acks_t *a)
 {
-    for (size_t i = 0; i < a->n; i++)
-        free((char *)a->refs[i].batch);
+    for (size_t i = 0; i < a->nnames; i++)
+        free(a->names[i]);
+    a->nnames = 0;
     a->n = 0;
 }
 
@@ -331,6 +341,7 @@ static void s_acks_drop(lq_broker_t *b, const uint8_t *ident, size_t len)
         return;
     s_acks_clear(a);
     free(a->refs);
+    free(a->names);
     free(a);
 }
 
@@ -845,6 +856,7 @@ void lq_broker_destroy(lq_broker_t **p)
     while (lq_map_next(b->acks, &pos, NULL, NULL, &v)) {
         s_acks_clear(v);
         free(((s_acks_t *)v)->refs);
+        free(((s_acks_t *)v)->names);
         free(v);
     }
     lq_map_destroy(&b->acks);

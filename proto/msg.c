@@ -6,20 +6,18 @@
  * lives in the C struct. The encoder and the decoder both walk that table,
  * so they cannot disagree about the format.
  *
- * Decoding runs in two steps:
- *   1. s_scan() walks the raw bytes once, without allocating: the body must
- *      be exactly one msgpack map, complete, with no trailing bytes, nested
- *      at most S_MAX_DEPTH deep, of at most S_MAX_OBJECTS objects, and no
- *      container may declare more elements than there are bytes left (so
- *      an array's declared count, which sizes its allocation, is bounded
- *      by the body).
- *   2. s_dec_map() reads the bytes again in place (s_next(), no object
- *      tree, no allocation per object), checks them against the schema and
- *      copies the values into the lq_msg_t; strings and arrays go into an
- *      arena of a few blocks (usually one, sized from the body) hung off
- *      m->arena_, freed as a whole by lq_msg_clear(). Keys are looked up by
- *      length and bytes, trying the field after the previous match first
- *      (llmq writes keys in schema order).
+ * Decoding reads the bytes once, in place (s_next(), no object tree, no
+ * allocation per object), and checks them against the schema while it
+ * copies the values into the lq_msg_t. The structural rules hold for
+ * every byte, unknown keys' values included (s_skip()): the body must be
+ * exactly one msgpack map, complete, with no trailing bytes, nested at
+ * most S_MAX_DEPTH deep, of at most S_MAX_OBJECTS objects, and no
+ * container may declare more elements than there are bytes left, so an
+ * array's declared count, which sizes its allocation, is bounded by the
+ * body. Strings and arrays go into an arena of a few blocks (usually one,
+ * sized from the body) hung off m->arena_, freed as a whole by
+ * lq_msg_clear(). Keys are looked up by length and bytes, trying the field
+ * after the previous match first (llmq writes keys in schema order).
  *
  * Ownership: the encoder never keeps a pointer into the message; the
  * decoder's output owns everything it points to via the arena. */
@@ -732,141 +730,6 @@ void lq_batch_clear(lq_batch_t *b)
     b->n = 0;
 }
 
-/* ---- structural pre-scan ----------------------------------------------- */
-
-/* Reads a big-endian unsigned integer of n bytes (1, 2, 4). */
-static uint32_t s_be(const uint8_t *p, int n)
-{
-    uint32_t v = 0;
-    for (int i = 0; i < n; i++)
-        v = v << 8 | p[i];
-    return v;
-}
-
-/* Classifies one msgpack type byte: the payload bytes that follow it
- * (skip), the child objects it holds (children), or the width of its size
- * field (lenbytes) and whether an ext type byte follows (extra). Returns 0,
- * or -1 for the never-used byte 0xc1. */
-static int s_head(uint8_t b, uint64_t *skip, uint64_t *children, int *lenbytes, int *extra)
-{
-    if (b <= 0x7f || b >= 0xe0 || b == 0xc0 || b == 0xc2 || b == 0xc3)
-        return 0; /* fixint, nil, bool: nothing follows */
-    if (b <= 0x8f) {
-        *children = 2u * (b & 0x0f);
-        return 0;
-    }
-    if (b <= 0x9f) {
-        *children = b & 0x0f;
-        return 0;
-    }
-    if (b <= 0xbf) {
-        *skip = b & 0x1f;
-        return 0;
-    }
-    /* clang-format off */
-    switch (b) {
-    case 0xc4: case 0xd9: *lenbytes = 1; break; /* bin8, str8 */
-    case 0xc5: case 0xda: *lenbytes = 2; break;
-    case 0xc6: case 0xdb: *lenbytes = 4; break;
-    case 0xc7: *lenbytes = 1; *extra = 1; break; /* ext8/16/32 */
-    case 0xc8: *lenbytes = 2; *extra = 1; break;
-    case 0xc9: *lenbytes = 4; *extra = 1; break;
-    case 0xca: *skip = 4; break; /* float32 */
-    case 0xcb: *skip = 8; break;
-    case 0xcc: case 0xd0: *skip = 1; break; /* (u)int8..64 */
-    case 0xcd: case 0xd1: *skip = 2; break;
-    case 0xce: case 0xd2: *skip = 4; break;
-    case 0xcf: case 0xd3: *skip = 8; break;
-    case 0xd4: *skip = 2; break; /* fixext 1..16, with the type byte */
-    case 0xd5: *skip = 3; break;
-    case 0xd6: *skip = 5; break;
-    case 0xd7: *skip = 9; break;
-    case 0xd8: *skip = 17; break;
-    case 0xdc: case 0xde: *lenbytes = 2; break; /* array16, map16 */
-    case 0xdd: case 0xdf: *lenbytes = 4; break;
-    default: return -1; /* 0xc1 */
-    }
-    /* clang-format on */
-    return 0;
-}
-
-/* Checks that p[0..len) is exactly one complete msgpack map nested at most
- * S_MAX_DEPTH deep, of at most S_MAX_OBJECTS objects, in which no container
- * declares more elements than bytes remain. Allocates nothing. Returns 0,
- * or -1 with a reason in why. */
-static int s_scan(const uint8_t *p, size_t len, const char **why)
-{
-    uint64_t pending[S_MAX_DEPTH + 1]; /* objects still to read per level */
-    int top = 0;
-    size_t pos = 0, objects = 0;
-    if (len == 0) {
-        *why = "empty body";
-        return -1;
-    }
-    if (!((p[0] >= 0x80 && p[0] <= 0x8f) || p[0] == 0xde || p[0] == 0xdf)) {
-        *why = "body is not a map";
-        return -1;
-    }
-    pending[0] = 1;
-    while (top >= 0) {
-        if (pending[top] == 0) {
-            top--;
-            continue;
-        }
-        pending[top]--;
-        if (pos >= len) {
-            *why = "truncated body";
-            return -1;
-        }
-        if (++objects > S_MAX_OBJECTS) {
-            *why = "too many objects";
-            return -1;
-        }
-        uint8_t b = p[pos++];
-        uint64_t skip = 0, children = 0; /* payload bytes, child objects */
-        int lenbytes = 0, extra = 0;     /* size field width; ext type byte */
-        if (s_head(b, &skip, &children, &lenbytes, &extra) < 0) {
-            *why = "invalid msgpack byte";
-            return -1;
-        }
-        if (lenbytes) {
-            if (len - pos < (size_t)lenbytes) {
-                *why = "truncated body";
-                return -1;
-            }
-            uint32_t n = s_be(p + pos, lenbytes);
-            pos += lenbytes;
-            if (b == 0xdc || b == 0xdd)
-                children = n;
-            else if (b == 0xde || b == 0xdf)
-                children = 2 * (uint64_t)n;
-            else
-                skip = (uint64_t)n + extra;
-        }
-        if (skip > len - pos) {
-            *why = "truncated body";
-            return -1;
-        }
-        pos += skip;
-        if (children) {
-            if (children > len - pos) {
-                *why = "container larger than the body";
-                return -1;
-            }
-            if (top == S_MAX_DEPTH) {
-                *why = "nested too deeply";
-                return -1;
-            }
-            pending[++top] = children;
-        }
-    }
-    if (pos != len) {
-        *why = "trailing bytes after the map";
-        return -1;
-    }
-    return 0;
-}
-
 /* ---- decoder ----------------------------------------------------------- */
 
 /* Arena block; m->arena_ points at the newest, blocks chain to older ones. */
@@ -952,9 +815,14 @@ typedef struct {
     uint32_t n;        /* O_STR/O_BIN bytes; O_ARRAY items; O_MAP pairs */
 } s_obj;
 
-/* A read position in a body s_scan() accepted. */
+/* A read position in a body, and what the structural rules (docs/protocol.md
+ * 5.3, rules 1-2) need: objects read so far, the nesting depth of the
+ * container being read (the body's map is depth 1), why reading failed. */
 typedef struct {
     const uint8_t *p, *end;
+    size_t objects;
+    int depth;
+    const char *why;
 } s_cur;
 
 /* Reads n big-endian bytes (1..8) at c->p as an unsigned integer. */
@@ -966,13 +834,25 @@ static uint64_t s_be64(const uint8_t *p, int n)
     return v;
 }
 
+/* Records why the cursor cannot go on. Returns -1. */
+static int s_bad(s_cur *c, const char *why)
+{
+    c->why = why;
+    return -1;
+}
+
 /* Reads the head of the object at the cursor into o and moves past it (past
  * the payload of a str, bin, ext or float; onto the first child of an array
- * or map). Returns 0, or -1 when the bytes run out (not after s_scan). */
+ * or map). Refuses, with c->why, a body that ends early, the byte 0xc1, an
+ * array or map declaring more elements than bytes remain (each takes one
+ * at least: that bounds what a declared count may allocate), and the
+ * S_MAX_OBJECTS + 1st object. Returns 0 or -1. */
 static int s_next(s_cur *c, s_obj *o)
 {
     if (c->p >= c->end)
-        return -1;
+        return s_bad(c, "truncated body");
+    if (++c->objects > S_MAX_OBJECTS)
+        return s_bad(c, "too many objects");
     uint8_t b = *c->p++;
     size_t left = (size_t)(c->end - c->p);
     int w = 0;         /* width of a size or value field */
@@ -991,12 +871,12 @@ static int s_next(s_cur *c, s_obj *o)
     if (b <= 0x8f) {
         o->kind = O_MAP;
         o->n = b & 0x0f;
-        return 0;
+        goto container;
     }
     if (b <= 0x9f) {
         o->kind = O_ARRAY;
         o->n = b & 0x0f;
-        return 0;
+        goto container;
     }
     if (b <= 0xbf) {
         o->kind = O_STR;
@@ -1015,7 +895,7 @@ static int s_next(s_cur *c, s_obj *o)
     case 0xcc: case 0xcd: case 0xce: case 0xcf: /* uint 8..64 */
         w = 1 << (b - 0xcc);
         if (left < (size_t)w)
-            return -1;
+            return s_bad(c, "truncated body");
         o->kind = O_UINT;
         o->u = s_be64(c->p, w);
         c->p += w;
@@ -1023,7 +903,7 @@ static int s_next(s_cur *c, s_obj *o)
     case 0xd0: case 0xd1: case 0xd2: case 0xd3: { /* int 8..64 */
         w = 1 << (b - 0xd0);
         if (left < (size_t)w)
-            return -1;
+            return s_bad(c, "truncated body");
         uint64_t raw = s_be64(c->p, w);
         c->p += w;
         int64_t v = w == 1   ? (int8_t)raw
@@ -1044,7 +924,7 @@ static int s_next(s_cur *c, s_obj *o)
         o->kind = b >= 0xd9 ? O_STR : O_BIN;
         w = 1 << (b >= 0xd9 ? b - 0xd9 : b - 0xc4);
         if (left < (size_t)w)
-            return -1;
+            return s_bad(c, "truncated body");
         o->n = (uint32_t)s_be64(c->p, w);
         c->p += w;
         goto bytes;
@@ -1053,10 +933,10 @@ static int s_next(s_cur *c, s_obj *o)
         o->kind = b <= 0xdd ? O_ARRAY : O_MAP;
         w = (b & 1) ? 4 : 2;
         if (left < (size_t)w)
-            return -1;
+            return s_bad(c, "truncated body");
         o->n = (uint32_t)s_be64(c->p, w);
         c->p += w;
-        return 0;
+        goto container;
     case 0xca: skip = 4; break; /* float32 */
     case 0xcb: skip = 8; break;
     case 0xd4: skip = 2; break; /* fixext 1..16, with the type byte */
@@ -1067,39 +947,61 @@ static int s_next(s_cur *c, s_obj *o)
     case 0xc7: case 0xc8: case 0xc9: /* ext 8/16/32 */
         w = 1 << (b - 0xc7);
         if (left < (size_t)w)
-            return -1;
+            return s_bad(c, "truncated body");
         skip = s_be64(c->p, w) + 1;
         c->p += w;
         break;
     default:
-        return -1; /* 0xc1 */
+        return s_bad(c, "invalid msgpack byte"); /* 0xc1 */
     }
     if (skip > (size_t)(c->end - c->p))
-        return -1;
+        return s_bad(c, "truncated body");
     c->p += skip;
     return 0;
 bytes:
     if (o->n > (size_t)(c->end - c->p))
-        return -1;
+        return s_bad(c, "truncated body");
     o->ptr = c->p;
     c->p += o->n;
     return 0;
+container:
+    if ((uint64_t)o->n * (o->kind == O_MAP ? 2 : 1) > (uint64_t)(c->end - c->p))
+        return s_bad(c, "container larger than the body");
+    return 0;
 }
 
-/* Moves the cursor past one whole object (an unknown key's value).
- * Returns 0 or -1. */
+/* Enters a container that has children (one level deeper). Returns 0, or
+ * -1 past S_MAX_DEPTH. */
+static int s_enter(s_cur *c)
+{
+    if (c->depth == S_MAX_DEPTH)
+        return s_bad(c, "nested too deeply");
+    c->depth++;
+    return 0;
+}
+
+/* Moves the cursor past one whole object (an unknown key's value), held
+ * to the same rules. Returns 0 or -1. */
 static int s_skip(s_cur *c)
 {
-    uint64_t pending = 1;
-    while (pending) {
-        pending--;
+    uint64_t pending[S_MAX_DEPTH + 1]; /* objects still to pass per level */
+    int top = 0, depth = c->depth;
+    pending[0] = 1;
+    while (top >= 0) {
+        if (pending[top] == 0) {
+            top--;
+            continue;
+        }
+        pending[top]--;
         s_obj o;
         if (s_next(c, &o) < 0)
             return -1;
-        if (o.kind == O_ARRAY)
-            pending += o.n;
-        else if (o.kind == O_MAP)
-            pending += 2 * (uint64_t)o.n;
+        uint64_t kids = o.kind == O_ARRAY ? o.n : o.kind == O_MAP ? 2 * (uint64_t)o.n : 0;
+        if (kids) {
+            if (depth + top + 1 > S_MAX_DEPTH)
+                return s_bad(c, "nested too deeply");
+            pending[++top] = kids;
+        }
     }
     return 0;
 }
@@ -1146,7 +1048,7 @@ static int s_dec_value(s_dec *d, const s_field *f, s_cur *c, void *base)
 {
     s_obj o;
     if (f->type != T_OBJ && s_next(c, &o) < 0)
-        return s_fail(d, "'%s': truncated", f->key);
+        return s_fail(d, "%s", c->why);
     switch (f->type) {
     case T_U64:
         if (o.kind == O_NINT)
@@ -1190,11 +1092,18 @@ static int s_dec_value(s_dec *d, const s_field *f, s_cur *c, void *base)
             return -1;
         size_t n = o.n;
         const char **v = s_alloc(d, (n ? n : 1) * sizeof *v, alignof(max_align_t), 1);
+        if (n && s_enter(c) < 0)
+            return s_fail(d, "%s", c->why);
         for (size_t i = 0; i < n; i++) {
             s_obj e;
-            if (s_next(c, &e) < 0 || s_dec_str(d, f, &e, &v[i], NULL, 0) < 0)
+            if (s_next(c, &e) < 0) {
+                s_fail(d, "%s", c->why);
+                return s_where(d, f->key, i);
+            }
+            if (s_dec_str(d, f, &e, &v[i], NULL, 0) < 0)
                 return s_where(d, f->key, i);
         }
+        c->depth -= n ? 1 : 0;
         s_setp(base, f->off, v);
         AT(base, f->aux, size_t) = n;
         return 0;
@@ -1204,9 +1113,12 @@ static int s_dec_value(s_dec *d, const s_field *f, s_cur *c, void *base)
             return -1;
         size_t n = o.n;
         char *v = s_alloc(d, (n ? n : 1) * f->sub->size, alignof(max_align_t), 1);
+        if (n && s_enter(c) < 0)
+            return s_fail(d, "%s", c->why);
         for (size_t i = 0; i < n; i++)
             if (s_dec_map(d, f->sub, c, v + i * f->sub->size) < 0)
                 return s_where(d, f->key, i);
+        c->depth -= n ? 1 : 0;
         s_setp(base, f->off, v);
         AT(base, f->aux, size_t) = n;
         return 0;
@@ -1238,20 +1150,24 @@ static size_t s_find_field(const s_schema *sc, const uint8_t *k, size_t kn, size
 static int s_dec_map(s_dec *d, const s_schema *sc, s_cur *c, void *base)
 {
     s_obj o;
-    if (s_next(c, &o) < 0 || o.kind != O_MAP)
+    if (s_next(c, &o) < 0)
+        return s_fail(d, "%s", c->why);
+    if (o.kind != O_MAP)
         return s_fail(d, "want a map");
+    if (o.n && s_enter(c) < 0)
+        return s_fail(d, "%s", c->why);
     uint64_t seen = 0;
     size_t hint = 0;
     for (uint32_t k = 0; k < o.n; k++) {
         s_obj key;
         if (s_next(c, &key) < 0)
-            return s_fail(d, "truncated map");
+            return s_fail(d, "%s", c->why);
         if (key.kind != O_STR && key.kind != O_BIN)
             return s_fail(d, "map key is not a string");
         size_t i = s_find_field(sc, key.ptr, key.n, hint);
         if (i == sc->n) {
             if (s_skip(c) < 0) /* unknown key: ignored */
-                return s_fail(d, "truncated map");
+                return s_fail(d, "%s", c->why);
             continue;
         }
         if (seen & (UINT64_C(1) << i))
@@ -1261,6 +1177,7 @@ static int s_dec_map(s_dec *d, const s_schema *sc, s_cur *c, void *base)
         if (s_dec_value(d, &sc->f[i], c, base) < 0)
             return -1;
     }
+    c->depth -= o.n ? 1 : 0;
     for (size_t i = 0; i < sc->n; i++) {
         const s_field *f = &sc->f[i];
         if (seen & (UINT64_C(1) << i))
@@ -1279,16 +1196,18 @@ int lq_msg_decode(uint8_t cmd, const void *body, size_t len, lq_msg_t *m, char *
 {
     memset(m, 0, sizeof *m);
     s_dec d = {.m = m, .hint = len + 256};
-    const char *why = NULL;
     const s_cmd_t *c = s_find_cmd(cmd);
+    const uint8_t *p = body;
     if (!c) {
         s_fail(&d, "unknown command 0x%02x", cmd);
     } else if (len > LQ_MAX_BODY) {
         s_fail(&d, "body of %zu bytes over the limit of %u", len, (unsigned)LQ_MAX_BODY);
-    } else if (s_scan(body, len, &why) < 0) {
-        s_fail(&d, "%s", why);
+    } else if (len == 0) {
+        s_fail(&d, "empty body");
+    } else if (!((p[0] >= 0x80 && p[0] <= 0x8f) || p[0] == 0xde || p[0] == 0xdf)) {
+        s_fail(&d, "body is not a map");
     } else {
-        s_cur cur = {body, (const uint8_t *)body + len};
+        s_cur cur = {p, p + len, 0, 0, NULL};
         if (s_dec_map(&d, c->sc, &cur, &m->u) == 0) {
             if (cur.p != cur.end)
                 s_fail(&d, "trailing bytes after the map");

@@ -645,8 +645,8 @@ static void test_bad_structure(void **state)
     s_bad_hex(LQ_W_CREDIT, "81a66372656469740500", "trailing");   /* one byte extra */
     s_bad_hex(LQ_W_CREDIT, "81a6637265646974c1", "invalid");      /* reserved byte */
     s_bad_hex(LQ_W_CREDIT, "8105a6637265646974", "not a string"); /* int key */
-    /* Declared sizes far beyond the body are refused before msgpack-c
-     * allocates for them. */
+    /* Declared sizes far beyond the body are refused before anything is
+     * allocated for them. */
     s_bad_hex(LQ_W_CREDIT, "dfffffffff", "larger than the body");
     s_bad_hex(LQ_W_CREDIT, "81a178ddffffffff", "larger than the body");
     s_bad_hex(LQ_W_CREDIT, "81a178dbffffffff", "truncated");
