@@ -57,7 +57,8 @@ enum {
 enum {
     F_REQ = 1,   /* must be present */
     F_EMPTY = 2, /* optional string that decodes as "" (not NULL) when absent */
-    F_OMIT0 = 4, /* T_U64 / T_I64 left out of the encoding when 0 */
+    F_OMIT0 = 4, /* T_U64 left out of the encoding when 0 */
+    F_OMITD = 8, /* T_I64 left out of the encoding when it equals its default */
 };
 
 typedef struct s_schema s_schema;
@@ -97,7 +98,7 @@ struct s_schema {
 
 /* A non-negative count or index; one where -1 means unknown (the default). */
 #define NNEG(S, k, m, fl) I64(S, k, m, fl, 0, S_I64_MAX, 0)
-#define UNK(S, k, m) I64(S, k, m, 0, -1, S_I64_MAX, -1)
+#define UNK(S, k, m) I64(S, k, m, F_OMITD, -1, S_I64_MAX, -1)
 
 static const s_field s_open_f[] = {
     U64(lq_c_open_t, "req", req, F_REQ),
@@ -306,7 +307,7 @@ static const s_field s_ready_f[] = {
     I64(lq_w_ready_t, "concurrency", concurrency, F_REQ, 1, 1000000, 0),
     I64(lq_w_ready_t, "credit", credit, F_REQ, 0, 1000000, 0),
     STRS(lq_w_ready_t, "upstreams", upstreams, nupstreams, F_REQ, 0, LQ_MAX_ARRAY, LQ_MAX_ID),
-    I64(lq_w_ready_t, "batch", batch, F_OMIT0, 0, LQ_MAX_BATCH, 0),
+    I64(lq_w_ready_t, "batch", batch, F_OMITD, 0, LQ_MAX_BATCH, 0),
 };
 SCHEMA(s_ready, lq_w_ready_t, s_ready_f);
 
@@ -564,15 +565,16 @@ static void s_w_str(lq_buf_t *b, const char *s, size_t len)
 }
 
 /* Returns whether field f of the struct at base goes into the encoding:
- * optional strings are left out when NULL, F_OMIT0 ints when 0. */
+ * optional strings are left out when NULL, F_OMIT0 ints when 0, F_OMITD
+ * ints when they equal their default (the decoder restores it). */
 static int s_enc_present(const s_field *f, const void *base)
 {
     if (f->type == T_STR && !(f->flags & F_REQ))
         return s_getp(base, f->off) != NULL;
     if (f->type == T_U64 && (f->flags & F_OMIT0))
         return CAT(base, f->off, uint64_t) != 0;
-    if (f->type == T_I64 && (f->flags & F_OMIT0))
-        return CAT(base, f->off, int64_t) != 0;
+    if (f->type == T_I64 && (f->flags & F_OMITD))
+        return CAT(base, f->off, int64_t) != f->dflt;
     if (f->type == T_BOOL && !(f->flags & F_REQ)) /* optional flags: sent only when set */
         return CAT(base, f->off, int) != 0;
     return 1;

@@ -519,6 +519,22 @@ static void test_optional_fields(void **state)
     lq_msg_clear(&out);
     lq_buf_clear(&b);
 
+    /* -1 (unknown) fields are left out and come back as -1; others stay */
+    memset(&in, 0, sizeof in);
+    in.cmd = LQ_W_RESULT;
+    in.u.result = (lq_w_result_t){"b", 1, 1, LQ_OUTCOME_OK, 200, NULL, 0, NULL, NULL, NULL,
+                                  -1, 7, -1, -1, -1, -1, -1, -1, -1, 0};
+    b = s_enc(&in);
+    assert_null(memmem(b.data, b.len, "rl_", 3));
+    assert_null(memmem(b.data, b.len, "retry_after_ms", 14));
+    assert_null(memmem(b.data, b.len, "completion_tokens", 17));
+    assert_non_null(memmem(b.data, b.len, "prompt_tokens", 13));
+    assert_non_null(memmem(b.data, b.len, "latency_ms", 10));
+    s_dec_ok(in.cmd, b.data, b.len, &out);
+    s_msg_eq(&in, &out);
+    lq_msg_clear(&out);
+    lq_buf_clear(&b);
+
     /* RESULT with only the required keys: the -1 defaults apply. */
     uint8_t raw[128];
     size_t n;
