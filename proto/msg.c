@@ -64,7 +64,7 @@ enum {
 typedef struct s_schema s_schema;
 
 typedef struct {
-    const char *key;
+    const char *key; /* under 32 bytes: written as a fixstr */
     uint8_t klen; /* strlen(key) */
     uint8_t type, flags;
     uint16_t off;     /* of the value in the struct */
@@ -637,18 +637,24 @@ static void s_enc_value(lq_buf_t *b, const s_field *f, const void *base)
 /* Packs the struct at base as a map, keys in schema order. Can't fail. */
 static void s_enc_map(lq_buf_t *b, const s_schema *sc, const void *base)
 {
+    uint64_t present = 0;
     size_t n = 0;
     for (size_t i = 0; i < sc->n; i++)
-        n += s_enc_present(&sc->f[i], base) ? 1 : 0;
+        if (s_enc_present(&sc->f[i], base)) {
+            present |= UINT64_C(1) << i;
+            n++;
+        }
     S_W_MAP(b, n);
     for (size_t i = 0; i < sc->n; i++) {
         const s_field *f = &sc->f[i];
-        if (!s_enc_present(f, base))
+        if (!(present & (UINT64_C(1) << i)))
             continue;
         s_room(b, 1 + f->klen); /* keys are fixstr (< 32 bytes) */
-        b->data[b->len++] = (char)(0xa0 | f->klen);
-        memcpy(b->data + b->len, f->key, f->klen);
-        b->len += f->klen;
+        char *p = b->data + b->len;
+        *p++ = (char)(0xa0 | f->klen);
+        for (size_t k = 0; k < f->klen; k++)
+            p[k] = f->key[k];
+        b->len += 1 + f->klen;
         s_enc_value(b, f, base);
     }
 }
@@ -1133,15 +1139,27 @@ static int s_dec_value(s_dec *d, const s_field *f, s_cur *c, void *base)
     return s_fail(d, "'%s': bad schema", f->key);
 }
 
-/* The index in sc of the field named k[0..kn), or sc->n. Tries the field
- * after the previous match first (llmq writes keys in schema order), then
- * all of them. */
+/* Whether field f is named k[0..kn) (keys are short: a loop beats a call). */
+static int s_key_is(const s_field *f, const uint8_t *k, size_t kn)
+{
+    if (f->klen != kn)
+        return 0;
+    for (size_t i = 0; i < kn; i++)
+        if ((uint8_t)f->key[i] != k[i])
+            return 0;
+    return 1;
+}
+
+/* The index in sc of the field named k[0..kn), or sc->n. Looks from hint
+ * (the field after the previous match) onwards first, then from the start:
+ * llmq writes keys in schema order, leaving some out. */
 static size_t s_find_field(const s_schema *sc, const uint8_t *k, size_t kn, size_t hint)
 {
-    if (hint < sc->n && sc->f[hint].klen == kn && memcmp(sc->f[hint].key, k, kn) == 0)
-        return hint;
-    for (size_t i = 0; i < sc->n; i++)
-        if (sc->f[i].klen == kn && memcmp(sc->f[i].key, k, kn) == 0)
+    for (size_t i = hint; i < sc->n; i++)
+        if (s_key_is(&sc->f[i], k, kn))
+            return i;
+    for (size_t i = 0; i < hint && i < sc->n; i++)
+        if (s_key_is(&sc->f[i], k, kn))
             return i;
     return sc->n;
 }
