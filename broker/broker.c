@@ -384,14 +384,16 @@ static void s_on_backend(lq_zsock_t *s, const uint8_t *ident, size_t len, lq_msg
             s_send_simple(b, ident, len, LQ_W_DISCONNECT);
         break;
     case LQ_W_RESULT:
-    case LQ_W_RESULT_LIST:
-        if (m->cmd == LQ_W_RESULT)
-            s_on_result(b, ident, len, &m->u.result);
-        for (size_t i = 0; m->cmd == LQ_W_RESULT_LIST && i < m->u.result_list.nresults; i++)
-            s_on_result(b, ident, len, &m->u.result_list.results[i]);
+    case LQ_W_RESULT_LIST: {
+        int one = m->cmd == LQ_W_RESULT;
+        lq_w_result_t *res = one ? &m->u.result : m->u.result_list.results;
+        size_t n = one ? 1 : m->u.result_list.nresults;
+        for (size_t i = 0; i < n; i++)
+            s_on_result(b, ident, len, &res[i]);
         if (!known && !b->cut_off)
             s_send_simple(b, ident, len, LQ_W_DISCONNECT);
         break;
+    }
     case LQ_W_HEARTBEAT:
         if (!known && !b->cut_off)
             s_send_simple(b, ident, len, LQ_W_DISCONNECT);
