@@ -23,14 +23,28 @@
 
 #define LQ_RENEW_BATCH 500 /* members per ZADD XX */
 #define LQ_SWEEP_MAX 100   /* batches removed per SWEEP call */
+/* A JOB_LIST is sent before it passes this size with the next job (a job
+ * is at most ~4 MiB), so a body stays well under LQ_MAX_BODY. */
+#define S_LIST_BYTES (8u * 1024u * 1024u)
 
 /* Results stored in Redis whose acknowledgement a worker is owed. */
 typedef struct {
     uint8_t ident[LQ_MAX_IDENT];
     size_t ident_len;
-    lq_job_ref_t *refs;
+    lq_job_ref_t *refs; /* their batch ids point into names */
     size_t n, cap;
+    char **names; /* the batch ids, each copied once per run of results */
+    size_t nnames, cap_names;
 } s_acks_t;
+
+/* The jobs dispatch handed one worker in this loop iteration, sent as one
+ * JOB_LIST before the loop sleeps (docs/protocol.md 7.2). */
+typedef struct {
+    uint8_t ident[LQ_MAX_IDENT];
+    size_t ident_len;
+    size_t max;      /* jobs per JOB_LIST the worker takes (its READY's batch) */
+    lq_batch_t jobs; /* jobs.n > 0: on the broker's pending list */
+} s_outq_t;
 
 struct lq_broker {
     lq_loop_t *loop;
@@ -43,6 +57,9 @@ struct lq_broker {
     lq_bstats_t *stats; /* what /metrics adds to the gauges */
     lq_fleet_t *fleet; /* what the other brokers did: batches opened, fed, cancelled */
     lq_map_t *acks; /* worker ident -> s_acks_t */
+    lq_map_t *outqs; /* worker ident -> s_outq_t, for workers that take JOB_LIST */
+    s_outq_t **pending; /* outqs holding jobs not sent yet */
+    size_t npending, cap_pending;
     lq_timer_t rl_timer, heartbeat_timer, renew_timer, expire_timer, promote_timer;
     lq_timer_t memory_timer, sweep_timer;
     int redis_was_down;
@@ -147,16 +164,100 @@ static void s_requeue(void *arg, const char *const *members, size_t n, const cha
     free(err);
 }
 
+/* Sends what q holds as one JOB_LIST (q stays on the pending list). */
+static void s_outq_send(lq_broker_t *b, s_outq_t *q)
+{
+    if (q->jobs.n == 0)
+        return;
+    size_t len;
+    const void *body = lq_batch_body(&q->jobs, &len);
+    /* A worker gone or full is found by its heartbeats; the leases bring
+     * the jobs back. */
+    if (lq_zsock_send_body(b->back, q->ident, q->ident_len, LQ_W_JOB_LIST, body, len) < 0)
+        LQ_WARN("could not send %zu jobs: %s", q->jobs.n, zmq_strerror(errno));
+    lq_batch_begin(&q->jobs, LQ_W_JOB_LIST);
+    q->jobs.n = 0;
+}
+
+/* Sends every JOB_LIST this loop iteration gathered. */
+static void s_flush_jobs(lq_broker_t *b)
+{
+    for (size_t i = 0; i < b->npending; i++)
+        s_outq_send(b, b->pending[i]);
+    b->npending = 0;
+}
+
+/* Forgets q's unsent jobs (its worker is gone: dispatch requeues them). */
+static void s_outq_drop(lq_broker_t *b, s_outq_t *q)
+{
+    q->jobs.n = 0;
+    for (size_t i = 0; i < b->npending; i++)
+        if (b->pending[i] == q) {
+            b->pending[i] = b->pending[--b->npending];
+            break;
+        }
+}
+
 static void s_send_job(void *arg, const uint8_t *ident, size_t len, const lq_w_job_t *job)
 {
     lq_broker_t *b = arg;
-    lq_msg_t m = {0};
-    m.cmd = LQ_W_JOB;
-    m.u.job = *job;
-    /* A worker gone or full is found by its heartbeats; the lease brings
-     * the job back. */
-    if (lq_zsock_send(b->back, ident, len, &m) < 0)
-        LQ_WARN("could not send a job: %s", zmq_strerror(errno));
+    s_outq_t *q = lq_map_get(b->outqs, ident, len);
+    if (!q || q->max == 0) {
+        lq_msg_t m = {0};
+        m.cmd = LQ_W_JOB;
+        m.u.job = *job;
+        if (lq_zsock_send(b->back, ident, len, &m) < 0)
+            LQ_WARN("could not send a job: %s", zmq_strerror(errno));
+        return;
+    }
+    size_t est = job->body_len + 256 + (job->url ? strlen(job->url) : 0);
+    if (q->jobs.n > 0 && (q->jobs.n >= q->max || lq_batch_size(&q->jobs) + est > S_LIST_BYTES))
+        s_outq_send(b, q);
+    if (q->jobs.n == 0) {
+        lq_batch_begin(&q->jobs, LQ_W_JOB_LIST);
+        int listed = 0;
+        for (size_t i = 0; i < b->npending && !listed; i++)
+            listed = b->pending[i] == q;
+        if (!listed) {
+            if (b->npending == b->cap_pending) {
+                b->cap_pending = b->cap_pending ? 2 * b->cap_pending : 16;
+                b->pending = xrealloc(b->pending, b->cap_pending * sizeof *b->pending);
+            }
+            b->pending[b->npending++] = q;
+        }
+    }
+    lq_batch_add(&q->jobs, job);
+}
+
+/* Records whether the worker of a READY takes JOB_LIST, and up to how many
+ * jobs in one. Can't fail. */
+static void s_outq_ready(lq_broker_t *b, const uint8_t *ident, size_t len, int64_t batch)
+{
+    s_outq_t *q = lq_map_get(b->outqs, ident, len);
+    if (q)
+        s_outq_send(b, q); /* jobs dispatched before this READY go first */
+    if (batch <= 0) {
+        if (q)
+            q->max = 0;
+        return;
+    }
+    if (!q) {
+        q = xcalloc(1, sizeof *q);
+        memcpy(q->ident, ident, len);
+        q->ident_len = len;
+        lq_map_put(b->outqs, ident, len, q);
+    }
+    q->max = batch > LQ_MAX_BATCH ? LQ_MAX_BATCH : (size_t)batch;
+}
+
+static void s_outq_remove(lq_broker_t *b, const uint8_t *ident, size_t len)
+{
+    s_outq_t *q = lq_map_del(b->outqs, ident, len);
+    if (!q)
+        return;
+    s_outq_drop(b, q);
+    lq_batch_clear(&q->jobs);
+    free(q);
 }
 
 static void s_wake(void *arg, uint64_t delay_ms)
@@ -191,7 +292,14 @@ static void s_on_recorded(void *arg, const uint8_t *ident, size_t len, const cha
         a->cap = a->cap ? a->cap * 2 : 64;
         a->refs = xrealloc(a->refs, a->cap * sizeof *a->refs);
     }
-    a->refs[a->n++] = (lq_job_ref_t){xstrdup(batch), index};
+    if (a->nnames == 0 || strcmp(a->names[a->nnames - 1], batch) != 0) {
+        if (a->nnames == a->cap_names) {
+            a->cap_names = a->cap_names ? a->cap_names * 2 : 4;
+            a->names = xrealloc(a->names, a->cap_names * sizeof *a->names);
+        }
+        a->names[a->nnames++] = xstrdup(batch);
+    }
+    a->refs[a->n++] = (lq_job_ref_t){a->names[a->nnames - 1], index};
     /* A retry due soon: promote it on time rather than on the next tick. */
     if (strcmp(code, "retry") == 0 && delay_ms < 1000 &&
         (!lq_timer_active(&b->promote_timer) ||
@@ -201,8 +309,9 @@ static void s_on_recorded(void *arg, const uint8_t *ident, size_t len, const cha
 
 static void s_acks_clear(s_acks_t *a)
 {
-    for (size_t i = 0; i < a->n; i++)
-        free((char *)a->refs[i].batch);
+    for (size_t i = 0; i < a->nnames; i++)
+        free(a->names[i]);
+    a->nnames = 0;
     a->n = 0;
 }
 
@@ -232,6 +341,7 @@ static void s_acks_drop(lq_broker_t *b, const uint8_t *ident, size_t len)
         return;
     s_acks_clear(a);
     free(a->refs);
+    free(a->names);
     free(a);
 }
 
@@ -241,7 +351,19 @@ static void s_remove_worker(lq_broker_t *b, const uint8_t *ident, size_t len, co
 {
     s_flush_acks(b);
     s_acks_drop(b, ident, len);
+    s_outq_remove(b, ident, len);
     lq_dispatch_worker_remove(b->dispatch, ident, len, why);
+}
+
+/* One result from the worker of ident: to dispatch (the job leaves
+ * flight, the limiter learns), then to reports (recorded in Redis, then
+ * acknowledged). */
+static void s_on_result(lq_broker_t *b, const uint8_t *ident, size_t len, lq_w_result_t *res)
+{
+    char *cid, msg[512];
+    lq_dispatch_result(b->dispatch, ident, len, res, &cid);
+    lq_dispatch_retry_policy(b->dispatch, res, msg, sizeof msg);
+    lq_reports_add(b->reports, ident, len, res, cid);
 }
 
 static void s_on_backend(lq_zsock_t *s, const uint8_t *ident, size_t len, lq_msg_t *m, void *arg)
@@ -251,6 +373,7 @@ static void s_on_backend(lq_zsock_t *s, const uint8_t *ident, size_t len, lq_msg
     int known = lq_dispatch_worker_seen(b->dispatch, ident, len);
     switch (m->cmd) {
     case LQ_W_READY:
+        s_outq_ready(b, ident, len, m->u.ready.batch);
         if (lq_dispatch_worker_ready(b->dispatch, ident, len, &m->u.ready))
             LQ_INFO("worker %s joined: concurrency %lld, credit %lld", m->u.ready.worker,
                     (long long)m->u.ready.concurrency, (long long)m->u.ready.credit);
@@ -260,11 +383,13 @@ static void s_on_backend(lq_zsock_t *s, const uint8_t *ident, size_t len, lq_msg
             !b->cut_off)
             s_send_simple(b, ident, len, LQ_W_DISCONNECT);
         break;
-    case LQ_W_RESULT: {
-        char *cid, msg[512];
-        lq_dispatch_result(b->dispatch, ident, len, &m->u.result, &cid);
-        lq_dispatch_retry_policy(b->dispatch, &m->u.result, msg, sizeof msg);
-        lq_reports_add(b->reports, ident, len, &m->u.result, cid);
+    case LQ_W_RESULT:
+    case LQ_W_RESULT_LIST: {
+        int one = m->cmd == LQ_W_RESULT;
+        lq_w_result_t *res = one ? &m->u.result : m->u.result_list.results;
+        size_t n = one ? 1 : m->u.result_list.nresults;
+        for (size_t i = 0; i < n; i++)
+            s_on_result(b, ident, len, &res[i]);
         if (!known && !b->cut_off)
             s_send_simple(b, ident, len, LQ_W_DISCONNECT);
         break;
@@ -327,6 +452,7 @@ static void s_before_sleep(lq_loop_t *loop, void *arg)
     lq_broker_redis_state(b, &rs);
     lq_reports_cache_writes(b->reports, rs.accepting && !rs.results_blocked);
     lq_dispatch_run(b->dispatch);
+    s_flush_jobs(b); /* last: whatever dispatch handed out in this iteration */
 }
 
 /* Heartbeats every live worker and removes those silent too long. */
@@ -673,6 +799,7 @@ lq_broker_t *lq_broker_new(lq_loop_t *loop, void *zctx, const lq_broker_opts_t *
     b->loop = loop;
     b->opts = *opts;
     b->acks = lq_map_new();
+    b->outqs = lq_map_new();
     b->redis_down_since = lq_loop_now(loop); /* until the first connect */
     s_init_timers(b);
     lq_dispatch_ops_t ops = {s_now, s_lease, s_requeue, s_send_job, s_wake, b};
@@ -731,9 +858,17 @@ void lq_broker_destroy(lq_broker_t **p)
     while (lq_map_next(b->acks, &pos, NULL, NULL, &v)) {
         s_acks_clear(v);
         free(((s_acks_t *)v)->refs);
+        free(((s_acks_t *)v)->names);
         free(v);
     }
     lq_map_destroy(&b->acks);
+    pos = 0;
+    while (lq_map_next(b->outqs, &pos, NULL, NULL, &v)) {
+        lq_batch_clear(&((s_outq_t *)v)->jobs);
+        free(v);
+    }
+    lq_map_destroy(&b->outqs);
+    free(b->pending);
     lq_zsock_destroy(&b->back);
     free(b);
     *p = NULL;

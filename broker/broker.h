@@ -4,7 +4,9 @@
  * Owns the backend ROUTER (workers), the Redis connection (redis.c), the
  * dispatcher (dispatch.c: batches, prefetch queues, workers, credit, jobs in
  * flight, rate limiters), the queue of results on their way to Redis
- * (reports.c) and the acknowledgements owed to workers. Its timers send
+ * (reports.c), the acknowledgements owed to workers and the jobs owed to
+ * them in this loop iteration (one JOB_LIST per worker that announced it
+ * in READY, sent before the loop sleeps; JOB otherwise). Its timers send
  * heartbeats and drop silent workers, renew the leases of the jobs it
  * holds, requeue expired leases and promote delayed retries.
  *

@@ -6,20 +6,18 @@
  * lives in the C struct. The encoder and the decoder both walk that table,
  * so they cannot disagree about the format.
  *
- * Decoding runs in three steps:
- *   1. s_scan() walks the raw bytes once, without allocating: the body must
- *      be exactly one msgpack map, complete, with no trailing bytes, nested
- *      at most S_MAX_DEPTH deep, and no container may declare more elements
- *      than there are bytes left. That last check matters: msgpack-c sizes
- *      its zone from the declared count before reading the elements, so a
- *      5-byte body declaring 2^32 entries would otherwise ask for ~200 GB.
- *      After the scan, msgpack-c's zone is bounded by 24 bytes per object
- *      (each >= 1 input byte), and objects by S_MAX_OBJECTS.
- *   2. msgpack_unpack_next() builds the object tree (strings point into the
- *      caller's buffer).
- *   3. s_dec_map() checks the tree against the schema and copies the values
- *      into the lq_msg_t; strings and arrays go into an arena of a few
- *      blocks hung off m->arena_, freed as a whole by lq_msg_clear().
+ * Decoding reads the bytes once, in place (s_next(), no object tree, no
+ * allocation per object), and checks them against the schema while it
+ * copies the values into the lq_msg_t. The structural rules hold for
+ * every byte, unknown keys' values included (s_skip()): the body must be
+ * exactly one msgpack map, complete, with no trailing bytes, nested at
+ * most S_MAX_DEPTH deep, of at most S_MAX_OBJECTS objects, and no
+ * container may declare more elements than there are bytes left, so an
+ * array's declared count, which sizes its allocation, is bounded by the
+ * body. Strings and arrays go into an arena of a few blocks (usually one,
+ * sized from the body) hung off m->arena_, freed as a whole by
+ * lq_msg_clear(). Keys are looked up by length and bytes, trying the field
+ * after the previous match first (llmq writes keys in schema order).
  *
  * Ownership: the encoder never keeps a pointer into the message; the
  * decoder's output owns everything it points to via the arena. */
@@ -27,7 +25,6 @@
 
 #include "../common/util.h"
 
-#include <msgpack.h>
 #include <stdalign.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -36,9 +33,8 @@
 #include <string.h>
 
 #define S_MAX_DEPTH 16 /* nesting of maps/arrays in a body */
-/* msgpack objects (keys, values, elements) in a body: bounds msgpack-c's
- * zone at ~96 MB (24 bytes each); a LIST_REPLY of LQ_MAX_ARRAY batches
- * needs ~3.7 million. */
+/* msgpack objects (keys, values, elements) in a body; a LIST_REPLY of
+ * LQ_MAX_ARRAY batches needs ~3.7 million. */
 #define S_MAX_OBJECTS 4000000u
 #define S_MAX_FIELDS 64 /* fields per schema (a bit mask tracks duplicates) */
 #define S_NOLEN 0xffffu /* s_field.aux when a string has no length member */
@@ -62,12 +58,14 @@ enum {
     F_REQ = 1,   /* must be present */
     F_EMPTY = 2, /* optional string that decodes as "" (not NULL) when absent */
     F_OMIT0 = 4, /* T_U64 left out of the encoding when 0 */
+    F_OMITD = 8, /* T_I64 left out of the encoding when it equals its default */
 };
 
 typedef struct s_schema s_schema;
 
 typedef struct {
-    const char *key;
+    const char *key; /* under 32 bytes: written as a fixstr */
+    uint8_t klen; /* strlen(key) */
     uint8_t type, flags;
     uint16_t off;     /* of the value in the struct */
     uint16_t aux;     /* T_STR: off of the size_t length or S_NOLEN; T_STRS/T_ARR: of the count */
@@ -84,15 +82,15 @@ struct s_schema {
 };
 
 /* clang-format off */
-#define U64(S, k, m, fl) {k, T_U64, fl, offsetof(S, m), 0, 0, 0, 0, 0, NULL}
-#define I64(S, k, m, fl, lo, hi, d) {k, T_I64, fl, offsetof(S, m), 0, 0, lo, hi, d, NULL}
-#define BOOL(S, k, m, fl) {k, T_BOOL, fl, offsetof(S, m), 0, 0, 0, 0, 0, NULL}
-#define STR(S, k, m, fl, lim) {k, T_STR, fl, offsetof(S, m), S_NOLEN, lim, 0, 0, 0, NULL}
-#define STRL(S, k, m, lm, fl, lim) {k, T_STR, fl, offsetof(S, m), offsetof(S, lm), lim, 0, 0, 0, NULL}
+#define U64(S, k, m, fl) {k, sizeof(k) - 1, T_U64, fl, offsetof(S, m), 0, 0, 0, 0, 0, NULL}
+#define I64(S, k, m, fl, lo, hi, d) {k, sizeof(k) - 1, T_I64, fl, offsetof(S, m), 0, 0, lo, hi, d, NULL}
+#define BOOL(S, k, m, fl) {k, sizeof(k) - 1, T_BOOL, fl, offsetof(S, m), 0, 0, 0, 0, 0, NULL}
+#define STR(S, k, m, fl, lim) {k, sizeof(k) - 1, T_STR, fl, offsetof(S, m), S_NOLEN, lim, 0, 0, 0, NULL}
+#define STRL(S, k, m, lm, fl, lim) {k, sizeof(k) - 1, T_STR, fl, offsetof(S, m), offsetof(S, lm), lim, 0, 0, 0, NULL}
 #define STRS(S, k, m, cm, fl, lo, hi, lim)                                                        \
-    {k, T_STRS, fl, offsetof(S, m), offsetof(S, cm), lim, lo, hi, 0, NULL}
-#define ARR(S, k, m, cm, fl, lo, hi, sc) {k, T_ARR, fl, offsetof(S, m), offsetof(S, cm), 0, lo, hi, 0, &sc}
-#define OBJ(S, k, m, fl, sc) {k, T_OBJ, fl, offsetof(S, m), 0, 0, 0, 0, 0, &sc}
+    {k, sizeof(k) - 1, T_STRS, fl, offsetof(S, m), offsetof(S, cm), lim, lo, hi, 0, NULL}
+#define ARR(S, k, m, cm, fl, lo, hi, sc) {k, sizeof(k) - 1, T_ARR, fl, offsetof(S, m), offsetof(S, cm), 0, lo, hi, 0, &sc}
+#define OBJ(S, k, m, fl, sc) {k, sizeof(k) - 1, T_OBJ, fl, offsetof(S, m), 0, 0, 0, 0, 0, &sc}
 #define SCHEMA(name, S, arr)                                                   \
     _Static_assert(sizeof arr / sizeof arr[0] <= S_MAX_FIELDS, #arr);          \
     static const s_schema name = {arr, sizeof arr / sizeof arr[0], sizeof(S)}
@@ -100,7 +98,7 @@ struct s_schema {
 
 /* A non-negative count or index; one where -1 means unknown (the default). */
 #define NNEG(S, k, m, fl) I64(S, k, m, fl, 0, S_I64_MAX, 0)
-#define UNK(S, k, m) I64(S, k, m, 0, -1, S_I64_MAX, -1)
+#define UNK(S, k, m) I64(S, k, m, F_OMITD, -1, S_I64_MAX, -1)
 
 static const s_field s_open_f[] = {
     U64(lq_c_open_t, "req", req, F_REQ),
@@ -309,6 +307,7 @@ static const s_field s_ready_f[] = {
     I64(lq_w_ready_t, "concurrency", concurrency, F_REQ, 1, 1000000, 0),
     I64(lq_w_ready_t, "credit", credit, F_REQ, 0, 1000000, 0),
     STRS(lq_w_ready_t, "upstreams", upstreams, nupstreams, F_REQ, 0, LQ_MAX_ARRAY, LQ_MAX_ID),
+    I64(lq_w_ready_t, "batch", batch, F_OMITD, 0, LQ_MAX_BATCH, 0),
 };
 SCHEMA(s_ready, lq_w_ready_t, s_ready_f);
 
@@ -364,6 +363,16 @@ static const s_field s_result_ack_f[] = {
 };
 SCHEMA(s_result_ack, lq_w_result_ack_t, s_result_ack_f);
 
+static const s_field s_job_list_f[] = {
+    ARR(lq_w_job_list_t, "jobs", jobs, njobs, F_REQ, 1, LQ_MAX_BATCH, s_job),
+};
+SCHEMA(s_job_list, lq_w_job_list_t, s_job_list_f);
+
+static const s_field s_result_list_f[] = {
+    ARR(lq_w_result_list_t, "results", results, nresults, F_REQ, 1, LQ_MAX_BATCH, s_result),
+};
+SCHEMA(s_result_list, lq_w_result_list_t, s_result_list_f);
+
 typedef struct {
     uint8_t cmd;
     const char *name;
@@ -398,6 +407,8 @@ static const s_cmd_t s_cmds[] = {
     {LQ_W_RESULT_ACK, "RESULT_ACK", &s_result_ack},
     {LQ_W_HEARTBEAT, "HEARTBEAT", &s_simple},
     {LQ_W_DISCONNECT, "DISCONNECT", &s_simple},
+    {LQ_W_JOB_LIST, "JOB_LIST", &s_job_list},
+    {LQ_W_RESULT_LIST, "RESULT_LIST", &s_result_list},
 };
 
 /* Returns the table entry for cmd, or NULL when it is not a command.
@@ -460,31 +471,110 @@ void lq_buf_clear(lq_buf_t *b)
     b->len = b->cap = 0;
 }
 
-/* msgpack_packer write callback: appends to the lq_buf_t, growing it by
- * doubling. Returns 0; aborts on out-of-memory (xrealloc). */
-static int s_buf_write(void *data, const char *buf, size_t len)
+/* Makes room for n more bytes in b, growing it by doubling. Aborts on
+ * out-of-memory (xrealloc); can't fail. */
+static void s_room(lq_buf_t *b, size_t n)
 {
-    lq_buf_t *b = data;
-    if (b->cap - b->len < len) {
-        size_t cap = b->cap ? b->cap : 256;
-        while (cap - b->len < len)
-            cap *= 2;
-        b->data = xrealloc(b->data, cap);
-        b->cap = cap;
-    }
-    memcpy(b->data + b->len, buf, len);
+    if (b->cap - b->len >= n)
+        return;
+    size_t cap = b->cap ? b->cap : 256;
+    while (cap - b->len < n)
+        cap *= 2;
+    b->data = xrealloc(b->data, cap);
+    b->cap = cap;
+}
+
+/* Appends len bytes. Can't fail. */
+static void s_buf_write(lq_buf_t *b, const void *p, size_t len)
+{
+    s_room(b, len);
+    memcpy(b->data + b->len, p, len);
     b->len += len;
-    return 0;
+}
+
+/* Appends byte t then the low w bytes of v, big-endian (room for 9 bytes
+ * must be made). */
+static void s_put_be(lq_buf_t *b, uint8_t t, uint64_t v, int w)
+{
+    uint8_t *p = (uint8_t *)b->data + b->len;
+    *p++ = t;
+    for (int i = w - 1; i >= 0; i--)
+        *p++ = (uint8_t)(v >> (8 * i));
+    b->len += 1 + (size_t)w;
+}
+
+/* The writers below produce msgpack's smallest form of each value, the
+ * bytes msgpack-c's packer writes (docs/protocol.md 5.1). */
+static void s_w_uint(lq_buf_t *b, uint64_t v)
+{
+    s_room(b, 9);
+    if (v < 128)
+        b->data[b->len++] = (char)v;
+    else if (v < 256)
+        s_put_be(b, 0xcc, v, 1);
+    else if (v < 65536)
+        s_put_be(b, 0xcd, v, 2);
+    else if (v < (UINT64_C(1) << 32))
+        s_put_be(b, 0xce, v, 4);
+    else
+        s_put_be(b, 0xcf, v, 8);
+}
+
+static void s_w_int(lq_buf_t *b, int64_t v)
+{
+    if (v >= 0) {
+        s_w_uint(b, (uint64_t)v);
+        return;
+    }
+    s_room(b, 9);
+    if (v >= -32)
+        b->data[b->len++] = (char)(uint8_t)v;
+    else if (v >= -128)
+        s_put_be(b, 0xd0, (uint64_t)v, 1);
+    else if (v >= -32768)
+        s_put_be(b, 0xd1, (uint64_t)v, 2);
+    else if (v >= INT32_MIN)
+        s_put_be(b, 0xd2, (uint64_t)v, 4);
+    else
+        s_put_be(b, 0xd3, (uint64_t)v, 8);
+}
+
+/* A container or string head: fix form (fix | n) under fixmax, else the
+ * 8- (str only), 16- or 32-bit form. */
+static void s_w_head(lq_buf_t *b, size_t n, uint8_t fix, size_t fixmax, uint8_t t8, uint8_t t16,
+                     uint8_t t32)
+{
+    s_room(b, 5);
+    if (n < fixmax)
+        b->data[b->len++] = (char)(fix | n);
+    else if (t8 && n < 256)
+        s_put_be(b, t8, n, 1);
+    else if (n < 65536)
+        s_put_be(b, t16, n, 2);
+    else
+        s_put_be(b, t32, n, 4);
+}
+
+#define S_W_MAP(b, n) s_w_head(b, n, 0x80, 16, 0, 0xde, 0xdf)
+#define S_W_ARRAY(b, n) s_w_head(b, n, 0x90, 16, 0, 0xdc, 0xdd)
+
+static void s_w_str(lq_buf_t *b, const char *s, size_t len)
+{
+    s_w_head(b, len, 0xa0, 32, 0xd9, 0xda, 0xdb);
+    s_buf_write(b, s, len);
 }
 
 /* Returns whether field f of the struct at base goes into the encoding:
- * optional strings are left out when NULL, F_OMIT0 ints when 0. */
+ * optional strings are left out when NULL, F_OMIT0 ints when 0, F_OMITD
+ * ints when they equal their default (the decoder restores it). */
 static int s_enc_present(const s_field *f, const void *base)
 {
     if (f->type == T_STR && !(f->flags & F_REQ))
         return s_getp(base, f->off) != NULL;
     if (f->type == T_U64 && (f->flags & F_OMIT0))
         return CAT(base, f->off, uint64_t) != 0;
+    if (f->type == T_I64 && (f->flags & F_OMITD))
+        return CAT(base, f->off, int64_t) != f->dflt;
     if (f->type == T_BOOL && !(f->flags & F_REQ)) /* optional flags: sent only when set */
         return CAT(base, f->off, int) != 0;
     return 1;
@@ -492,76 +582,80 @@ static int s_enc_present(const s_field *f, const void *base)
 
 /* Packs a string; NULL packs as "". With a length member, a length of 0
  * means strlen(s), so a caller that forgot to set it still sends the text. */
-static void s_enc_str(msgpack_packer *pk, const char *s, size_t len, int has_len)
+static void s_enc_str(lq_buf_t *b, const char *s, size_t len, int has_len)
 {
     if (!s)
         s = "";
     if (!has_len || len == 0)
         len = strlen(s);
-    msgpack_pack_str(pk, len);
-    msgpack_pack_str_body(pk, s, len);
+    s_w_str(b, s, len);
 }
 
-static void s_enc_map(msgpack_packer *pk, const s_schema *sc, const void *base);
+static void s_enc_map(lq_buf_t *b, const s_schema *sc, const void *base);
 
 /* Packs the value of field f (the key is already packed). Can't fail. */
-static void s_enc_value(msgpack_packer *pk, const s_field *f, const void *base)
+static void s_enc_value(lq_buf_t *b, const s_field *f, const void *base)
 {
     switch (f->type) {
     case T_U64:
-        msgpack_pack_uint64(pk, CAT(base, f->off, uint64_t));
+        s_w_uint(b, CAT(base, f->off, uint64_t));
         break;
     case T_I64:
-        msgpack_pack_int64(pk, CAT(base, f->off, int64_t));
+        s_w_int(b, CAT(base, f->off, int64_t));
         break;
     case T_BOOL:
-        if (CAT(base, f->off, int))
-            msgpack_pack_true(pk);
-        else
-            msgpack_pack_false(pk);
+        s_room(b, 1);
+        b->data[b->len++] = (char)(CAT(base, f->off, int) ? 0xc3 : 0xc2);
         break;
     case T_STR: {
         int has_len = f->aux != S_NOLEN;
-        s_enc_str(pk, s_getp(base, f->off), has_len ? CAT(base, f->aux, size_t) : 0, has_len);
+        s_enc_str(b, s_getp(base, f->off), has_len ? CAT(base, f->aux, size_t) : 0, has_len);
         break;
     }
     case T_STRS: {
         const char *const *v = s_getp(base, f->off);
         size_t n = v ? CAT(base, f->aux, size_t) : 0;
-        msgpack_pack_array(pk, n);
+        S_W_ARRAY(b, n);
         for (size_t i = 0; i < n; i++)
-            s_enc_str(pk, v[i], 0, 0);
+            s_enc_str(b, v[i], 0, 0);
         break;
     }
     case T_ARR: {
         const char *v = s_getp(base, f->off);
         size_t n = v ? CAT(base, f->aux, size_t) : 0;
-        msgpack_pack_array(pk, n);
+        S_W_ARRAY(b, n);
         for (size_t i = 0; i < n; i++)
-            s_enc_map(pk, f->sub, v + i * f->sub->size);
+            s_enc_map(b, f->sub, v + i * f->sub->size);
         break;
     }
     case T_OBJ:
-        s_enc_map(pk, f->sub, (const char *)base + f->off);
+        s_enc_map(b, f->sub, (const char *)base + f->off);
         break;
     }
 }
 
 /* Packs the struct at base as a map, keys in schema order. Can't fail. */
-static void s_enc_map(msgpack_packer *pk, const s_schema *sc, const void *base)
+static void s_enc_map(lq_buf_t *b, const s_schema *sc, const void *base)
 {
+    uint64_t present = 0;
     size_t n = 0;
     for (size_t i = 0; i < sc->n; i++)
-        n += s_enc_present(&sc->f[i], base) ? 1 : 0;
-    msgpack_pack_map(pk, n);
+        if (s_enc_present(&sc->f[i], base)) {
+            present |= UINT64_C(1) << i;
+            n++;
+        }
+    S_W_MAP(b, n);
     for (size_t i = 0; i < sc->n; i++) {
         const s_field *f = &sc->f[i];
-        if (!s_enc_present(f, base))
+        if (!(present & (UINT64_C(1) << i)))
             continue;
-        size_t klen = strlen(f->key);
-        msgpack_pack_str(pk, klen);
-        msgpack_pack_str_body(pk, f->key, klen);
-        s_enc_value(pk, f, base);
+        s_room(b, 1 + f->klen); /* keys are fixstr (< 32 bytes) */
+        char *p = b->data + b->len;
+        *p++ = (char)(0xa0 | f->klen);
+        for (size_t k = 0; k < f->klen; k++)
+            p[k] = f->key[k];
+        b->len += 1 + f->klen;
+        s_enc_value(b, f, base);
     }
 }
 
@@ -571,145 +665,77 @@ int lq_msg_encode(const lq_msg_t *m, lq_buf_t *out)
     const s_cmd_t *c = s_find_cmd(m->cmd);
     if (!c)
         return -1;
-    msgpack_packer pk;
-    msgpack_packer_init(&pk, out, s_buf_write);
-    s_enc_map(&pk, c->sc, &m->u);
+    s_enc_map(out, c->sc, &m->u);
     return 0;
 }
 
-/* ---- structural pre-scan ----------------------------------------------- */
+/* ---- item-by-item bodies (JOB_LIST, RESULT_LIST) ------------------------ */
 
-/* Reads a big-endian unsigned integer of n bytes (1, 2, 4). */
-static uint32_t s_be(const uint8_t *p, int n)
+/* Room kept in front of the items for the map head, the key and the array
+ * head: 1 + (1 + 7) + 5 bytes at most. */
+#define S_BATCH_HEAD 16
+
+/* The command's only field: an array of item maps. */
+static const s_field *s_batch_field(uint8_t cmd)
 {
-    uint32_t v = 0;
-    for (int i = 0; i < n; i++)
-        v = v << 8 | p[i];
-    return v;
+    const s_cmd_t *c = s_find_cmd(cmd);
+    return c && c->sc->n == 1 && c->sc->f[0].type == T_ARR ? &c->sc->f[0] : NULL;
 }
 
-/* Classifies one msgpack type byte: the payload bytes that follow it
- * (skip), the child objects it holds (children), or the width of its size
- * field (lenbytes) and whether an ext type byte follows (extra). Returns 0,
- * or -1 for the never-used byte 0xc1. */
-static int s_head(uint8_t b, uint64_t *skip, uint64_t *children, int *lenbytes, int *extra)
+void lq_batch_begin(lq_batch_t *b, uint8_t cmd)
 {
-    if (b <= 0x7f || b >= 0xe0 || b == 0xc0 || b == 0xc2 || b == 0xc3)
-        return 0; /* fixint, nil, bool: nothing follows */
-    if (b <= 0x8f) {
-        *children = 2u * (b & 0x0f);
-        return 0;
-    }
-    if (b <= 0x9f) {
-        *children = b & 0x0f;
-        return 0;
-    }
-    if (b <= 0xbf) {
-        *skip = b & 0x1f;
-        return 0;
-    }
-    /* clang-format off */
-    switch (b) {
-    case 0xc4: case 0xd9: *lenbytes = 1; break; /* bin8, str8 */
-    case 0xc5: case 0xda: *lenbytes = 2; break;
-    case 0xc6: case 0xdb: *lenbytes = 4; break;
-    case 0xc7: *lenbytes = 1; *extra = 1; break; /* ext8/16/32 */
-    case 0xc8: *lenbytes = 2; *extra = 1; break;
-    case 0xc9: *lenbytes = 4; *extra = 1; break;
-    case 0xca: *skip = 4; break; /* float32 */
-    case 0xcb: *skip = 8; break;
-    case 0xcc: case 0xd0: *skip = 1; break; /* (u)int8..64 */
-    case 0xcd: case 0xd1: *skip = 2; break;
-    case 0xce: case 0xd2: *skip = 4; break;
-    case 0xcf: case 0xd3: *skip = 8; break;
-    case 0xd4: *skip = 2; break; /* fixext 1..16, with the type byte */
-    case 0xd5: *skip = 3; break;
-    case 0xd6: *skip = 5; break;
-    case 0xd7: *skip = 9; break;
-    case 0xd8: *skip = 17; break;
-    case 0xdc: case 0xde: *lenbytes = 2; break; /* array16, map16 */
-    case 0xdd: case 0xdf: *lenbytes = 4; break;
-    default: return -1; /* 0xc1 */
-    }
-    /* clang-format on */
-    return 0;
+    b->cmd = cmd;
+    b->n = 0;
+    b->buf.len = 0;
+    static const char room[S_BATCH_HEAD];
+    s_buf_write(&b->buf, room, sizeof room);
 }
 
-/* Checks that p[0..len) is exactly one complete msgpack map nested at most
- * S_MAX_DEPTH deep, of at most S_MAX_OBJECTS objects, in which no container
- * declares more elements than bytes remain. Allocates nothing. Returns 0,
- * or -1 with a reason in why. */
-static int s_scan(const uint8_t *p, size_t len, const char **why)
+void lq_batch_add(lq_batch_t *b, const void *item)
 {
-    uint64_t pending[S_MAX_DEPTH + 1]; /* objects still to read per level */
-    int top = 0;
-    size_t pos = 0, objects = 0;
-    if (len == 0) {
-        *why = "empty body";
-        return -1;
+    const s_field *f = s_batch_field(b->cmd);
+    if (!f)
+        return;
+    s_enc_map(&b->buf, f->sub, item);
+    b->n++;
+}
+
+size_t lq_batch_size(const lq_batch_t *b)
+{
+    return b->buf.len > S_BATCH_HEAD ? b->buf.len - S_BATCH_HEAD : 0;
+}
+
+const void *lq_batch_body(lq_batch_t *b, size_t *len)
+{
+    const s_field *f = s_batch_field(b->cmd);
+    uint8_t head[S_BATCH_HEAD];
+    size_t h = 0, klen = f ? f->klen : 0;
+    head[h++] = 0x81; /* a map of one pair, the key a fixstr (< 32 bytes) */
+    head[h++] = (uint8_t)(0xa0 | klen);
+    memcpy(head + h, f ? f->key : "", klen);
+    h += klen;
+    size_t n = b->n; /* the smallest array head, as msgpack_pack_array */
+    if (n < 16) {
+        head[h++] = (uint8_t)(0x90 | n);
+    } else if (n < 65536) {
+        head[h++] = 0xdc;
+        head[h++] = (uint8_t)(n >> 8);
+        head[h++] = (uint8_t)n;
+    } else {
+        head[h++] = 0xdd;
+        for (int i = 3; i >= 0; i--)
+            head[h++] = (uint8_t)(n >> (8 * i));
     }
-    if (!((p[0] >= 0x80 && p[0] <= 0x8f) || p[0] == 0xde || p[0] == 0xdf)) {
-        *why = "body is not a map";
-        return -1;
-    }
-    pending[0] = 1;
-    while (top >= 0) {
-        if (pending[top] == 0) {
-            top--;
-            continue;
-        }
-        pending[top]--;
-        if (pos >= len) {
-            *why = "truncated body";
-            return -1;
-        }
-        if (++objects > S_MAX_OBJECTS) {
-            *why = "too many objects";
-            return -1;
-        }
-        uint8_t b = p[pos++];
-        uint64_t skip = 0, children = 0; /* payload bytes, child objects */
-        int lenbytes = 0, extra = 0;     /* size field width; ext type byte */
-        if (s_head(b, &skip, &children, &lenbytes, &extra) < 0) {
-            *why = "invalid msgpack byte";
-            return -1;
-        }
-        if (lenbytes) {
-            if (len - pos < (size_t)lenbytes) {
-                *why = "truncated body";
-                return -1;
-            }
-            uint32_t n = s_be(p + pos, lenbytes);
-            pos += lenbytes;
-            if (b == 0xdc || b == 0xdd)
-                children = n;
-            else if (b == 0xde || b == 0xdf)
-                children = 2 * (uint64_t)n;
-            else
-                skip = (uint64_t)n + extra;
-        }
-        if (skip > len - pos) {
-            *why = "truncated body";
-            return -1;
-        }
-        pos += skip;
-        if (children) {
-            if (children > len - pos) {
-                *why = "container larger than the body";
-                return -1;
-            }
-            if (top == S_MAX_DEPTH) {
-                *why = "nested too deeply";
-                return -1;
-            }
-            pending[++top] = children;
-        }
-    }
-    if (pos != len) {
-        *why = "trailing bytes after the map";
-        return -1;
-    }
-    return 0;
+    char *at = b->buf.data + S_BATCH_HEAD - h;
+    memcpy(at, head, h);
+    *len = b->buf.len - (S_BATCH_HEAD - h);
+    return at;
+}
+
+void lq_batch_clear(lq_batch_t *b)
+{
+    lq_buf_clear(&b->buf);
+    b->n = 0;
 }
 
 /* ---- decoder ----------------------------------------------------------- */
@@ -781,30 +807,229 @@ static int s_where(s_dec *d, const char *key, size_t i)
     return -1;
 }
 
+/* ---- reading msgpack in place --------------------------------------------- */
+
+/* The kinds of msgpack object the decoder tells apart. */
+enum { O_NIL, O_BOOL, O_UINT, O_NINT, O_STR, O_BIN, O_ARRAY, O_MAP, O_OTHER };
+
+/* One object's head: scalars carry their value, str/bin point at their
+ * bytes (in the body), arrays/maps carry their count (the children follow
+ * at the cursor). */
+typedef struct {
+    int kind;
+    uint64_t u;        /* O_UINT; O_BOOL (0/1) */
+    int64_t i;         /* O_NINT (< 0) */
+    const uint8_t *ptr; /* O_STR, O_BIN */
+    uint32_t n;        /* O_STR/O_BIN bytes; O_ARRAY items; O_MAP pairs */
+} s_obj;
+
+/* A read position in a body, and what the structural rules (docs/protocol.md
+ * 5.3, rules 1-2) need: objects read so far, the nesting depth of the
+ * container being read (the body's map is depth 1), why reading failed. */
+typedef struct {
+    const uint8_t *p, *end;
+    size_t objects;
+    int depth;
+    const char *why;
+} s_cur;
+
+/* Reads n big-endian bytes (1..8) at c->p as an unsigned integer. */
+static uint64_t s_be64(const uint8_t *p, int n)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < n; i++)
+        v = v << 8 | p[i];
+    return v;
+}
+
+/* Records why the cursor cannot go on. Returns -1. */
+static int s_bad(s_cur *c, const char *why)
+{
+    c->why = why;
+    return -1;
+}
+
+/* Reads the head of the object at the cursor into o and moves past it (past
+ * the payload of a str, bin, ext or float; onto the first child of an array
+ * or map). Refuses, with c->why, a body that ends early, the byte 0xc1, an
+ * array or map declaring more elements than bytes remain (each takes one
+ * at least: that bounds what a declared count may allocate), and the
+ * S_MAX_OBJECTS + 1st object. Returns 0 or -1. */
+static int s_next(s_cur *c, s_obj *o)
+{
+    if (c->p >= c->end)
+        return s_bad(c, "truncated body");
+    if (++c->objects > S_MAX_OBJECTS)
+        return s_bad(c, "too many objects");
+    uint8_t b = *c->p++;
+    size_t left = (size_t)(c->end - c->p);
+    int w = 0;         /* width of a size or value field */
+    uint64_t skip = 0; /* payload bytes to pass over (O_OTHER) */
+    o->kind = O_OTHER;
+    if (b <= 0x7f) {
+        o->kind = O_UINT;
+        o->u = b;
+        return 0;
+    }
+    if (b >= 0xe0) {
+        o->kind = O_NINT;
+        o->i = (int8_t)b;
+        return 0;
+    }
+    if (b <= 0x8f) {
+        o->kind = O_MAP;
+        o->n = b & 0x0f;
+        goto container;
+    }
+    if (b <= 0x9f) {
+        o->kind = O_ARRAY;
+        o->n = b & 0x0f;
+        goto container;
+    }
+    if (b <= 0xbf) {
+        o->kind = O_STR;
+        o->n = b & 0x1f;
+        goto bytes;
+    }
+    switch (b) {
+    case 0xc0:
+        o->kind = O_NIL;
+        return 0;
+    case 0xc2:
+    case 0xc3:
+        o->kind = O_BOOL;
+        o->u = b == 0xc3;
+        return 0;
+    case 0xcc: case 0xcd: case 0xce: case 0xcf: /* uint 8..64 */
+        w = 1 << (b - 0xcc);
+        if (left < (size_t)w)
+            return s_bad(c, "truncated body");
+        o->kind = O_UINT;
+        o->u = s_be64(c->p, w);
+        c->p += w;
+        return 0;
+    case 0xd0: case 0xd1: case 0xd2: case 0xd3: { /* int 8..64 */
+        w = 1 << (b - 0xd0);
+        if (left < (size_t)w)
+            return s_bad(c, "truncated body");
+        uint64_t raw = s_be64(c->p, w);
+        c->p += w;
+        int64_t v = w == 1   ? (int8_t)raw
+                    : w == 2 ? (int16_t)raw
+                    : w == 4 ? (int32_t)raw
+                             : (int64_t)raw;
+        if (v >= 0) { /* as msgpack-c: a non-negative value is unsigned */
+            o->kind = O_UINT;
+            o->u = (uint64_t)v;
+        } else {
+            o->kind = O_NINT;
+            o->i = v;
+        }
+        return 0;
+    }
+    case 0xd9: case 0xda: case 0xdb: /* str 8/16/32 */
+    case 0xc4: case 0xc5: case 0xc6: /* bin 8/16/32 */
+        o->kind = b >= 0xd9 ? O_STR : O_BIN;
+        w = 1 << (b >= 0xd9 ? b - 0xd9 : b - 0xc4);
+        if (left < (size_t)w)
+            return s_bad(c, "truncated body");
+        o->n = (uint32_t)s_be64(c->p, w);
+        c->p += w;
+        goto bytes;
+    case 0xdc: case 0xdd: /* array 16/32 */
+    case 0xde: case 0xdf: /* map 16/32 */
+        o->kind = b <= 0xdd ? O_ARRAY : O_MAP;
+        w = (b & 1) ? 4 : 2;
+        if (left < (size_t)w)
+            return s_bad(c, "truncated body");
+        o->n = (uint32_t)s_be64(c->p, w);
+        c->p += w;
+        goto container;
+    case 0xca: skip = 4; break; /* float32 */
+    case 0xcb: skip = 8; break;
+    case 0xd4: skip = 2; break; /* fixext 1..16, with the type byte */
+    case 0xd5: skip = 3; break;
+    case 0xd6: skip = 5; break;
+    case 0xd7: skip = 9; break;
+    case 0xd8: skip = 17; break;
+    case 0xc7: case 0xc8: case 0xc9: /* ext 8/16/32 */
+        w = 1 << (b - 0xc7);
+        if (left < (size_t)w)
+            return s_bad(c, "truncated body");
+        skip = s_be64(c->p, w) + 1;
+        c->p += w;
+        break;
+    default:
+        return s_bad(c, "invalid msgpack byte"); /* 0xc1 */
+    }
+    if (skip > (size_t)(c->end - c->p))
+        return s_bad(c, "truncated body");
+    c->p += skip;
+    return 0;
+bytes:
+    if (o->n > (size_t)(c->end - c->p))
+        return s_bad(c, "truncated body");
+    o->ptr = c->p;
+    c->p += o->n;
+    return 0;
+container:
+    if ((uint64_t)o->n * (o->kind == O_MAP ? 2 : 1) > (uint64_t)(c->end - c->p))
+        return s_bad(c, "container larger than the body");
+    return 0;
+}
+
+/* Enters a container that has children (one level deeper). Returns 0, or
+ * -1 past S_MAX_DEPTH. */
+static int s_enter(s_cur *c)
+{
+    if (c->depth == S_MAX_DEPTH)
+        return s_bad(c, "nested too deeply");
+    c->depth++;
+    return 0;
+}
+
+/* Moves the cursor past one whole object (an unknown key's value), held
+ * to the same rules. Returns 0 or -1. */
+static int s_skip(s_cur *c)
+{
+    uint64_t pending[S_MAX_DEPTH + 1]; /* objects still to pass per level */
+    int top = 0, depth = c->depth;
+    pending[0] = 1;
+    while (top >= 0) {
+        if (pending[top] == 0) {
+            top--;
+            continue;
+        }
+        pending[top]--;
+        s_obj o;
+        if (s_next(c, &o) < 0)
+            return -1;
+        uint64_t kids = o.kind == O_ARRAY ? o.n : o.kind == O_MAP ? 2 * (uint64_t)o.n : 0;
+        if (kids) {
+            if (depth + top + 1 > S_MAX_DEPTH)
+                return s_bad(c, "nested too deeply");
+            pending[++top] = kids;
+        }
+    }
+    return 0;
+}
+
 /* Copies a str/bin object into the arena as a NUL-terminated string of at
- * most f->smax bytes; NUL bytes are refused unless f has a length member.
- * Returns 0 with *out (and *outlen), or -1. */
-static int s_dec_str(s_dec *d, const s_field *f, const msgpack_object *o, const char **out,
+ * most f->smax bytes; NUL bytes are refused unless may_nul (f has a length
+ * member). Returns 0 with *out (and *outlen), or -1. */
+static int s_dec_str(s_dec *d, const s_field *f, const s_obj *o, const char **out,
                      size_t *outlen, int may_nul)
 {
-    const char *src;
-    size_t n;
-    if (o->type == MSGPACK_OBJECT_STR) {
-        src = o->via.str.ptr;
-        n = o->via.str.size;
-    } else if (o->type == MSGPACK_OBJECT_BIN) {
-        src = o->via.bin.ptr;
-        n = o->via.bin.size;
-    } else {
+    if (o->kind != O_STR && o->kind != O_BIN)
         return s_fail(d, "'%s': want a string", f->key);
-    }
+    size_t n = o->n;
     if (n > f->smax)
         return s_fail(d, "'%s': string of %zu bytes over the limit of %u", f->key, n,
                       (unsigned)f->smax);
-    if (!may_nul && memchr(src, 0, n))
+    if (!may_nul && memchr(o->ptr, 0, n))
         return s_fail(d, "'%s': string contains a NUL byte", f->key);
     char *s = s_alloc(d, n + 1, 1, 0);
-    memcpy(s, src, n);
+    memcpy(s, o->ptr, n);
     s[n] = '\0';
     *out = s;
     if (outlen)
@@ -812,38 +1037,42 @@ static int s_dec_str(s_dec *d, const s_field *f, const msgpack_object *o, const 
     return 0;
 }
 
-/* Checks an array object's type and count against f. Returns 0 or -1. */
-static int s_dec_arr_hdr(s_dec *d, const s_field *f, const msgpack_object *o)
+/* Checks an array head's type and count against f. Returns 0 or -1. */
+static int s_dec_arr_hdr(s_dec *d, const s_field *f, const s_obj *o)
 {
-    if (o->type != MSGPACK_OBJECT_ARRAY)
+    if (o->kind != O_ARRAY)
         return s_fail(d, "'%s': want an array", f->key);
-    if ((int64_t)o->via.array.size < f->min || (int64_t)o->via.array.size > f->max)
-        return s_fail(d, "'%s': %u items, want %lld..%lld", f->key, (unsigned)o->via.array.size,
+    if ((int64_t)o->n < f->min || (int64_t)o->n > f->max)
+        return s_fail(d, "'%s': %u items, want %lld..%lld", f->key, (unsigned)o->n,
                       (long long)f->min, (long long)f->max);
     return 0;
 }
 
-static int s_dec_map(s_dec *d, const s_schema *sc, const msgpack_object *o, void *base);
+static int s_dec_map(s_dec *d, const s_schema *sc, s_cur *c, void *base);
 
-/* Decodes object o into field f of the struct at base. Returns 0 or -1. */
-static int s_dec_value(s_dec *d, const s_field *f, const msgpack_object *o, void *base)
+/* Decodes the object at the cursor into field f of the struct at base.
+ * Returns 0 or -1. */
+static int s_dec_value(s_dec *d, const s_field *f, s_cur *c, void *base)
 {
+    s_obj o;
+    if (f->type != T_OBJ && s_next(c, &o) < 0)
+        return s_fail(d, "%s", c->why);
     switch (f->type) {
     case T_U64:
-        if (o->type == MSGPACK_OBJECT_NEGATIVE_INTEGER)
+        if (o.kind == O_NINT)
             return s_fail(d, "'%s': negative", f->key);
-        if (o->type != MSGPACK_OBJECT_POSITIVE_INTEGER)
+        if (o.kind != O_UINT)
             return s_fail(d, "'%s': want an integer", f->key);
-        AT(base, f->off, uint64_t) = o->via.u64;
+        AT(base, f->off, uint64_t) = o.u;
         return 0;
     case T_I64: {
         int64_t v;
-        if (o->type == MSGPACK_OBJECT_POSITIVE_INTEGER) {
-            if (o->via.u64 > (uint64_t)INT64_MAX)
-                return s_fail(d, "'%s': %llu out of range", f->key, (unsigned long long)o->via.u64);
-            v = (int64_t)o->via.u64;
-        } else if (o->type == MSGPACK_OBJECT_NEGATIVE_INTEGER) {
-            v = o->via.i64;
+        if (o.kind == O_UINT) {
+            if (o.u > (uint64_t)INT64_MAX)
+                return s_fail(d, "'%s': %llu out of range", f->key, (unsigned long long)o.u);
+            v = (int64_t)o.u;
+        } else if (o.kind == O_NINT) {
+            v = o.i;
         } else {
             return s_fail(d, "'%s': want an integer", f->key);
         }
@@ -854,83 +1083,121 @@ static int s_dec_value(s_dec *d, const s_field *f, const msgpack_object *o, void
         return 0;
     }
     case T_BOOL:
-        if (o->type != MSGPACK_OBJECT_BOOLEAN)
+        if (o.kind != O_BOOL)
             return s_fail(d, "'%s': want a boolean", f->key);
-        AT(base, f->off, int) = o->via.boolean ? 1 : 0;
+        AT(base, f->off, int) = (int)o.u;
         return 0;
     case T_STR: {
         int has_len = f->aux != S_NOLEN;
         const char *s = NULL;
-        if (s_dec_str(d, f, o, &s, has_len ? &AT(base, f->aux, size_t) : NULL, has_len) < 0)
+        if (s_dec_str(d, f, &o, &s, has_len ? &AT(base, f->aux, size_t) : NULL, has_len) < 0)
             return -1;
         s_setp(base, f->off, s);
         return 0;
     }
     case T_STRS: {
-        if (s_dec_arr_hdr(d, f, o) < 0)
+        if (s_dec_arr_hdr(d, f, &o) < 0)
             return -1;
-        size_t n = o->via.array.size;
+        size_t n = o.n;
         const char **v = s_alloc(d, (n ? n : 1) * sizeof *v, alignof(max_align_t), 1);
-        for (size_t i = 0; i < n; i++)
-            if (s_dec_str(d, f, &o->via.array.ptr[i], &v[i], NULL, 0) < 0)
+        if (n && s_enter(c) < 0)
+            return s_fail(d, "%s", c->why);
+        for (size_t i = 0; i < n; i++) {
+            s_obj e;
+            if (s_next(c, &e) < 0) {
+                s_fail(d, "%s", c->why);
                 return s_where(d, f->key, i);
+            }
+            if (s_dec_str(d, f, &e, &v[i], NULL, 0) < 0)
+                return s_where(d, f->key, i);
+        }
+        c->depth -= n ? 1 : 0;
         s_setp(base, f->off, v);
         AT(base, f->aux, size_t) = n;
         return 0;
     }
     case T_ARR: {
-        if (s_dec_arr_hdr(d, f, o) < 0)
+        if (s_dec_arr_hdr(d, f, &o) < 0)
             return -1;
-        size_t n = o->via.array.size;
+        size_t n = o.n;
         char *v = s_alloc(d, (n ? n : 1) * f->sub->size, alignof(max_align_t), 1);
+        if (n && s_enter(c) < 0)
+            return s_fail(d, "%s", c->why);
         for (size_t i = 0; i < n; i++)
-            if (s_dec_map(d, f->sub, &o->via.array.ptr[i], v + i * f->sub->size) < 0)
+            if (s_dec_map(d, f->sub, c, v + i * f->sub->size) < 0)
                 return s_where(d, f->key, i);
+        c->depth -= n ? 1 : 0;
         s_setp(base, f->off, v);
         AT(base, f->aux, size_t) = n;
         return 0;
     }
     case T_OBJ:
-        if (s_dec_map(d, f->sub, o, (char *)base + f->off) < 0)
+        if (s_dec_map(d, f->sub, c, (char *)base + f->off) < 0)
             return s_where(d, f->key, SIZE_MAX);
         return 0;
     }
     return s_fail(d, "'%s': bad schema", f->key);
 }
 
-/* Decodes map object o into the zeroed struct at base following sc: known
- * keys once each, unknown keys skipped, absent optional fields set to their
- * defaults. Returns 0 or -1. */
-static int s_dec_map(s_dec *d, const s_schema *sc, const msgpack_object *o, void *base)
+/* Whether field f is named k[0..kn) (keys are short: a loop beats a call). */
+static int s_key_is(const s_field *f, const uint8_t *k, size_t kn)
 {
-    if (o->type != MSGPACK_OBJECT_MAP)
+    if (f->klen != kn)
+        return 0;
+    for (size_t i = 0; i < kn; i++)
+        if ((uint8_t)f->key[i] != k[i])
+            return 0;
+    return 1;
+}
+
+/* The index in sc of the field named k[0..kn), or sc->n. Looks from hint
+ * (the field after the previous match) onwards first, then from the start:
+ * llmq writes keys in schema order, leaving some out. */
+static size_t s_find_field(const s_schema *sc, const uint8_t *k, size_t kn, size_t hint)
+{
+    for (size_t i = hint; i < sc->n; i++)
+        if (s_key_is(&sc->f[i], k, kn))
+            return i;
+    for (size_t i = 0; i < hint && i < sc->n; i++)
+        if (s_key_is(&sc->f[i], k, kn))
+            return i;
+    return sc->n;
+}
+
+/* Decodes the map at the cursor into the zeroed struct at base following
+ * sc: known keys once each, unknown keys skipped, absent optional fields
+ * set to their defaults. Returns 0 or -1. */
+static int s_dec_map(s_dec *d, const s_schema *sc, s_cur *c, void *base)
+{
+    s_obj o;
+    if (s_next(c, &o) < 0)
+        return s_fail(d, "%s", c->why);
+    if (o.kind != O_MAP)
         return s_fail(d, "want a map");
+    if (o.n && s_enter(c) < 0)
+        return s_fail(d, "%s", c->why);
     uint64_t seen = 0;
-    for (uint32_t k = 0; k < o->via.map.size; k++) {
-        const msgpack_object *key = &o->via.map.ptr[k].key;
-        const char *kp;
-        size_t kn;
-        if (key->type == MSGPACK_OBJECT_STR) {
-            kp = key->via.str.ptr;
-            kn = key->via.str.size;
-        } else if (key->type == MSGPACK_OBJECT_BIN) {
-            kp = key->via.bin.ptr;
-            kn = key->via.bin.size;
-        } else {
+    size_t hint = 0;
+    for (uint32_t k = 0; k < o.n; k++) {
+        s_obj key;
+        if (s_next(c, &key) < 0)
+            return s_fail(d, "%s", c->why);
+        if (key.kind != O_STR && key.kind != O_BIN)
             return s_fail(d, "map key is not a string");
+        size_t i = s_find_field(sc, key.ptr, key.n, hint);
+        if (i == sc->n) {
+            if (s_skip(c) < 0) /* unknown key: ignored */
+                return s_fail(d, "%s", c->why);
+            continue;
         }
-        size_t i;
-        for (i = 0; i < sc->n; i++)
-            if (strlen(sc->f[i].key) == kn && memcmp(sc->f[i].key, kp, kn) == 0)
-                break;
-        if (i == sc->n)
-            continue; /* unknown key: ignored */
         if (seen & (UINT64_C(1) << i))
             return s_fail(d, "duplicate key '%s'", sc->f[i].key);
         seen |= UINT64_C(1) << i;
-        if (s_dec_value(d, &sc->f[i], &o->via.map.ptr[k].val, base) < 0)
+        hint = i + 1;
+        if (s_dec_value(d, &sc->f[i], c, base) < 0)
             return -1;
     }
+    c->depth -= o.n ? 1 : 0;
     for (size_t i = 0; i < sc->n; i++) {
         const s_field *f = &sc->f[i];
         if (seen & (UINT64_C(1) << i))
@@ -949,24 +1216,24 @@ int lq_msg_decode(uint8_t cmd, const void *body, size_t len, lq_msg_t *m, char *
 {
     memset(m, 0, sizeof *m);
     s_dec d = {.m = m, .hint = len + 256};
-    const char *why = NULL;
     const s_cmd_t *c = s_find_cmd(cmd);
+    const uint8_t *p = body;
     if (!c) {
         s_fail(&d, "unknown command 0x%02x", cmd);
     } else if (len > LQ_MAX_BODY) {
         s_fail(&d, "body of %zu bytes over the limit of %u", len, (unsigned)LQ_MAX_BODY);
-    } else if (s_scan(body, len, &why) < 0) {
-        s_fail(&d, "%s", why);
+    } else if (len == 0) {
+        s_fail(&d, "empty body");
+    } else if (!((p[0] >= 0x80 && p[0] <= 0x8f) || p[0] == 0xde || p[0] == 0xdf)) {
+        s_fail(&d, "body is not a map");
     } else {
-        msgpack_unpacked u;
-        msgpack_unpacked_init(&u);
-        size_t off = 0;
-        msgpack_unpack_return r = msgpack_unpack_next(&u, body, len, &off);
-        if (r != MSGPACK_UNPACK_SUCCESS || off != len)
-            s_fail(&d, "msgpack parse error %d", (int)r);
-        else if (s_dec_map(&d, c->sc, &u.data, &m->u) == 0)
-            m->cmd = cmd;
-        msgpack_unpacked_destroy(&u);
+        s_cur cur = {p, p + len, 0, 0, NULL};
+        if (s_dec_map(&d, c->sc, &cur, &m->u) == 0) {
+            if (cur.p != cur.end)
+                s_fail(&d, "trailing bytes after the map");
+            else
+                m->cmd = cmd;
+        }
     }
     if (d.err[0]) {
         lq_msg_clear(m);

@@ -30,6 +30,7 @@
 #define LQ_MAX_JOB_BODY (4u * 1024u * 1024u) /* one request body (JSON text) */
 #define LQ_MAX_TEXT (8u * 1024u * 1024u)     /* result body / output line */
 #define LQ_MAX_ARRAY 100000
+#define LQ_MAX_BATCH 1024 /* jobs per JOB_LIST, results per RESULT_LIST */
 
 typedef enum {
     /* client -> broker */
@@ -62,6 +63,8 @@ typedef enum {
     LQ_W_RESULT_ACK = 0x24, /* broker -> worker */
     LQ_W_HEARTBEAT = 0x25,  /* both ways */
     LQ_W_DISCONNECT = 0x26, /* both ways; from broker: "register again" */
+    LQ_W_JOB_LIST = 0x27,   /* broker -> worker: several JOBs (the worker's READY had batch) */
+    LQ_W_RESULT_LIST = 0x28, /* worker -> broker: several RESULTs (the broker sent JOB_LIST) */
 } lq_cmd_t;
 
 /* Result kinds reported by a worker. */
@@ -242,6 +245,7 @@ typedef struct {
     int64_t credit; /* initial credit (free slots) */
     const char **upstreams;
     size_t nupstreams;
+    int64_t batch; /* optional (0): most jobs per JOB_LIST it takes; 0: JOB only */
 } lq_w_ready_t;
 
 typedef struct {
@@ -278,6 +282,18 @@ typedef struct {
     int64_t latency_ms;
 } lq_w_result_t;
 
+/* JOB_LIST: what one loop iteration of dispatch has for one worker. */
+typedef struct {
+    lq_w_job_t *jobs;
+    size_t njobs; /* 1..LQ_MAX_BATCH */
+} lq_w_job_list_t;
+
+/* RESULT_LIST: the results a worker completed in one loop iteration. */
+typedef struct {
+    lq_w_result_t *results;
+    size_t nresults; /* 1..LQ_MAX_BATCH */
+} lq_w_result_list_t;
+
 typedef struct {
     const char *batch;
     int64_t index;
@@ -311,6 +327,8 @@ typedef struct {
         lq_w_job_t job;
         lq_w_result_t result;
         lq_w_result_ack_t result_ack;
+        lq_w_job_list_t job_list;
+        lq_w_result_list_t result_list;
     } u;
     void *arena_; /* decoder-owned storage */
 } lq_msg_t;
@@ -333,6 +351,32 @@ int lq_msg_encode(const lq_msg_t *m, lq_buf_t *out);
 /* Decodes one body for command cmd into *m (zeroed first).
  * Returns 0, or -1 with a short reason in err (m then holds nothing). */
 int lq_msg_decode(uint8_t cmd, const void *body, size_t len, lq_msg_t *m, char *err, size_t errlen);
+
+/* A JOB_LIST or RESULT_LIST body built one item at a time, so that the sender
+ * need not keep the items: lq_batch_add() appends the encoding of one item
+ * (an lq_w_job_t for JOB_LIST, an lq_w_result_t for RESULT_LIST; borrowed for the
+ * call), lq_batch_body() completes the body in place. The bytes equal
+ * lq_msg_encode() of the same items. A zeroed lq_batch_t is ready for
+ * lq_batch_begin(). */
+typedef struct {
+    uint8_t cmd; /* LQ_W_JOB_LIST or LQ_W_RESULT_LIST */
+    size_t n;    /* items added */
+    lq_buf_t buf;
+} lq_batch_t;
+
+/* Empties b (keeping its memory) for a body of cmd (LQ_W_JOB_LIST
+ * or LQ_W_RESULT_LIST). Can't fail. */
+void lq_batch_begin(lq_batch_t *b, uint8_t cmd);
+/* Appends one item. The caller keeps n under LQ_MAX_BATCH and the size
+ * (lq_batch_size()) under LQ_MAX_BODY. Can't fail. */
+void lq_batch_add(lq_batch_t *b, const void *item);
+/* Bytes the body has so far. */
+size_t lq_batch_size(const lq_batch_t *b);
+/* Completes the body (n >= 1) and returns it (points into b, valid until
+ * the next call on b) with its length. Can't fail. */
+const void *lq_batch_body(lq_batch_t *b, size_t *len);
+/* Frees b's memory. Safe on a zeroed b. */
+void lq_batch_clear(lq_batch_t *b);
 
 /* Frees what a decode allocated and zeroes m. Safe on a zeroed or encoded-
  * only message (frees nothing the caller owns). */

@@ -105,18 +105,23 @@ int lq_zsock_send(lq_zsock_t *s, const uint8_t *ident, size_t ident_len, const l
         errno = EINVAL;
         return -1;
     }
+    return lq_zsock_send_body(s, ident, ident_len, m->cmd, s->buf.data, s->buf.len);
+}
+
+int lq_zsock_send_body(lq_zsock_t *s, const uint8_t *ident, size_t ident_len, uint8_t cmd,
+                       const void *body, size_t len)
+{
     if (s->type == ZMQ_ROUTER) {
         if (zmq_send(s->sock, ident, ident_len, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0)
             return -1;
     }
     /* Once the first frame is accepted the rest of the message is queued
      * atomically by ZeroMQ, so these sends do not fail with EAGAIN. */
-    if (zmq_send(s->sock, LQ_PROTO_SIGNATURE, 5, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0)
+    if (zmq_send_const(s->sock, LQ_PROTO_SIGNATURE, 5, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0)
         return -1;
-    uint8_t cmd = m->cmd;
     if (zmq_send(s->sock, &cmd, 1, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0)
         return -1;
-    if (zmq_send(s->sock, s->buf.data, s->buf.len, ZMQ_DONTWAIT) < 0)
+    if (zmq_send(s->sock, body, len, ZMQ_DONTWAIT) < 0)
         return -1;
     /* Sending may consume the edge on ZMQ_FD: make sure we look again. */
     if (!lq_timer_active(&s->again) && s->watching)

@@ -47,6 +47,11 @@ int lq_zsock_connect(lq_zsock_t *s, const char *endpoint);
  * unknown ROUTER peer). */
 int lq_zsock_send(lq_zsock_t *s, const uint8_t *ident, size_t ident_len, const lq_msg_t *m);
 
+/* The same with a body the caller encoded (lq_batch_body()): cmd and body
+ * (len bytes, copied) are sent as they are. Returns 0, or -1 with errno. */
+int lq_zsock_send_body(lq_zsock_t *s, const uint8_t *ident, size_t ident_len, uint8_t cmd,
+                       const void *body, size_t len);
+
 /* Number of incoming messages dropped as malformed or oversized. */
 uint64_t lq_zsock_dropped(const lq_zsock_t *s);
 

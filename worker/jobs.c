@@ -15,12 +15,21 @@ struct lq_jobtab {
 
 lq_wjob_t *lq_wjob_new(const lq_w_job_t *m, uint64_t now_ms)
 {
-    lq_wjob_t *j = xcalloc(1, sizeof *j);
-    j->batch = xstrdup(m->batch ? m->batch : "");
+    /* one allocation for the record and its three short strings */
+    const char *batch = m->batch ? m->batch : "";
+    const char *up = m->upstream && *m->upstream ? m->upstream : NULL;
+    const char *url = m->url ? m->url : "";
+    size_t lb = strlen(batch) + 1, lu = up ? strlen(up) + 1 : 0, ll = strlen(url) + 1;
+    lq_wjob_t *j = xmalloc(sizeof *j + lb + lu + ll);
+    memset(j, 0, sizeof *j);
+    char *p = (char *)(j + 1);
+    j->batch = memcpy(p, batch, lb);
+    p += lb;
+    j->upstream = up ? memcpy(p, up, lu) : NULL;
+    p += lu;
+    j->url = memcpy(p, url, ll);
     j->index = m->index;
     j->attempt = m->attempt;
-    j->upstream = m->upstream && *m->upstream ? xstrdup(m->upstream) : NULL;
-    j->url = xstrdup(m->url ? m->url : "");
     j->body_len = m->body ? m->body_len : 0;
     j->body = xmalloc(j->body_len + 1);
     if (j->body_len)
@@ -43,10 +52,7 @@ void lq_wjob_destroy(lq_wjob_t **p)
         return;
     lq_wjob_t *j = *p;
     *p = NULL;
-    free(j->batch);
-    free(j->upstream);
-    free(j->url);
-    free(j->body);
+    free(j->body); /* batch, upstream and url live in j's own block */
     lq_outcome_res_clear(&j->res);
     free(j);
 }

@@ -32,7 +32,8 @@ typedef struct {
 } lq_wlink_t;
 
 struct lq_wjob {
-    /* The job as received (copied out of the message). */
+    /* The job as received (copied out of the message; batch, upstream and
+     * url share the record's allocation, the body has its own). */
     char *batch;
     int64_t index;
     int64_t attempt;

@@ -16,6 +16,8 @@
 #define S_BACKOFF_MAX_MS 30000 /* extra silence tolerated after failed reconnects */
 #define S_MAX_CREDIT 1000000
 #define S_MAX_ENDPOINTS 16
+/* A RESULT_LIST is sent before it passes this size with the next result. */
+#define S_LIST_BYTES (4u * 1024u * 1024u)
 
 struct lq_session {
     lq_loop_t *loop;
@@ -35,6 +37,8 @@ struct lq_session {
     int64_t inflight;
     int64_t credit_out;
     int need_ready; /* READY must go out before anything else */
+    int lists;      /* the broker sent JOB_LIST since our READY: it takes RESULT_LIST */
+    lq_batch_t out; /* the RESULT_LIST being built */
     int heard;      /* a message arrived since the last (re)connect */
     int draining, finished;
     uint64_t last_recv_ms;
@@ -186,10 +190,12 @@ static int s_send_ready(lq_session_t *s)
     m.u.ready.credit = credit;
     m.u.ready.upstreams = s->cfg.upstreams;
     m.u.ready.nupstreams = s->cfg.nupstreams;
+    m.u.ready.batch = LQ_MAX_BATCH;
     if (s_send(s, &m) < 0)
         return -1;
     s->credit_out = credit;
     s->need_ready = 0;
+    s->lists = 0; /* until this broker shows it speaks JOB_LIST */
     LQ_DEBUG("READY sent: credit %lld, %lld in flight, %zu unacknowledged", (long long)credit,
              (long long)s->inflight, s->unacked.len);
     return 0;
@@ -206,8 +212,41 @@ static int s_send_result(lq_session_t *s, lq_wjob_t *j)
     return 0;
 }
 
-/* Sends READY if due, then queued results, in order; stops at the first
- * refusal and re-tries shortly. Can't fail. */
+/* Sends the results at the head of the send queue as one RESULT_LIST (as
+ * many as LQ_MAX_BATCH and S_LIST_BYTES allow). Returns 0 or -1. */
+static int s_send_result_list(lq_session_t *s)
+{
+    lq_batch_begin(&s->out, LQ_W_RESULT_LIST);
+    lq_wjob_t *j = s->sendq.head;
+    for (; j && s->out.n < LQ_MAX_BATCH; j = j->link[LQ_WL_SENDQ].next) {
+        size_t est = (j->res.body ? j->res.body_len : 0) +
+                     (j->res.error_message ? strlen(j->res.error_message) : 0) + 512;
+        if (s->out.n > 0 && lq_batch_size(&s->out) + est > S_LIST_BYTES)
+            break;
+        lq_msg_t m = {0};
+        lq_wjob_result_msg(j, &m);
+        lq_batch_add(&s->out, &m.u.result);
+    }
+    size_t len, n = s->out.n;
+    const void *body = lq_batch_body(&s->out, &len);
+    if (!s->sock) {
+        errno = ENOTCONN;
+        return -1;
+    }
+    if (lq_zsock_send_body(s->sock, NULL, 0, LQ_W_RESULT_LIST, body, len) < 0) {
+        if (errno != EAGAIN)
+            LQ_WARN("broker socket: cannot send RESULT_LIST: %s", zmq_strerror(errno));
+        return -1;
+    }
+    for (size_t i = 0; i < n; i++)
+        lq_wlist_remove(&s->sendq, s->sendq.head);
+    s->st.results_sent += n;
+    return 0;
+}
+
+/* Sends READY if due, then queued results, in order (one RESULT_LIST per
+ * LQ_MAX_BATCH to a broker that takes them, else one RESULT each); stops
+ * at the first refusal and re-tries shortly. Can't fail. */
 static void s_flush(lq_session_t *s)
 {
     if (!s->sock || s->finished)
@@ -218,6 +257,13 @@ static void s_flush(lq_session_t *s)
     }
     while (s->sendq.head) {
         lq_wjob_t *j = s->sendq.head;
+        if (s->lists) {
+            if (s_send_result_list(s) < 0) {
+                s_retry_later(s);
+                return;
+            }
+            continue;
+        }
         if (s_send_result(s, j) < 0) {
             s_retry_later(s);
             return;
@@ -323,6 +369,11 @@ static void s_on_msg(lq_zsock_t *z, const uint8_t *ident, size_t ident_len, lq_m
     switch (m->cmd) {
     case LQ_W_JOB:
         s_on_job(s, &m->u.job);
+        break;
+    case LQ_W_JOB_LIST:
+        s->lists = 1;
+        for (size_t i = 0; i < m->u.job_list.njobs; i++)
+            s_on_job(s, &m->u.job_list.jobs[i]);
         break;
     case LQ_W_RESULT_ACK:
         for (size_t i = 0; i < m->u.result_ack.njobs; i++) {
@@ -466,6 +517,11 @@ void lq_session_job_done(lq_session_t *s, lq_wjob_t *j)
     lq_wlist_push(&s->unacked, j);
     if (s->finished)
         return;
+    if (s->lists) {
+        /* sent with the others of this loop iteration by lq_session_tick() */
+        lq_wlist_push(&s->sendq, j);
+        return;
+    }
     if (!s->sock || s->need_ready || s->sendq.head || s_send_result(s, j) < 0) {
         lq_wlist_push(&s->sendq, j);
         s_retry_later(s);
@@ -512,6 +568,7 @@ void lq_session_destroy(lq_session_t **p, int linger_ms)
         lq_zsock_destroy(&s->sock);
     }
     lq_jobtab_destroy(&s->jobs);
+    lq_batch_clear(&s->out);
     for (size_t i = 0; i < s->neps; i++)
         free(s->eps[i]);
     free(s);

@@ -13,6 +13,13 @@
  * same way); nothing while draining, or while more results than
  * concurrency await an ack.
  *
+ * Lists: READY announces JOB_LIST (batch = LQ_MAX_BATCH); a JOB_LIST is
+ * handled as its JOBs in order. Once the broker has sent a JOB_LIST since
+ * our last READY, the results completed in one loop iteration go out
+ * together from lq_session_tick() as one RESULT_LIST; until then (an older
+ * broker, or just after a re-registration) each result goes at once in
+ * its own RESULT.
+ *
  * Liveness: HEARTBEAT every heartbeat_ms; any message from the broker
  * proves it alive. After heartbeat_ms * liveness of silence (plus a
  * growing backoff on repeated failures, up to 30 s) the DEALER is

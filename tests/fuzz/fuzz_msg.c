@@ -54,6 +54,27 @@ static void s_compare(const lq_msg_t *a, const lq_msg_t *b)
             a->u.result.retry_after_ms != b->u.result.retry_after_ms)
             s_die("result changed", a->cmd);
         break;
+    case LQ_W_JOB_LIST:
+        if (a->u.job_list.njobs != b->u.job_list.njobs)
+            s_die("job list changed", a->cmd);
+        for (size_t i = 0; i < a->u.job_list.njobs; i++) {
+            const lq_w_job_t *x = &a->u.job_list.jobs[i], *y = &b->u.job_list.jobs[i];
+            if (x->index != y->index || x->body_len != y->body_len ||
+                memcmp(x->body, y->body, x->body_len) != 0 || strcmp(x->batch, y->batch) != 0)
+                s_die("job list item changed", a->cmd);
+        }
+        break;
+    case LQ_W_RESULT_LIST:
+        if (a->u.result_list.nresults != b->u.result_list.nresults)
+            s_die("result list changed", a->cmd);
+        for (size_t i = 0; i < a->u.result_list.nresults; i++) {
+            const lq_w_result_t *x = &a->u.result_list.results[i];
+            const lq_w_result_t *y = &b->u.result_list.results[i];
+            if (x->index != y->index || x->outcome != y->outcome || x->body_len != y->body_len ||
+                (x->body == NULL) != (y->body == NULL) || strcmp(x->batch, y->batch) != 0)
+                s_die("result list item changed", a->cmd);
+        }
+        break;
     case LQ_W_RESULT_ACK:
         if (a->u.result_ack.njobs != b->u.result_ack.njobs)
             s_die("ack changed", a->cmd);

@@ -18,13 +18,14 @@
 #include <string.h>
 
 #include <cmocka.h>
+#include <msgpack.h>
 
 static const uint8_t s_all_cmds[] = {
     LQ_C_OPEN,       LQ_C_CHUNK,     LQ_C_CLOSE,        LQ_C_STATUS,     LQ_C_RESULTS,
     LQ_C_CANCEL,     LQ_C_LIST,      LQ_C_WORKERS,      LQ_C_OPENED,     LQ_C_CHUNK_ACK,
     LQ_C_CLOSED,     LQ_C_BATCH,     LQ_C_RESULTS_PAGE, LQ_C_LIST_REPLY, LQ_C_WORKERS_REPLY,
     LQ_C_ERROR,      LQ_W_READY,     LQ_W_CREDIT,       LQ_W_JOB,        LQ_W_RESULT,
-    LQ_W_RESULT_ACK, LQ_W_HEARTBEAT, LQ_W_DISCONNECT,
+    LQ_W_RESULT_ACK, LQ_W_HEARTBEAT, LQ_W_DISCONNECT,   LQ_W_JOB_LIST,   LQ_W_RESULT_LIST,
 };
 #define NCMDS (sizeof s_all_cmds / sizeof s_all_cmds[0])
 
@@ -51,6 +52,16 @@ static lq_worker_info_t s_workers[2] = {
 static const char *s_upstreams[3] = {"default", "openai", "azure-eu"};
 static lq_job_ref_t s_refs[3] = {{"b-1", 0}, {"b-1", 7}, {"b-2", 1234567890123LL}};
 static const char s_nul_body[] = "{\"a\":1}\0tail";
+static lq_w_job_t s_wjobs[2] = {
+    {"b-1", 17, 3, "openai", "/v1/chat/completions", s_nul_body, sizeof s_nul_body - 1, 86400000},
+    {"b-2", 0, 1, "default", "/v1/embeddings", "{}", 2, 1},
+};
+static lq_w_result_t s_wresults[2] = {
+    {"b-1", 17, 3, LQ_OUTCOME_RETRYABLE, 429, "{\"error\":{}}", 12, "req_1", "http_429",
+     "429 Too Many Requests", 1500, -1, -1, 0, 1200, 250, 6000, 500, 200000, 812},
+    {"b-2", 0, 1, LQ_OUTCOME_OK, 200, "{\"usage\":{}}", 12, NULL, NULL, NULL, -1, 10, 20, -1, -1,
+     -1, -1, -1, -1, 3},
+};
 
 /* Fills m with a message of command cmd with every field set (pointers to
  * static storage). Returns 0, or -1 for a command it does not know. */
@@ -105,7 +116,7 @@ static int s_sample(uint8_t cmd, lq_msg_t *m)
         m->u.error = (lq_c_error_t){85, "not_found", "no batch \"b-9\""};
         break;
     case LQ_W_READY:
-        m->u.ready = (lq_w_ready_t){"worker-1", 64, 60, s_upstreams, 3};
+        m->u.ready = (lq_w_ready_t){"worker-1", 64, 60, s_upstreams, 3, LQ_MAX_BATCH};
         break;
     case LQ_W_CREDIT:
         m->u.credit.credit = 1000000;
@@ -137,6 +148,12 @@ static int s_sample(uint8_t cmd, lq_msg_t *m)
         break;
     case LQ_W_RESULT_ACK:
         m->u.result_ack = (lq_w_result_ack_t){s_refs, 3};
+        break;
+    case LQ_W_JOB_LIST:
+        m->u.job_list = (lq_w_job_list_t){s_wjobs, 2};
+        break;
+    case LQ_W_RESULT_LIST:
+        m->u.result_list = (lq_w_result_list_t){s_wresults, 2};
         break;
     default:
         return -1;
@@ -222,6 +239,51 @@ static void s_info_eq(const lq_batch_info_t *a, const lq_batch_info_t *b)
     INT_EQ(a->priority, b->priority);
     INT_EQ(a->max_attempts, b->max_attempts);
     INT_EQ(a->timeout_ms, b->timeout_ms);
+}
+
+static void s_job_eq(const lq_w_job_t *a, const lq_w_job_t *b)
+{
+    STR_EQ(a->batch, b->batch);
+    INT_EQ(a->index, b->index);
+    INT_EQ(a->attempt, b->attempt);
+    STR_EQ(a->upstream, b->upstream);
+    STR_EQ(a->url, b->url);
+    assert_int_equal(a->body_len, b->body_len);
+    assert_memory_equal(a->body, b->body, a->body_len);
+    INT_EQ(a->timeout_ms, b->timeout_ms);
+}
+
+/* Optional strings: both NULL or equal. */
+static void s_opt_eq(const char *a, const char *b)
+{
+    if (!a || !b)
+        assert_ptr_equal(a, b);
+    else
+        STR_EQ(a, b);
+}
+
+static void s_result_eq(const lq_w_result_t *x, const lq_w_result_t *y)
+{
+    STR_EQ(x->batch, y->batch);
+    INT_EQ(x->index, y->index);
+    INT_EQ(x->attempt, y->attempt);
+    INT_EQ(x->outcome, y->outcome);
+    INT_EQ(x->status, y->status);
+    assert_int_equal(x->body_len, y->body_len);
+    assert_memory_equal(x->body, y->body, x->body_len);
+    s_opt_eq(x->request_id, y->request_id);
+    s_opt_eq(x->error_code, y->error_code);
+    s_opt_eq(x->error_message, y->error_message);
+    INT_EQ(x->retry_after_ms, y->retry_after_ms);
+    INT_EQ(x->prompt_tokens, y->prompt_tokens);
+    INT_EQ(x->completion_tokens, y->completion_tokens);
+    INT_EQ(x->rl_remaining_requests, y->rl_remaining_requests);
+    INT_EQ(x->rl_remaining_tokens, y->rl_remaining_tokens);
+    INT_EQ(x->rl_reset_requests_ms, y->rl_reset_requests_ms);
+    INT_EQ(x->rl_reset_tokens_ms, y->rl_reset_tokens_ms);
+    INT_EQ(x->rl_limit_requests, y->rl_limit_requests);
+    INT_EQ(x->rl_limit_tokens, y->rl_limit_tokens);
+    INT_EQ(x->latency_ms, y->latency_ms);
 }
 
 /* Field-by-field equality of two messages of the same command. */
@@ -337,42 +399,27 @@ static void s_msg_eq(const lq_msg_t *a, const lq_msg_t *b)
         assert_int_equal(a->u.ready.nupstreams, b->u.ready.nupstreams);
         for (size_t i = 0; i < a->u.ready.nupstreams; i++)
             STR_EQ(a->u.ready.upstreams[i], b->u.ready.upstreams[i]);
+        INT_EQ(a->u.ready.batch, b->u.ready.batch);
         break;
     case LQ_W_CREDIT:
         INT_EQ(a->u.credit.credit, b->u.credit.credit);
         break;
     case LQ_W_JOB:
-        STR_EQ(a->u.job.batch, b->u.job.batch);
-        INT_EQ(a->u.job.index, b->u.job.index);
-        INT_EQ(a->u.job.attempt, b->u.job.attempt);
-        STR_EQ(a->u.job.upstream, b->u.job.upstream);
-        STR_EQ(a->u.job.url, b->u.job.url);
-        assert_int_equal(a->u.job.body_len, b->u.job.body_len);
-        assert_memory_equal(a->u.job.body, b->u.job.body, a->u.job.body_len);
-        INT_EQ(a->u.job.timeout_ms, b->u.job.timeout_ms);
+        s_job_eq(&a->u.job, &b->u.job);
         break;
-    case LQ_W_RESULT: {
-        const lq_w_result_t *x = &a->u.result, *y = &b->u.result;
-        STR_EQ(x->batch, y->batch);
-        INT_EQ(x->index, y->index);
-        INT_EQ(x->attempt, y->attempt);
-        INT_EQ(x->outcome, y->outcome);
-        INT_EQ(x->status, y->status);
-        assert_int_equal(x->body_len, y->body_len);
-        assert_memory_equal(x->body, y->body, x->body_len);
-        STR_EQ(x->request_id, y->request_id);
-        STR_EQ(x->error_code, y->error_code);
-        STR_EQ(x->error_message, y->error_message);
-        INT_EQ(x->retry_after_ms, y->retry_after_ms);
-        INT_EQ(x->prompt_tokens, y->prompt_tokens);
-        INT_EQ(x->completion_tokens, y->completion_tokens);
-        INT_EQ(x->rl_remaining_requests, y->rl_remaining_requests);
-        INT_EQ(x->rl_remaining_tokens, y->rl_remaining_tokens);
-        INT_EQ(x->rl_reset_requests_ms, y->rl_reset_requests_ms);
-        INT_EQ(x->rl_reset_tokens_ms, y->rl_reset_tokens_ms);
-        INT_EQ(x->latency_ms, y->latency_ms);
+    case LQ_W_RESULT:
+        s_result_eq(&a->u.result, &b->u.result);
         break;
-    }
+    case LQ_W_JOB_LIST:
+        assert_int_equal(a->u.job_list.njobs, b->u.job_list.njobs);
+        for (size_t i = 0; i < a->u.job_list.njobs; i++)
+            s_job_eq(&a->u.job_list.jobs[i], &b->u.job_list.jobs[i]);
+        break;
+    case LQ_W_RESULT_LIST:
+        assert_int_equal(a->u.result_list.nresults, b->u.result_list.nresults);
+        for (size_t i = 0; i < a->u.result_list.nresults; i++)
+            s_result_eq(&a->u.result_list.results[i], &b->u.result_list.results[i]);
+        break;
     case LQ_W_RESULT_ACK:
         assert_int_equal(a->u.result_ack.njobs, b->u.result_ack.njobs);
         for (size_t i = 0; i < a->u.result_ack.njobs; i++) {
@@ -469,6 +516,22 @@ static void test_optional_fields(void **state)
     assert_null(out.u.result.request_id);
     assert_null(out.u.result.error_code);
     assert_null(out.u.result.error_message);
+    lq_msg_clear(&out);
+    lq_buf_clear(&b);
+
+    /* -1 (unknown) fields are left out and come back as -1; others stay */
+    memset(&in, 0, sizeof in);
+    in.cmd = LQ_W_RESULT;
+    in.u.result = (lq_w_result_t){"b", 1, 1, LQ_OUTCOME_OK, 200, NULL, 0, NULL, NULL, NULL,
+                                  -1, 7, -1, -1, -1, -1, -1, -1, -1, 0};
+    b = s_enc(&in);
+    assert_null(memmem(b.data, b.len, "rl_", 3));
+    assert_null(memmem(b.data, b.len, "retry_after_ms", 14));
+    assert_null(memmem(b.data, b.len, "completion_tokens", 17));
+    assert_non_null(memmem(b.data, b.len, "prompt_tokens", 13));
+    assert_non_null(memmem(b.data, b.len, "latency_ms", 10));
+    s_dec_ok(in.cmd, b.data, b.len, &out);
+    s_msg_eq(&in, &out);
     lq_msg_clear(&out);
     lq_buf_clear(&b);
 
@@ -598,8 +661,8 @@ static void test_bad_structure(void **state)
     s_bad_hex(LQ_W_CREDIT, "81a66372656469740500", "trailing");   /* one byte extra */
     s_bad_hex(LQ_W_CREDIT, "81a6637265646974c1", "invalid");      /* reserved byte */
     s_bad_hex(LQ_W_CREDIT, "8105a6637265646974", "not a string"); /* int key */
-    /* Declared sizes far beyond the body are refused before msgpack-c
-     * allocates for them. */
+    /* Declared sizes far beyond the body are refused before anything is
+     * allocated for them. */
     s_bad_hex(LQ_W_CREDIT, "dfffffffff", "larger than the body");
     s_bad_hex(LQ_W_CREDIT, "81a178ddffffffff", "larger than the body");
     s_bad_hex(LQ_W_CREDIT, "81a178dbffffffff", "truncated");
@@ -790,6 +853,241 @@ static void test_limits(void **state)
     huge[0] = (char)0x80;
     s_dec_bad(LQ_W_HEARTBEAT, huge, (size_t)LQ_MAX_BODY + 1, "over the limit");
     free(huge);
+}
+
+/* ---- the encoder writes what msgpack-c's packer writes ---------------------- */
+
+static int s_pk_write(void *data, const char *buf, size_t len)
+{
+    msgpack_sbuffer *sb = data;
+    return msgpack_sbuffer_write(sb, buf, len);
+}
+
+/* Asserts that b ends with what pack put into sb. */
+static void s_assert_tail(const lq_buf_t *b, const msgpack_sbuffer *sb)
+{
+    assert_true(b->len >= sb->size);
+    assert_memory_equal(b->data + b->len - sb->size, sb->data, sb->size);
+}
+
+static void test_encoder_matches_msgpack_c(void **state)
+{
+    (void)state;
+    static const int64_t ints[] = {0, 1, 31, 32, 127, 128, 255, 256, 65535, 65536,
+                                   INT32_MAX, (int64_t)UINT32_MAX, (int64_t)UINT32_MAX + 1,
+                                   INT64_MAX, -1, -31, -32, -33, -127, -128, -129, -32767,
+                                   -32768, -32769, INT32_MIN, (int64_t)INT32_MIN - 1, INT64_MIN};
+    for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++) {
+        /* an int field last in its map: RESULT_ACK {"jobs": [{"batch", "index"}]} */
+        lq_job_ref_t ref = {"b", ints[i]};
+        lq_msg_t m;
+        memset(&m, 0, sizeof m);
+        m.cmd = LQ_W_RESULT_ACK;
+        m.u.result_ack = (lq_w_result_ack_t){&ref, 1};
+        lq_buf_t b = s_enc(&m);
+        msgpack_sbuffer sb;
+        msgpack_sbuffer_init(&sb);
+        msgpack_packer pk;
+        msgpack_packer_init(&pk, &sb, s_pk_write);
+        msgpack_pack_int64(&pk, ints[i]);
+        s_assert_tail(&b, &sb);
+        lq_buf_clear(&b);
+        /* and as an unsigned field (req) */
+        if (ints[i] > 0) {
+            memset(&m, 0, sizeof m);
+            m.cmd = LQ_W_HEARTBEAT;
+            m.u.simple.req = (uint64_t)ints[i];
+            b = s_enc(&m);
+            msgpack_sbuffer_clear(&sb);
+            msgpack_pack_uint64(&pk, (uint64_t)ints[i]);
+            s_assert_tail(&b, &sb);
+            lq_buf_clear(&b);
+        }
+        msgpack_sbuffer_destroy(&sb);
+    }
+    static const size_t lens[] = {0, 1, 31, 32, 255, 256, 65535, 65536, 70000};
+    char *text = malloc(70001);
+    memset(text, 'x', 70000);
+    for (size_t i = 0; i < sizeof lens / sizeof lens[0]; i++) {
+        /* a string last in its map, and an array of that many strings */
+        text[lens[i]] = '\0';
+        lq_msg_t m;
+        memset(&m, 0, sizeof m);
+        m.cmd = LQ_C_ERROR;
+        m.u.error = (lq_c_error_t){1, "c", text};
+        lq_buf_t b = s_enc(&m);
+        msgpack_sbuffer sb;
+        msgpack_sbuffer_init(&sb);
+        msgpack_packer pk;
+        msgpack_packer_init(&pk, &sb, s_pk_write);
+        msgpack_pack_str(&pk, lens[i]);
+        msgpack_pack_str_body(&pk, text, lens[i]);
+        s_assert_tail(&b, &sb);
+        lq_buf_clear(&b);
+        text[lens[i]] = 'x';
+        if (lens[i] <= 65536) {
+            const char **ups = calloc(lens[i] + 1, sizeof *ups);
+            for (size_t k = 0; k < lens[i]; k++)
+                ups[k] = "u";
+            memset(&m, 0, sizeof m);
+            m.cmd = LQ_W_READY;
+            m.u.ready = (lq_w_ready_t){"w", 1, 1, ups, lens[i], 0};
+            b = s_enc(&m);
+            msgpack_sbuffer_clear(&sb);
+            msgpack_pack_array(&pk, lens[i]);
+            for (size_t k = 0; k < lens[i]; k++) {
+                msgpack_pack_str(&pk, 1);
+                msgpack_pack_str_body(&pk, "u", 1);
+            }
+            s_assert_tail(&b, &sb);
+            lq_buf_clear(&b);
+            free(ups);
+        }
+        msgpack_sbuffer_destroy(&sb);
+    }
+    free(text);
+}
+
+/* ---- JOB_LIST, RESULT_LIST and READY's batch ---------------------------------- */
+
+/* Builds a body of n items of cmd with lq_batch_* and checks it equals
+ * lq_msg_encode() of the same items and decodes to them. */
+static void s_check_builder(lq_batch_t *bb, uint8_t cmd, size_t n)
+{
+    lq_w_job_t *jobs = calloc(n, sizeof *jobs);
+    lq_w_result_t *res = calloc(n, sizeof *res);
+    lq_batch_begin(bb, cmd);
+    assert_int_equal(lq_batch_size(bb), 0);
+    for (size_t i = 0; i < n; i++) {
+        jobs[i] = s_wjobs[i % 2];
+        jobs[i].index = (int64_t)i;
+        res[i] = s_wresults[i % 2];
+        res[i].index = (int64_t)i;
+        size_t before = lq_batch_size(bb);
+        lq_batch_add(bb, cmd == LQ_W_JOB_LIST ? (const void *)&jobs[i] : (const void *)&res[i]);
+        assert_true(lq_batch_size(bb) > before);
+    }
+    assert_int_equal(bb->n, n);
+    lq_msg_t m;
+    memset(&m, 0, sizeof m);
+    m.cmd = cmd;
+    if (cmd == LQ_W_JOB_LIST)
+        m.u.job_list = (lq_w_job_list_t){jobs, n};
+    else
+        m.u.result_list = (lq_w_result_list_t){res, n};
+    lq_buf_t want = s_enc(&m);
+    size_t len;
+    const void *body = lq_batch_body(bb, &len);
+    assert_int_equal(len, want.len);
+    assert_memory_equal(body, want.data, len);
+    lq_msg_t out;
+    s_dec_ok(cmd, body, len, &out);
+    s_msg_eq(&m, &out);
+    lq_msg_clear(&out);
+    lq_buf_clear(&want);
+    free(jobs);
+    free(res);
+}
+
+static void test_lists(void **state)
+{
+    (void)state;
+    /* the builder gives lq_msg_encode's bytes: fixarray, array16 heads,
+     * and again after a reuse */
+    lq_batch_t bb = {0};
+    size_t sizes[] = {1, 2, 15, 16, 300, LQ_MAX_BATCH, 3};
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+        s_check_builder(&bb, LQ_W_JOB_LIST, sizes[i]);
+        s_check_builder(&bb, LQ_W_RESULT_LIST, sizes[i]);
+    }
+    lq_batch_clear(&bb);
+    lq_batch_clear(&bb);
+
+    /* vectors: a JOB_LIST of the JOB vector, a RESULT_LIST head */
+    lq_msg_t m;
+    lq_w_job_t job = {"b1", 3, 1, "default", "/v1/x", "{}", 2, 60000};
+    memset(&m, 0, sizeof m);
+    m.cmd = LQ_W_JOB_LIST;
+    m.u.job_list = (lq_w_job_list_t){&job, 1};
+    lq_buf_t b = s_enc(&m);
+    s_assert_hex(&b, "81a46a6f627391"
+                     "87a56261746368a26231a5696e64657803a7617474656d707401a87570737472"
+                     "65616da764656661756c74a375726ca52f76312f78a4626f6479a27b7daa7469"
+                     "6d656f75745f6d73cdea60");
+    lq_buf_clear(&b);
+    lq_w_result_t r = {.batch = "b1", .index = 3, .attempt = 1, .status = 200};
+    memset(&m, 0, sizeof m);
+    m.cmd = LQ_W_RESULT_LIST;
+    m.u.result_list = (lq_w_result_list_t){&r, 1};
+    b = s_enc(&m);
+    assert_true(b.len > 10);
+    assert_memory_equal(b.data, "\x81\xa7results\x91\x8f", 11);
+    lq_buf_clear(&b);
+
+    /* malformed lists */
+    s_bad_hex(LQ_W_JOB_LIST, "80", "missing key 'jobs'");
+    s_bad_hex(LQ_W_JOB_LIST, "81a46a6f627390", "'jobs': 0 items");
+    s_bad_hex(LQ_W_JOB_LIST, "81a46a6f627380", "want an array");
+    s_bad_hex(LQ_W_JOB_LIST, "81a46a6f62739101", "jobs[0]: want a map");
+    s_bad_hex(LQ_W_RESULT_LIST, "81a46a6f627391" "80", "missing key 'results'");
+    s_bad_hex(LQ_W_RESULT_LIST, "81a7726573756c747390", "'results': 0 items");
+    /* the second job lacks its body */
+    s_bad_hex(LQ_W_JOB_LIST,
+              "81a46a6f627392"
+              "87a56261746368a26231a5696e64657803a7617474656d707401a87570737472"
+              "65616da764656661756c74a375726ca52f76312f78a4626f6479a27b7daa7469"
+              "6d656f75745f6d73cdea60"
+              "86a56261746368a26231a5696e64657804a7617474656d707401a87570737472"
+              "65616da764656661756c74a375726ca52f76312f78aa74696d656f75745f6d73"
+              "cdea60",
+              "jobs[1]: missing key 'body'");
+    /* the second result has outcome 3 */
+    s_bad_hex(LQ_W_RESULT_LIST,
+              "81a7726573756c747392"
+              "85a56261746368a162a5696e64657801a7617474656d707401a76f7574636f6d6500"
+              "a6737461747573ccc8"
+              "85a56261746368a162a5696e64657802a7617474656d707401a76f7574636f6d6503"
+              "a6737461747573ccc8",
+              "results[1]: 'outcome': 3 out of range");
+    /* over LQ_MAX_BATCH items */
+    lq_w_job_t *many = calloc(LQ_MAX_BATCH + 1, sizeof *many);
+    for (size_t i = 0; i <= LQ_MAX_BATCH; i++)
+        many[i] = job;
+    memset(&m, 0, sizeof m);
+    m.cmd = LQ_W_JOB_LIST;
+    m.u.job_list = (lq_w_job_list_t){many, LQ_MAX_BATCH + 1};
+    b = s_enc(&m);
+    s_dec_bad(m.cmd, b.data, b.len, "1025 items");
+    lq_buf_clear(&b);
+    free(many);
+
+    /* READY: batch is left out when 0 (an old worker's READY), and is
+     * 0..LQ_MAX_BATCH */
+    const char *ups[1] = {"default"};
+    memset(&m, 0, sizeof m);
+    m.cmd = LQ_W_READY;
+    m.u.ready = (lq_w_ready_t){"w1", 64, 64, ups, 1, 0};
+    b = s_enc(&m);
+    s_assert_hex(&b, "84a6776f726b6572a27731ab636f6e63757272656e637940a6637265646974"
+                     "40a9757073747265616d7391a764656661756c74");
+    lq_msg_t out;
+    s_dec_ok(m.cmd, b.data, b.len, &out);
+    INT_EQ(out.u.ready.batch, 0);
+    lq_msg_clear(&out);
+    lq_buf_clear(&b);
+    m.u.ready.batch = 16;
+    b = s_enc(&m);
+    s_assert_hex(&b, "85a6776f726b6572a27731ab636f6e63757272656e637940a6637265646974"
+                     "40a9757073747265616d7391a764656661756c74a5626174636810");
+    lq_buf_clear(&b);
+    s_bad_hex(LQ_W_READY,
+              "85a6776f726b6572a27731ab636f6e63757272656e637940a6637265646974"
+              "40a9757073747265616d7391a764656661756c74a56261746368cd0401",
+              "'batch'");
+    s_bad_hex(LQ_W_READY,
+              "85a6776f726b6572a27731ab636f6e63757272656e637940a6637265646974"
+              "40a9757073747265616d7391a764656661756c74a56261746368ff",
+              "'batch': -1 out of range");
 }
 
 /* Every client request and reply has its request id where the codec puts
@@ -988,7 +1286,9 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_optional_fields), cmocka_unit_test(test_vectors),
         cmocka_unit_test(test_bad_structure),   cmocka_unit_test(test_bad_fields),
         cmocka_unit_test(test_lenient),         cmocka_unit_test(test_limits),
-        cmocka_unit_test(test_req_field), cmocka_unit_test(test_unknown_command), cmocka_unit_test(test_random_mutations),
+        cmocka_unit_test(test_encoder_matches_msgpack_c),
+        cmocka_unit_test(test_lists),           cmocka_unit_test(test_req_field),
+        cmocka_unit_test(test_unknown_command), cmocka_unit_test(test_random_mutations),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

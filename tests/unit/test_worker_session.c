@@ -32,6 +32,8 @@ typedef struct {
     int64_t index, attempt, outcome;
     char code[64];
     size_t nupstreams;
+    int64_t list_max; /* READY's batch */
+    int in_list;      /* RESULT: came in a RESULT_LIST */
 } rec_t;
 
 typedef struct {
@@ -48,6 +50,7 @@ typedef struct {
     uint8_t ident[64];
     size_t ident_len;
     char endpoint[64];
+    size_t nlists; /* RESULT_LIST messages received */
 } fx_t;
 
 static uint64_t fx_clock(void *arg)
@@ -63,6 +66,22 @@ static void on_router(lq_zsock_t *z, const uint8_t *ident, size_t len, lq_msg_t 
     f->ident_len = len;
     if (f->nrecs == MAXREC || m->cmd == LQ_W_HEARTBEAT)
         return;
+    if (m->cmd == LQ_W_RESULT_LIST) {
+        /* recorded as the RESULTs it carries */
+        f->nlists++;
+        for (size_t i = 0; i < m->u.result_list.nresults && f->nrecs < MAXREC; i++) {
+            const lq_w_result_t *res = &m->u.result_list.results[i];
+            rec_t *r = &f->recs[f->nrecs++];
+            memset(r, 0, sizeof *r);
+            r->cmd = LQ_W_RESULT;
+            r->in_list = 1;
+            snprintf(r->batch, sizeof r->batch, "%s", res->batch);
+            r->index = res->index;
+            r->attempt = res->attempt;
+            r->outcome = res->outcome;
+        }
+        return;
+    }
     rec_t *r = &f->recs[f->nrecs++];
     memset(r, 0, sizeof *r);
     r->cmd = m->cmd;
@@ -70,6 +89,7 @@ static void on_router(lq_zsock_t *z, const uint8_t *ident, size_t len, lq_msg_t 
         r->credit = m->u.ready.credit;
         r->concurrency = m->u.ready.concurrency;
         r->nupstreams = m->u.ready.nupstreams;
+        r->list_max = m->u.ready.batch;
     } else if (m->cmd == LQ_W_CREDIT) {
         r->credit = m->u.credit.credit;
     } else if (m->cmd == LQ_W_RESULT) {
@@ -189,6 +209,20 @@ static void send_job(fx_t *f, const char *batch, int64_t index, int64_t attempt)
     assert_int_equal(lq_zsock_send(f->router, f->ident, f->ident_len, &m), 0);
 }
 
+/* Sends n jobs (batch, first..first+n-1) in one JOB_LIST. */
+static void send_job_list(fx_t *f, const char *batch, int64_t first, size_t n)
+{
+    lq_w_job_t jobs[16];
+    assert_true(n <= 16);
+    for (size_t i = 0; i < n; i++)
+        jobs[i] = (lq_w_job_t){batch, first + (int64_t)i, 1, "default", "/v1/chat/completions",
+                               "{}", 2, 1000};
+    lq_msg_t m = {0};
+    m.cmd = LQ_W_JOB_LIST;
+    m.u.job_list = (lq_w_job_list_t){jobs, n};
+    assert_int_equal(lq_zsock_send(f->router, f->ident, f->ident_len, &m), 0);
+}
+
 static void send_ack(fx_t *f, const char *batch, int64_t index)
 {
     lq_job_ref_t ref = {batch, index};
@@ -289,6 +323,66 @@ static void test_ready_jobs_results_credit(void **state)
     assert_int_equal(st.ok, 2);
     assert_int_equal(st.retryable, 1);
     assert_int_equal(st.fatal, 1);
+}
+
+/* A broker that sends JOB_LIST gets the results of one loop iteration in
+ * one RESULT_LIST; after a re-registration the worker sends single
+ * RESULTs again until that broker sends a JOB_LIST (it may be an older
+ * one). Credit and acks are as with JOB and RESULT. */
+static void test_job_list_result_list(void **state)
+{
+    fx_t *f = *state;
+    assert_int_equal(f->recs[0].cmd, LQ_W_READY);
+    assert_int_equal(f->recs[0].list_max, LQ_MAX_BATCH);
+    send_job_list(f, "b1", 0, 3);
+    pump(f);
+    assert_int_equal(f->nrunning, 3);
+    lq_session_stats_t st;
+    lq_session_stats(f->s, &st);
+    assert_int_equal(st.credit_out, 1); /* each job of the list took one credit */
+    size_t mark = f->nrecs;
+    finish(f, 0, LQ_OUTCOME_OK);
+    finish(f, 2, LQ_OUTCOME_RETRYABLE);
+    pump(f);
+    assert_int_equal(f->nlists, 1); /* both results in one message */
+    assert_int_equal(count(f, mark, LQ_W_RESULT, NULL), 2);
+    assert_true(f->recs[mark].in_list && f->recs[mark + 1].in_list);
+    assert_int_equal(f->recs[mark].index, 0);
+    assert_int_equal(f->recs[mark + 1].index, 2);
+    assert_int_equal(f->recs[mark + 1].outcome, LQ_OUTCOME_RETRYABLE);
+    int64_t sum;
+    assert_int_equal(count(f, mark, LQ_W_CREDIT, &sum), 1);
+    assert_int_equal(sum, 2);
+    send_ack(f, "b1", 0);
+    pump(f);
+    lq_session_stats(f->s, &st);
+    assert_int_equal(st.unacked, 1);
+    /* "register again": READY, then the unacknowledged result alone */
+    mark = f->nrecs;
+    send_simple(f, LQ_W_DISCONNECT);
+    pump(f);
+    assert_int_equal(f->recs[mark].cmd, LQ_W_READY);
+    assert_int_equal(count(f, mark, LQ_W_RESULT, NULL), 1);
+    assert_int_equal(f->recs[mark + 1].cmd, LQ_W_RESULT);
+    assert_false(f->recs[mark + 1].in_list);
+    assert_int_equal(f->nlists, 1);
+    /* a single JOB (an older broker): the result comes as RESULT */
+    mark = f->nrecs;
+    send_job(f, "b2", 5, 1);
+    pump(f);
+    finish(f, 3, LQ_OUTCOME_OK);
+    pump(f);
+    assert_int_equal(count(f, mark, LQ_W_RESULT, NULL), 1);
+    assert_int_equal(f->nlists, 1);
+    /* a JOB_LIST again: results go as RESULT_LIST */
+    mark = f->nrecs;
+    send_job_list(f, "b3", 0, 1);
+    pump(f);
+    finish(f, 1, LQ_OUTCOME_OK);
+    finish(f, 4, LQ_OUTCOME_OK);
+    pump(f);
+    assert_int_equal(f->nlists, 2);
+    assert_int_equal(count(f, mark, LQ_W_RESULT, NULL), 2);
 }
 
 static void test_duplicate_job(void **state)
@@ -627,6 +721,7 @@ int main(void)
     lq_log_set_level(LQ_LOG_ERROR);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_ready_jobs_results_credit, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_job_list_result_list, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_duplicate_job, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_unacked_cap, fx_setup_2, fx_teardown),
         cmocka_unit_test_setup_teardown(test_disconnect_reregisters, fx_setup, fx_teardown),
