@@ -31,6 +31,7 @@
 #define S_COLD_MIN_WINDOW 8.0
 #define S_MIN_RPS 0.5
 #define S_EARLY_RETRY_MS 250 /* a job's wait once Retry-After proved pessimistic */
+#define S_MIN_SHARE 1e-3
 
 struct lq_rl {
     lq_rl_config_t cfg;
@@ -60,6 +61,11 @@ struct lq_rl {
     uint64_t slot_epoch;
     uint64_t first_ok_ms;
     int64_t n429, nok, nerr;
+    /* the fleet: this broker's part of every limit (1 alone), when admit()
+     * was last asked, and the measured cuts so far */
+    double share;
+    uint64_t asked_ms;
+    uint64_t ncuts;
 };
 
 lq_rl_t *lq_rl_new(const lq_rl_config_t *cfg, uint64_t now_ms)
@@ -74,6 +80,7 @@ lq_rl_t *lq_rl_new(const lq_rl_config_t *cfg, uint64_t now_ms)
     rl->req_tokens = 1;
     rl->tok_tokens = cfg->tpm > 0 ? cfg->tpm / 60.0 : 0;
     rl->tok_ratio = 1.0;
+    rl->share = 1.0;
     return rl;
 }
 
@@ -101,11 +108,12 @@ static double s_req_rate_src(const lq_rl_t *rl, lq_rl_source_t *src)
     double r = 0;
     lq_rl_source_t s = LQ_RL_OBSERVED;
     if (rl->cfg.rpm > 0) {
-        r = rl->cfg.rpm / 60.0;
+        r = rl->cfg.rpm / 60.0 * rl->share;
         s = LQ_RL_CONFIGURED;
     }
-    if (rl->header_rps > 0 && (r == 0 || rl->header_rps < r)) {
-        r = rl->header_rps;
+    double h = rl->header_rps * rl->share;
+    if (h > 0 && (r == 0 || h < r)) {
+        r = h;
         s = LQ_RL_HEADERS;
     }
     if (rl->learned_rps > 0 && (r == 0 || rl->learned_rps < r)) {
@@ -125,10 +133,11 @@ static double s_req_rate(const lq_rl_t *rl)
 /* The token rate (per second) in force and its source; 0 = none. */
 static double s_tok_rate_src(const lq_rl_t *rl, lq_rl_source_t *src)
 {
-    double r = rl->cfg.tpm > 0 ? rl->cfg.tpm / 60.0 : 0;
+    double r = rl->cfg.tpm > 0 ? rl->cfg.tpm / 60.0 * rl->share : 0;
     lq_rl_source_t s = r > 0 ? LQ_RL_CONFIGURED : LQ_RL_OBSERVED;
-    if (rl->header_tps > 0 && (r == 0 || rl->header_tps < r)) {
-        r = rl->header_tps;
+    double h = rl->header_tps * rl->share;
+    if (h > 0 && (r == 0 || h < r)) {
+        r = h;
         s = LQ_RL_HEADERS;
     }
     if (src)
@@ -311,6 +320,7 @@ int lq_rl_admit(lq_rl_t *rl, uint64_t now_ms, int64_t est_tokens, uint64_t *retr
 {
     s_refill(rl, now_ms);
     *retry_ms = 1;
+    rl->asked_ms = now_ms ? now_ms : 1;
     int probe = 0;
     if (now_ms < rl->pause_until_ms) {
         if (!s_paused_admit(rl, now_ms, retry_ms))
@@ -373,6 +383,7 @@ static int s_sent_in_pause(const lq_rl_t *rl, uint64_t sent_ms)
 static void s_cut(lq_rl_t *rl, uint64_t now_ms)
 {
     rl->last_cut_ms = now_ms;
+    rl->ncuts++;
     double delivered = s_delivered(rl, now_ms);
     if (rl->learned_rps == 0) {
         /* the successes may still be few (the window was ramping): half
@@ -540,7 +551,7 @@ void lq_rl_stats(lq_rl_t *rl, uint64_t now_ms, lq_rl_stats_t *out)
     s_refill(rl, now_ms);
     memset(out, 0, sizeof *out);
     out->rate_limit = s_req_rate(rl);
-    out->learned_rps = rl->header_rps > 0 ? rl->header_rps : rl->learned_rps;
+    out->learned_rps = rl->header_rps > 0 ? rl->header_rps * rl->share : rl->learned_rps;
     out->ok_rps = s_ok_rps(rl, now_ms);
     out->window = rl->window;
     out->inflight = rl->inflight;
@@ -585,7 +596,7 @@ int lq_rl_export(const lq_rl_t *rl, char *out, size_t n)
     if (rl->learned_rps <= 0 && rl->header_rps <= 0 && rl->header_tps <= 0 &&
         fabs(rl->tok_ratio - 1.0) < 1e-3)
         return 0;
-    snprintf(out, n, "v1 rps=%.3f hrps=%.3f htps=%.3f ratio=%.4f", rl->learned_rps,
+    snprintf(out, n, "v1 rps=%.3f hrps=%.3f htps=%.3f ratio=%.4f", rl->learned_rps / rl->share,
              rl->header_rps, rl->header_tps, rl->tok_ratio);
     return 1;
 }
@@ -602,6 +613,7 @@ int lq_rl_import(lq_rl_t *rl, uint64_t now_ms, const char *s)
         hrps < 0 || htps < 0 || rps > 1e9 || hrps > 1e9 || htps > 1e12 || ratio < 0.05 ||
         ratio > 20)
         return -1;
+    rps *= rl->share; /* Redis keeps the fleet's rate */
     rl->learned_rps = rps > 0 && rps < S_MIN_RPS ? S_MIN_RPS : rps;
     if (rl->cfg.use_headers) {
         rl->header_rps = hrps;
@@ -612,6 +624,75 @@ int lq_rl_import(lq_rl_t *rl, uint64_t now_ms, const char *s)
     rl->last_cut_ms = now_ms; /* probe upward gently from what was learned */
     rl->last_growth_ms = now_ms;
     return 0;
+}
+
+/* ---- the fleet ---- */
+
+/* Clamps the buckets to the caps of the rates in force (after these
+ * shrank). Can't fail. */
+static void s_clamp_buckets(lq_rl_t *rl)
+{
+    double rr = s_req_rate(rl);
+    if (rr > 0 && rl->req_tokens > s_req_cap(rr))
+        rl->req_tokens = s_req_cap(rr);
+    double tr = s_tok_rate_src(rl, NULL);
+    if (tr > 0 && rl->tok_tokens > tr)
+        rl->tok_tokens = tr;
+}
+
+void lq_rl_set_share(lq_rl_t *rl, double share, uint64_t now_ms)
+{
+    if (!isfinite(share) || share > 1.0)
+        share = 1.0;
+    if (share < S_MIN_SHARE)
+        share = S_MIN_SHARE;
+    if (share == rl->share)
+        return;
+    s_refill(rl, now_ms); /* what accrued so far, at the old share */
+    if (rl->learned_rps > 0) {
+        rl->learned_rps *= share / rl->share;
+        if (rl->learned_rps < S_MIN_RPS)
+            rl->learned_rps = S_MIN_RPS;
+        if (rl->learned_rps > LQ_RL_MAX_RPS)
+            rl->learned_rps = LQ_RL_MAX_RPS;
+    }
+    rl->share = share;
+    s_clamp_buckets(rl);
+}
+
+double lq_rl_share(const lq_rl_t *rl)
+{
+    return rl->share;
+}
+
+int lq_rl_adopt(lq_rl_t *rl, uint64_t now_ms, double fleet_rps)
+{
+    if (!isfinite(fleet_rps) || fleet_rps <= 0)
+        return 0;
+    double mine = fleet_rps * rl->share;
+    if (mine < S_MIN_RPS)
+        mine = S_MIN_RPS;
+    if (mine > LQ_RL_MAX_RPS)
+        mine = LQ_RL_MAX_RPS;
+    if (rl->learned_rps > 0 && mine >= rl->learned_rps)
+        return 0;
+    s_refill(rl, now_ms);
+    rl->learned_rps = mine;
+    rl->ramping = 0;
+    rl->last_cut_ms = now_ms; /* settle, then probe upward gently, as after a cut */
+    rl->last_growth_ms = now_ms;
+    s_clamp_buckets(rl);
+    return 1;
+}
+
+uint64_t lq_rl_cuts(const lq_rl_t *rl)
+{
+    return rl->ncuts;
+}
+
+int lq_rl_demand(const lq_rl_t *rl, uint64_t now_ms, uint64_t within_ms)
+{
+    return rl->inflight > 0 || (rl->asked_ms && now_ms - rl->asked_ms < within_ms);
 }
 
 int lq_rl_parse(const char *spec, lq_rl_config_t *cfg)
