@@ -676,6 +676,8 @@ int lq_rl_adopt(lq_rl_t *rl, uint64_t now_ms, double fleet_rps)
         mine = LQ_RL_MAX_RPS;
     if (rl->learned_rps > 0 && mine >= rl->learned_rps)
         return 0;
+    if (mine < rl->learned_rps / 2) /* never more than halved at once, as by a cut */
+        mine = rl->learned_rps / 2;
     s_refill(rl, now_ms);
     rl->learned_rps = mine;
     rl->ramping = 0;

@@ -161,8 +161,9 @@ double lq_rl_share(const lq_rl_t *rl);
 
 /* Another broker learned that the fleet may send fleet_rps requests/s: if
  * this broker's part of it (fleet_rps x share) is lower than what it
- * enforces, it enforces that from now on (settling, then probing upward as
- * after a cut of its own) and returns 1; else nothing changes, 0. */
+ * enforces, it enforces that from now on (at most halving it at once, as a
+ * cut of its own would; then settling and probing upward as after a cut)
+ * and returns 1; else nothing changes, 0. */
 int lq_rl_adopt(lq_rl_t *rl, uint64_t now_ms, double fleet_rps);
 
 /* The measured cuts (429s that lowered the learned rate) so far: a change

@@ -12,7 +12,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#define S_TICK_MS 250      /* one RLSHARE call */
+#define S_TICK_MS 50       /* one RLSHARE call */
+#define S_POLL_MS 20       /* a limiter that gains demand is shared this soon */
 #define S_STALE_MS 2000    /* a broker not seen this long is gone */
 #define S_DEMAND_MS 1000   /* admit() asked this recently: demand */
 #define S_CUT_FRESH_MS 2000 /* a cut older than this is history, not news */
@@ -24,6 +25,7 @@ typedef struct {
     uint64_t cuts;     /* the limiter's cuts already published */
     char *cut_seen;    /* the last cut entry read (owned), or NULL */
     int64_t others;    /* other brokers with demand, at the last call */
+    int demand;        /* the demand sent in the last call */
 } s_up_t;
 
 struct lq_rlstore {
@@ -36,6 +38,8 @@ struct lq_rlstore {
     lq_timer_t timer;
     lq_map_t *ups;       /* upstream -> s_up_t (owned) */
     uint64_t pending_ms; /* an RLSHARE call is unanswered since then, 0 = none */
+    uint64_t shared_ms;  /* when the last call was sent */
+    int recheck;         /* the last call registered new demand: call again soon */
 };
 
 /* One RLSHARE call in flight: the upstreams asked about, in order. */
@@ -86,17 +90,24 @@ static void s_apply_share(lq_rlstore_t *s, const char *name, lq_rl_t *rl, s_up_t
     lq_rl_set_share(rl, 1.0 / (double)(others + 1), lq_loop_now(s->loop));
 }
 
-/* Starts a limiter that has learned nothing yet from the fleet's state. */
-static void s_apply_state(lq_rlstore_t *s, const char *name, lq_rl_t *rl, s_up_t *u,
-                          const char *state)
+/* Starts the limiter of an upstream (created if need be) from the
+ * fleet's learned limits, unless it has learned something itself (its own
+ * state is newer). Returns 1 if it did. */
+static int s_start_from(lq_rlstore_t *s, const char *name, const char *state)
 {
+    if (!state[0] || strlen(name) > LQ_MAX_ID)
+        return 0;
+    lq_rl_t *rl = lq_dispatch_limiter(s->d, name);
     char cur[128];
-    if (!state[0] || lq_rl_export(rl, cur, sizeof cur))
-        return;
-    if (lq_rl_import(rl, lq_loop_now(s->loop), state) < 0)
-        return;
-    s_set_str(&u->saved, state);
-    LQ_INFO("upstream %s: starting from the fleet's learned limits (%s)", name, state);
+    if (lq_rl_export(rl, cur, sizeof cur))
+        return 0;
+    if (lq_rl_import(rl, lq_loop_now(s->loop), state) < 0) {
+        LQ_WARN("ignoring malformed learned rate limit of upstream %s in Redis", name);
+        return 0;
+    }
+    s_set_str(&s_up(s, name)->saved, state);
+    LQ_INFO("upstream %s: starting from the fleet's learned limits in Redis (%s)", name, state);
+    return 1;
 }
 
 /* A cut another broker published lately lowers this one's learned rate. */
@@ -140,21 +151,26 @@ static void s_on_shared(lq_redis_t *r, redisReply *reply, void *arg)
     }
     lq_rlstore_t *s = c->s;
     s->pending_ms = 0;
-    if (reply->type != REDIS_REPLY_ARRAY || reply->elements != c->n * LQ_RLSHARE_OUT + 1) {
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements < c->n * LQ_RLSHARE_OUT + 1) {
         LQ_WARN("sharing rate limits: %s",
                 reply->type == REDIS_REPLY_ERROR ? reply->str : "unexpected reply");
         s_call_free(c);
         return;
     }
-    long long redis_now = s_num(reply->element[reply->elements - 1]);
+    size_t tail = c->n * LQ_RLSHARE_OUT;
+    long long redis_now = s_num(reply->element[tail]);
     for (size_t i = 0; i < c->n; i++) {
         redisReply **e = reply->element + i * LQ_RLSHARE_OUT;
         lq_rl_t *rl = lq_dispatch_limiter(s->d, c->names[i]);
         s_up_t *u = s_up(s, c->names[i]);
         s_apply_share(s, c->names[i], rl, u, s_num(e[0]));
-        s_apply_state(s, c->names[i], rl, u, s_str(e[1]));
+        s_start_from(s, c->names[i], s_str(e[1]));
         s_apply_cut(s, c->names[i], rl, u, s_str(e[2]), redis_now);
     }
+    /* upstreams the fleet learned and this broker has no limiter for */
+    for (size_t i = tail + 1; i + 1 < reply->elements; i += 2)
+        if (reply->element[i]->type == REDIS_REPLY_STRING)
+            s_start_from(s, reply->element[i]->str, s_str(reply->element[i + 1]));
     s_call_free(c);
 }
 
@@ -167,7 +183,10 @@ static void s_up_args(lq_rlstore_t *s, const char *name, lq_rl_t *rl, const char
 {
     s_up_t *u = s_up(s, name);
     argv[0] = name;
-    argv[1] = lq_rl_demand(rl, lq_loop_now(s->loop), S_DEMAND_MS) ? "1" : "0";
+    int was = u->demand;
+    u->demand = lq_rl_demand(rl, lq_loop_now(s->loop), S_DEMAND_MS);
+    s->recheck |= u->demand && !was;
+    argv[1] = u->demand ? "1" : "0";
     argv[2] = argv[3] = "";
     if (lq_rl_export(rl, state, state_n) && !(u->saved && strcmp(u->saved, state) == 0)) {
         argv[2] = state;
@@ -208,6 +227,7 @@ static void s_share(lq_rlstore_t *s)
     argv[1] = s->id;
     argv[2] = stale;
     pos = 0;
+    s->recheck = 0;
     while (c->n < n && lq_dispatch_limiter_next(s->d, &pos, &name, &rl)) {
         c->names[c->n] = xstrdup(name);
         s_up_args(s, name, rl, argv + 3 + c->n * LQ_RLSHARE_ARGS, states[c->n],
@@ -218,17 +238,38 @@ static void s_share(lq_rlstore_t *s)
         s_call_free(c);
     else
         s->pending_ms = now ? now : 1;
+    s->shared_ms = now;
     free(argv);
     free(states);
     free(cuts);
 }
 
-/* Timer: shares every S_TICK_MS while Redis is up. */
+/* 1 if a limiter has demand that the last call did not register. */
+static int s_new_demand(lq_rlstore_t *s, uint64_t now)
+{
+    size_t pos = 0;
+    const char *name;
+    lq_rl_t *rl;
+    while (lq_dispatch_limiter_next(s->d, &pos, &name, &rl)) {
+        const s_up_t *u = lq_map_gets(s->ups, name);
+        if ((!u || !u->demand) && lq_rl_demand(rl, now, S_DEMAND_MS))
+            return 1;
+    }
+    return 0;
+}
+
+/* Timer, every S_POLL_MS: shares every S_TICK_MS while Redis is up, at
+ * once when a limiter gains demand, and once more S_POLL_MS after that
+ * (brokers that gain demand together each register before the other looks:
+ * the second call sees them all), so that shares shrink before much is
+ * sent. */
 static void s_on_timer(lq_loop_t *loop, lq_timer_t *t, void *arg)
 {
     lq_rlstore_t *s = arg;
-    lq_timer_start(loop, t, S_TICK_MS);
-    s_share(s);
+    lq_timer_start(loop, t, S_POLL_MS);
+    uint64_t now = lq_loop_now(loop);
+    if (now - s->shared_ms >= S_TICK_MS || s->recheck || s_new_demand(s, now))
+        s_share(s);
 }
 
 /* ---- the read at connect ---- */
@@ -247,18 +288,8 @@ static void s_on_loaded(lq_redis_t *r, redisReply *reply, void *arg)
     }
     for (size_t i = 0; i + 1 < reply->elements; i += 2) {
         const redisReply *f = reply->element[i], *v = reply->element[i + 1];
-        if (f->type != REDIS_REPLY_STRING || v->type != REDIS_REPLY_STRING || f->len > LQ_MAX_ID)
-            continue;
-        lq_rl_t *rl = lq_dispatch_limiter(s->d, f->str);
-        char cur[128];
-        if (lq_rl_export(rl, cur, sizeof cur))
-            continue; /* this broker learned already: its own state is newer */
-        if (lq_rl_import(rl, lq_loop_now(s->loop), v->str) < 0) {
-            LQ_WARN("ignoring malformed learned rate limit of upstream %s in Redis", f->str);
-            continue;
-        }
-        s_set_str(&s_up(s, f->str)->saved, v->str);
-        LQ_INFO("upstream %s: starting from the learned limits in Redis (%s)", f->str, v->str);
+        if (f->type == REDIS_REPLY_STRING && v->type == REDIS_REPLY_STRING)
+            s_start_from(s, f->str, v->str);
     }
 }
 
@@ -291,7 +322,7 @@ lq_rlstore_t *lq_rlstore_new(lq_loop_t *loop, lq_redis_t *redis, lq_dispatch_t *
     s_make_id(s->id, sizeof s->id);
     s->ups = lq_map_new();
     lq_timer_init(&s->timer, s_on_timer, s);
-    lq_timer_start(loop, &s->timer, S_TICK_MS);
+    lq_timer_start(loop, &s->timer, S_POLL_MS);
     return s;
 }
 

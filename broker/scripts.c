@@ -586,7 +586,7 @@ static const char s_stats[] =
 /* RLSHARE(P, broker_id, stale_ms, {upstream, demand 1/0, state or '', cut
  * or ''}...) -> {others, fleet_state, cut, ...; now_ms}: the rate limits
  * shared by the brokers (broker/rlstore.c), one call per broker every
- * 250 ms. Per upstream, the hash P..'rlshare:'..upstream holds
+ * 50 ms. Per upstream, the hash P..'rlshare:'..upstream holds
  * 'b:'..broker_id -> last seen (Redis time, ms) for each broker with demand
  * and 'cut' -> '<ms> <fleet rps> <broker_id>', the last rate a broker
  * lowered on a 429; it expires a minute after the last broker with demand
@@ -594,7 +594,9 @@ static const char s_stats[] =
  * entries older than stale_ms are dropped; state (the learned limits as
  * fleet totals) is written to P..'ratelimits'. Returns, per upstream, the
  * number of OTHER brokers with demand, the stored learned limits and the
- * last cut; then Redis's clock. */
+ * last cut; then Redis's clock; then upstream, learned limits for every
+ * upstream in P..'ratelimits' the broker did not ask about (so that it
+ * starts a limiter for it from the fleet's state before it has demand). */
 static const char s_rlshare[] =
     "local P, me, stale = ARGV[1], ARGV[2], tonumber(ARGV[3])\n"
     "local t = redis.call('TIME')\n"
@@ -621,6 +623,15 @@ static const char s_rlshare[] =
     "  out[#out + 1] = last_cut\n"
     "end\n"
     "out[#out + 1] = now\n"
+    "local asked = {}\n"
+    "for i = 4, #ARGV - 3, 4 do asked[ARGV[i]] = true end\n"
+    "local all = redis.call('HGETALL', P..'ratelimits')\n"
+    "for j = 1, #all, 2 do\n"
+    "  if not asked[all[j]] then\n"
+    "    out[#out + 1] = all[j]\n"
+    "    out[#out + 1] = all[j + 1]\n"
+    "  end\n"
+    "end\n"
     "return out\n";
 
 const char *const lq_scripts[] = {

@@ -33,8 +33,8 @@ extern const char *const lq_scripts[];
 #define LQ_REPORT_FIELDS 10
 
 /* Number of arguments per upstream in an RLSHARE call (after prefix, broker
- * id and staleness), and of values per upstream in its answer (before the
- * final Redis time). */
+ * id and staleness), and of values per upstream in its answer (followed by
+ * Redis's time, then name/state pairs of the upstreams not asked about). */
 #define LQ_RLSHARE_ARGS 4
 #define LQ_RLSHARE_OUT 3
 

@@ -607,6 +607,9 @@ static void test_adopt_lower_fleet_rate(void **state)
     assert_int_equal(lq_rl_adopt(rl, 1020, 200.0), 1);
     lq_rl_pace(rl, 1020, &pace);
     assert_true(pace.rpm > 5999 && pace.rpm < 6001);
+    assert_int_equal(lq_rl_adopt(rl, 1030, 20.0), 1); /* at most halved at once */
+    lq_rl_pace(rl, 1030, &pace);
+    assert_true(pace.rpm > 2999 && pace.rpm < 3001);
     /* a 429 that measures cuts, and is counted */
     assert_int_equal(lq_rl_cuts(rl), 0);
     uint64_t retry, now = 1100;
