@@ -66,6 +66,10 @@ struct lq_rl {
     double share;
     uint64_t asked_ms;
     uint64_t ncuts;
+    /* the fleet's rate at the last measurement (cut, adopted or imported
+     * rate), 0 = none: a learned rate grown past the share while the other
+     * brokers sent less than theirs says nothing of the fleet's */
+    double fleet_rps;
 };
 
 lq_rl_t *lq_rl_new(const lq_rl_config_t *cfg, uint64_t now_ms)
@@ -403,6 +407,7 @@ static void s_cut(lq_rl_t *rl, uint64_t now_ms)
     }
     if (rl->learned_rps < S_MIN_RPS)
         rl->learned_rps = S_MIN_RPS;
+    rl->fleet_rps = rl->learned_rps / rl->share;
     if (rl->req_tokens > 0)
         rl->req_tokens = 0;
 }
@@ -588,6 +593,20 @@ const char *lq_rl_source_name(lq_rl_source_t s)
     }
 }
 
+/* The fleet's learned rate: learned / share; while the share is below 1,
+ * at most the last measured fleet rate or this broker's own rate, if more
+ * (its rate may have grown past its share while the others sent less). */
+static double s_fleet_learned(const lq_rl_t *rl)
+{
+    double r = rl->learned_rps / rl->share;
+    if (rl->share < 1.0 && rl->fleet_rps > 0) {
+        double cap = rl->fleet_rps > rl->learned_rps ? rl->fleet_rps : rl->learned_rps;
+        if (r > cap)
+            r = cap;
+    }
+    return r;
+}
+
 int lq_rl_export(const lq_rl_t *rl, char *out, size_t n)
 {
     if (n == 0)
@@ -596,7 +615,7 @@ int lq_rl_export(const lq_rl_t *rl, char *out, size_t n)
     if (rl->learned_rps <= 0 && rl->header_rps <= 0 && rl->header_tps <= 0 &&
         fabs(rl->tok_ratio - 1.0) < 1e-3)
         return 0;
-    snprintf(out, n, "v1 rps=%.3f hrps=%.3f htps=%.3f ratio=%.4f", rl->learned_rps / rl->share,
+    snprintf(out, n, "v1 rps=%.3f hrps=%.3f htps=%.3f ratio=%.4f", s_fleet_learned(rl),
              rl->header_rps, rl->header_tps, rl->tok_ratio);
     return 1;
 }
@@ -613,7 +632,8 @@ int lq_rl_import(lq_rl_t *rl, uint64_t now_ms, const char *s)
         hrps < 0 || htps < 0 || rps > 1e9 || hrps > 1e9 || htps > 1e12 || ratio < 0.05 ||
         ratio > 20)
         return -1;
-    rps *= rl->share; /* Redis keeps the fleet's rate */
+    rl->fleet_rps = rps; /* Redis keeps the fleet's rate */
+    rps *= rl->share;
     rl->learned_rps = rps > 0 && rps < S_MIN_RPS ? S_MIN_RPS : rps;
     if (rl->cfg.use_headers) {
         rl->header_rps = hrps;
@@ -650,7 +670,13 @@ void lq_rl_set_share(lq_rl_t *rl, double share, uint64_t now_ms)
         return;
     s_refill(rl, now_ms); /* what accrued so far, at the old share */
     if (rl->learned_rps > 0) {
+        double was = rl->learned_rps;
         rl->learned_rps *= share / rl->share;
+        /* a larger share: up to the fleet's measured rate at it, or the
+         * rate this broker reached already, not more */
+        double cap = rl->fleet_rps * share > was ? rl->fleet_rps * share : was;
+        if (share > rl->share && rl->fleet_rps > 0 && rl->learned_rps > cap)
+            rl->learned_rps = cap;
         if (rl->learned_rps < S_MIN_RPS)
             rl->learned_rps = S_MIN_RPS;
         if (rl->learned_rps > LQ_RL_MAX_RPS)
@@ -680,6 +706,7 @@ int lq_rl_adopt(lq_rl_t *rl, uint64_t now_ms, double fleet_rps)
         mine = rl->learned_rps / 2;
     s_refill(rl, now_ms);
     rl->learned_rps = mine;
+    rl->fleet_rps = mine / rl->share;
     rl->ramping = 0;
     rl->last_cut_ms = now_ms; /* settle, then probe upward gently, as after a cut */
     rl->last_growth_ms = now_ms;

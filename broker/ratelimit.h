@@ -141,8 +141,10 @@ void lq_rl_pace(lq_rl_t *rl, uint64_t now_ms, lq_rl_pace_t *out);
 const char *lq_rl_source_name(lq_rl_source_t s);
 
 /* Writes the learned state ("v1 rps=.. hrps=.. htps=.. ratio=..", rps the
- * fleet's: learned / share) into out (n bytes, 128 is enough). Returns 1 if
- * there is anything worth keeping, 0 if not (out is then ""). */
+ * fleet's: learned / share, while the share is below 1 at most the fleet's
+ * last measured rate or this broker's own, if more) into out (n bytes, 128
+ * is enough). Returns 1 if there is anything worth keeping, 0 if not (out
+ * is then ""). */
 int lq_rl_export(const lq_rl_t *rl, char *out, size_t n);
 
 /* Restores a state written by lq_rl_export (the learned rate at this
@@ -153,8 +155,10 @@ int lq_rl_import(lq_rl_t *rl, uint64_t now_ms, const char *s);
 /* Sets this broker's share of every limit, in (0, 1] (out-of-range values
  * are clamped; 1 = alone, the default): configured budgets and header
  * limits are multiplied by it, the learned rate is rescaled from the old
- * share to the new one, and the buckets are clamped to the new caps. Can't
- * fail. */
+ * share to the new one (a larger share raises it at most to the fleet's
+ * last measured rate at the new share, or keeps the rate it reached: it
+ * may have grown past its share while the others sent less), and the
+ * buckets are clamped to the new caps. Can't fail. */
 void lq_rl_set_share(lq_rl_t *rl, double share, uint64_t now_ms);
 /* The share in force (1 until set). */
 double lq_rl_share(const lq_rl_t *rl);

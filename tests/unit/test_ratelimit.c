@@ -12,6 +12,7 @@
 #include "broker/ratelimit.h"
 #include "tests/sim/rl_sim.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -587,6 +588,35 @@ static void test_share_rescales_learned_rate(void **state)
     lq_rl_destroy(&rl);
 }
 
+/* A learned rate that grew past the share while the other brokers sent
+ * less is not the fleet's: Redis gets the last measured fleet rate (or the
+ * broker's own, if more), and a larger share raises it only that far. */
+static void test_share_growth_past_the_share(void **state)
+{
+    (void)state;
+    lq_rl_config_t cfg = {0, 0, 1};
+    lq_rl_t *rl = lq_rl_new(&cfg, 1000);
+    lq_rl_set_share(rl, 0.5, 1000);
+    assert_int_equal(lq_rl_import(rl, 1000, "v1 rps=200.000 hrps=0.000 htps=0.000 ratio=1.0000"),
+                     0);
+    s_admit_for(&rl, 1, 1000, 5000); /* saturated, no 429: it grows */
+    lq_rl_pace_t pace;
+    lq_rl_pace(rl, 6000, &pace);
+    double grown = pace.rpm / 60.0;
+    print_message("learned at share 1/2 grew from 100/s to %.1f/s\n", grown);
+    assert_true(grown > 150);
+    char out[128];
+    double rps = 0;
+    assert_int_equal(lq_rl_export(rl, out, sizeof out), 1);
+    assert_int_equal(sscanf(out, "v1 rps=%lf", &rps), 1);
+    assert_true(rps < 2 * grown - 1); /* not learned / share */
+    assert_true(rps >= (grown > 200 ? grown : 200) - 0.01);
+    lq_rl_set_share(rl, 1.0, 6000); /* the other broker left */
+    lq_rl_pace(rl, 6000, &pace);
+    assert_true(pace.rpm / 60.0 <= (grown > 200 ? grown : 200) + 0.01);
+    lq_rl_destroy(&rl);
+}
+
 /* A lower fleet rate learned elsewhere is taken; a higher one, or
  * garbage, is not. Cuts are counted, so they can be published. */
 static void test_adopt_lower_fleet_rate(void **state)
@@ -664,6 +694,7 @@ int main(void)
         cmocka_unit_test(test_share_splits_configured_budget),
         cmocka_unit_test(test_share_scales_header_limits),
         cmocka_unit_test(test_share_rescales_learned_rate),
+        cmocka_unit_test(test_share_growth_past_the_share),
         cmocka_unit_test(test_adopt_lower_fleet_rate),
         cmocka_unit_test(test_demand),
     };
