@@ -307,7 +307,7 @@ static int s_paused_admit(lq_rl_t *rl, uint64_t now_ms, uint64_t *retry_ms)
 static int s_window_admit(lq_rl_t *rl, uint64_t now_ms, uint64_t *retry_ms)
 {
     int rate_known = rl->learned_rps > 0 || (rl->header_rps > 0 && rl->cfg.use_headers);
-    if (rate_known || (double)rl->inflight < rl->window)
+    if (rate_known || (double)rl->inflight < rl->window * rl->share)
         return 1;
     if (!rl->window_full_ms || now_ms - rl->window_full_ms >= S_WINDOW_DOUBLING_MS) {
         if (rl->window_full_ms && rl->window < S_MAX_WINDOW / 2 && rl->nok > rl->nok_at_double) {
