@@ -40,6 +40,7 @@ struct lq_rlstore {
     uint64_t pending_ms; /* an RLSHARE call is unanswered since then, 0 = none */
     uint64_t shared_ms;  /* when the last call was sent */
     int recheck;         /* the last call registered new demand: call again soon */
+    int failing;         /* the last call failed (warned once until one succeeds) */
 };
 
 /* One RLSHARE call in flight: the upstreams asked about, in order. */
@@ -124,7 +125,7 @@ static void s_apply_cut(lq_rlstore_t *s, const char *name, lq_rl_t *rl, s_up_t *
         redis_now - at > S_CUT_FRESH_MS)
         return;
     if (lq_rl_adopt(rl, lq_loop_now(s->loop), rps))
-        LQ_INFO("upstream %s: lowered to %.1f/s of the fleet's %.1f/s after a 429 at broker %s",
+        LQ_DEBUG("upstream %s: lowered to %.1f/s of the fleet's %.1f/s after a 429 at broker %s",
                 name, rps * lq_rl_share(rl), rps, who);
 }
 
@@ -152,11 +153,17 @@ static void s_on_shared(lq_redis_t *r, redisReply *reply, void *arg)
     lq_rlstore_t *s = c->s;
     s->pending_ms = 0;
     if (reply->type != REDIS_REPLY_ARRAY || reply->elements < c->n * LQ_RLSHARE_OUT + 1) {
-        LQ_WARN("sharing rate limits: %s",
-                reply->type == REDIS_REPLY_ERROR ? reply->str : "unexpected reply");
+        if (!s->failing)
+            LQ_WARN("sharing rate limits with the other brokers failed (each keeps its last "
+                    "share): %s",
+                    reply->type == REDIS_REPLY_ERROR ? reply->str : "unexpected reply");
+        s->failing = 1;
         s_call_free(c);
         return;
     }
+    if (s->failing)
+        LQ_INFO("sharing rate limits with the other brokers again");
+    s->failing = 0;
     size_t tail = c->n * LQ_RLSHARE_OUT;
     long long redis_now = s_num(reply->element[tail]);
     for (size_t i = 0; i < c->n; i++) {
