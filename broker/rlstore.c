@@ -360,8 +360,3 @@ void lq_rlstore_load(lq_rlstore_t *s)
         LQ_WARN("cannot read learned rate limits: Redis is not up");
     s_share(s);
 }
-
-const char *lq_rlstore_id(const lq_rlstore_t *s)
-{
-    return s->id;
-}

@@ -48,7 +48,4 @@ void lq_rlstore_destroy(lq_rlstore_t **s);
  * (a failed read is logged; the next connect tries again). */
 void lq_rlstore_load(lq_rlstore_t *s);
 
-/* This broker's id in <prefix>rlshare:* (host:pid:random; borrowed). */
-const char *lq_rlstore_id(const lq_rlstore_t *s);
-
 #endif
