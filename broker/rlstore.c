@@ -12,12 +12,12 @@
 #include <string.h>
 #include <unistd.h>
 
-#define S_TICK_MS 50       /* one RLSHARE call */
-#define S_POLL_MS 20       /* a limiter that gains demand is shared this soon */
-#define S_STALE_MS 2000    /* a broker not seen this long is gone */
-#define S_DEMAND_MS 1000   /* admit() asked this recently: demand */
+#define S_TICK_MS 50        /* one RLSHARE call */
+#define S_POLL_MS 20        /* a limiter that gains demand is shared this soon */
+#define S_STALE_MS 2000     /* a broker not seen this long is gone */
+#define S_DEMAND_MS 1000    /* admit() asked this recently: demand */
 #define S_CUT_FRESH_MS 2000 /* a cut older than this is history, not news */
-#define S_RETRY_MS 2000    /* a call unanswered this long is given up */
+#define S_RETRY_MS 2000     /* a call unanswered this long is given up */
 
 /* What this broker knows of one upstream's shared state. */
 typedef struct {
@@ -99,14 +99,15 @@ static int s_start_from(lq_rlstore_t *s, const char *name, const char *state)
     if (!state[0] || strlen(name) > LQ_MAX_ID)
         return 0;
     lq_rl_t *rl = lq_dispatch_limiter(s->d, name);
+    s_up_t *u = s_up(s, name);
     char cur[128];
-    if (lq_rl_export(rl, cur, sizeof cur))
-        return 0;
+    if (lq_rl_export(rl, cur, sizeof cur) || (u->saved && strcmp(u->saved, state) == 0))
+        return 0; /* learned itself (its own state is newer), or seen and refused */
+    s_set_str(&u->saved, state);
     if (lq_rl_import(rl, lq_loop_now(s->loop), state) < 0) {
         LQ_WARN("ignoring malformed learned rate limit of upstream %s in Redis", name);
         return 0;
     }
-    s_set_str(&s_up(s, name)->saved, state);
     LQ_INFO("upstream %s: starting from the fleet's learned limits in Redis (%s)", name, state);
     return 1;
 }
