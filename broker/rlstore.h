@@ -3,7 +3,8 @@
  *
  * Several brokers over one Redis pace each provider together, so that the
  * fleet keeps under a limit (configured, from headers, or learned) that
- * each of them would otherwise enforce in full. Every 250 ms one RLSHARE
+ * each of them would otherwise enforce in full. Every 50 ms (and at once
+ * when a limiter gains demand, then once more 20 ms later) one RLSHARE
  * script call (broker/scripts.c; one round trip for all upstreams):
  *
  *  - registers this broker, per upstream, while it has demand for it
@@ -11,10 +12,12 @@
  *    last second) under <prefix>rlshare:<upstream>, and drops it when it has
  *    none; entries not refreshed for 2 s (a dead broker) are pruned;
  *  - sets each limiter's share to 1 / (1 + the other brokers with demand),
- *    so that a broker that joins or dies changes the shares within ~2 s;
+ *    so that a broker that joins changes the shares within ~50 ms, one that
+ *    dies within ~2 s;
  *  - writes what each limiter learned (lq_rl_export: fleet totals) into the
  *    hash <prefix>ratelimits, field = upstream name, when it changed, and
- *    starts every limiter that has learned nothing yet from what is there;
+ *    starts every limiter that has learned nothing yet from what is there
+ *    (creating the limiters of upstreams the fleet learned);
  *  - publishes a limiter's cut (a 429 that lowered its learned rate) as the
  *    fleet rate, and lowers the other brokers' limiters to it
  *    (lq_rl_adopt): one broker's 429s teach the others.
