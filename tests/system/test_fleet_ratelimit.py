@@ -15,7 +15,9 @@ over one Redis, two workers on each, one batch submitted to each broker.
   30, 50 and 70% of the jobs), without them Redis keeps the fleet's learned
   rate (>= 75% of 500/s), not one broker's part;
 - a broker joining one that has learned the limit: after the first
-  contact (broker 0 alone), a batch on each broker costs at most 2% 429s.
+  contact (broker 0 alone), a batch on each broker costs at most 2% 429s;
+- kill -9 of one of two brokers: the survivor paces at the whole budget
+  again (its figure, the delay, is printed, not asserted).
 
 Each test fails with brokers that pace on their own (before the sharing):
 the fleet sends ~1,000/s against the budget, one broker paces at up to
@@ -153,6 +155,37 @@ class FleetRateLimits(harness.ClusterTest):
         rate = sampler.rate()
         self.assertIsNotNone(rate, "the fake was sampled through the run")
         self.assertLessEqual(rate, RATE * 1.1, "the fleet keeps to the budget")
+
+    def test_share_returns_when_a_broker_dies(self):
+        """kill -9 of one of two brokers busy with a budget: the survivor
+        counts it out (its entry goes stale after 2 s) and paces at the
+        whole budget again."""
+        if NBROKERS < 2:
+            self.skipTest("needs two brokers")
+        self.c = c = test_ha.Brokers(nbrokers=2, concurrency=100,
+                                     broker_args=["--limit", "default:rpm=30000"],
+                                     fake_args=["--latency-ms", "20"])
+        c.start_brokers()
+        for i in range(2):
+            c.start_workers(2, c.backs(i))
+        for i in range(2):
+            c.wait_workers_on(i, 2)
+        inp = harness.gen_batch(c.path("in.jsonl"), 20000)
+        batch = c.via(c.fronts(0), "submit", inp, "--quiet", check=0).stdout.strip()
+        sampler = Sampler(c, 0)
+
+        def pace(i):
+            return (sampler._pace(i) or {}).get("pace_rpm")
+        c._wait(lambda: pace(0) == 15000 and pace(1) == 15000, "both brokers at half", 20)
+        c.brokers[1][2].kill9()
+        t_kill = time.time()
+        for w in c.workers[2:]:  # broker 1's: they would wait for it (their results)
+            w.kill9()
+        c._wait(lambda: pace(0) == 30000, "broker 0 back at the whole budget", 20)
+        print(f"\nkill -9 of broker 1: broker 0 paced at the whole budget again after "
+              f"{time.time() - t_kill:.1f} s", file=sys.stderr)
+        sampler.finish()
+        c.via(c.fronts(0), "cancel", batch, check=0)
 
     def check_under_limit(self, fake_args):
         sampler, n429, requests = self.fleet_run(["--rate-limit", str(RATE), *fake_args])
