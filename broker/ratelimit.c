@@ -31,6 +31,7 @@
 #define S_COLD_MIN_WINDOW 8.0
 #define S_MIN_RPS 0.5
 #define S_EARLY_RETRY_MS 250 /* a job's wait once Retry-After proved pessimistic */
+#define S_MIN_SHARE 1e-3
 
 struct lq_rl {
     lq_rl_config_t cfg;
@@ -60,6 +61,15 @@ struct lq_rl {
     uint64_t slot_epoch;
     uint64_t first_ok_ms;
     int64_t n429, nok, nerr;
+    /* the fleet: this broker's part of every limit (1 alone), when admit()
+     * was last asked, and the measured cuts so far */
+    double share;
+    uint64_t asked_ms;
+    uint64_t ncuts;
+    /* the fleet's rate at the last measurement (cut, adopted or imported
+     * rate), 0 = none: a learned rate grown past the share while the other
+     * brokers sent less than theirs says nothing of the fleet's */
+    double fleet_rps;
 };
 
 lq_rl_t *lq_rl_new(const lq_rl_config_t *cfg, uint64_t now_ms)
@@ -74,6 +84,7 @@ lq_rl_t *lq_rl_new(const lq_rl_config_t *cfg, uint64_t now_ms)
     rl->req_tokens = 1;
     rl->tok_tokens = cfg->tpm > 0 ? cfg->tpm / 60.0 : 0;
     rl->tok_ratio = 1.0;
+    rl->share = 1.0;
     return rl;
 }
 
@@ -101,11 +112,12 @@ static double s_req_rate_src(const lq_rl_t *rl, lq_rl_source_t *src)
     double r = 0;
     lq_rl_source_t s = LQ_RL_OBSERVED;
     if (rl->cfg.rpm > 0) {
-        r = rl->cfg.rpm / 60.0;
+        r = rl->cfg.rpm / 60.0 * rl->share;
         s = LQ_RL_CONFIGURED;
     }
-    if (rl->header_rps > 0 && (r == 0 || rl->header_rps < r)) {
-        r = rl->header_rps;
+    double h = rl->header_rps * rl->share;
+    if (h > 0 && (r == 0 || h < r)) {
+        r = h;
         s = LQ_RL_HEADERS;
     }
     if (rl->learned_rps > 0 && (r == 0 || rl->learned_rps < r)) {
@@ -125,10 +137,11 @@ static double s_req_rate(const lq_rl_t *rl)
 /* The token rate (per second) in force and its source; 0 = none. */
 static double s_tok_rate_src(const lq_rl_t *rl, lq_rl_source_t *src)
 {
-    double r = rl->cfg.tpm > 0 ? rl->cfg.tpm / 60.0 : 0;
+    double r = rl->cfg.tpm > 0 ? rl->cfg.tpm / 60.0 * rl->share : 0;
     lq_rl_source_t s = r > 0 ? LQ_RL_CONFIGURED : LQ_RL_OBSERVED;
-    if (rl->header_tps > 0 && (r == 0 || rl->header_tps < r)) {
-        r = rl->header_tps;
+    double h = rl->header_tps * rl->share;
+    if (h > 0 && (r == 0 || h < r)) {
+        r = h;
         s = LQ_RL_HEADERS;
     }
     if (src)
@@ -296,7 +309,7 @@ static int s_paused_admit(lq_rl_t *rl, uint64_t now_ms, uint64_t *retry_ms)
 static int s_window_admit(lq_rl_t *rl, uint64_t now_ms, uint64_t *retry_ms)
 {
     int rate_known = rl->learned_rps > 0 || (rl->header_rps > 0 && rl->cfg.use_headers);
-    if (rate_known || (double)rl->inflight < rl->window)
+    if (rate_known || (double)rl->inflight < rl->window * rl->share)
         return 1;
     if (!rl->window_full_ms || now_ms - rl->window_full_ms >= S_WINDOW_DOUBLING_MS) {
         int64_t bad = rl->n429 + rl->nerr;
@@ -313,6 +326,7 @@ int lq_rl_admit(lq_rl_t *rl, uint64_t now_ms, int64_t est_tokens, uint64_t *retr
 {
     s_refill(rl, now_ms);
     *retry_ms = 1;
+    rl->asked_ms = now_ms ? now_ms : 1;
     int probe = 0;
     if (now_ms < rl->pause_until_ms) {
         if (!s_paused_admit(rl, now_ms, retry_ms))
@@ -375,6 +389,7 @@ static int s_sent_in_pause(const lq_rl_t *rl, uint64_t sent_ms)
 static void s_cut(lq_rl_t *rl, uint64_t now_ms)
 {
     rl->last_cut_ms = now_ms;
+    rl->ncuts++;
     double delivered = s_delivered(rl, now_ms);
     if (rl->learned_rps == 0) {
         /* the successes may still be few (the window was ramping): half
@@ -394,6 +409,7 @@ static void s_cut(lq_rl_t *rl, uint64_t now_ms)
     }
     if (rl->learned_rps < S_MIN_RPS)
         rl->learned_rps = S_MIN_RPS;
+    rl->fleet_rps = rl->learned_rps / rl->share;
     if (rl->req_tokens > 0)
         rl->req_tokens = 0;
 }
@@ -542,7 +558,7 @@ void lq_rl_stats(lq_rl_t *rl, uint64_t now_ms, lq_rl_stats_t *out)
     s_refill(rl, now_ms);
     memset(out, 0, sizeof *out);
     out->rate_limit = s_req_rate(rl);
-    out->learned_rps = rl->header_rps > 0 ? rl->header_rps : rl->learned_rps;
+    out->learned_rps = rl->header_rps > 0 ? rl->header_rps * rl->share : rl->learned_rps;
     out->ok_rps = s_ok_rps(rl, now_ms);
     out->window = rl->window;
     out->inflight = rl->inflight;
@@ -579,6 +595,20 @@ const char *lq_rl_source_name(lq_rl_source_t s)
     }
 }
 
+/* The fleet's learned rate: learned / share; while the share is below 1,
+ * at most the last measured fleet rate or this broker's own rate, if more
+ * (its rate may have grown past its share while the others sent less). */
+static double s_fleet_learned(const lq_rl_t *rl)
+{
+    double r = rl->learned_rps / rl->share;
+    if (rl->share < 1.0 && rl->fleet_rps > 0) {
+        double cap = rl->fleet_rps > rl->learned_rps ? rl->fleet_rps : rl->learned_rps;
+        if (r > cap)
+            r = cap;
+    }
+    return r;
+}
+
 int lq_rl_export(const lq_rl_t *rl, char *out, size_t n)
 {
     if (n == 0)
@@ -587,7 +617,7 @@ int lq_rl_export(const lq_rl_t *rl, char *out, size_t n)
     if (rl->learned_rps <= 0 && rl->header_rps <= 0 && rl->header_tps <= 0 &&
         fabs(rl->tok_ratio - 1.0) < 1e-3)
         return 0;
-    snprintf(out, n, "v1 rps=%.3f hrps=%.3f htps=%.3f ratio=%.4f", rl->learned_rps,
+    snprintf(out, n, "v1 rps=%.3f hrps=%.3f htps=%.3f ratio=%.4f", s_fleet_learned(rl),
              rl->header_rps, rl->header_tps, rl->tok_ratio);
     return 1;
 }
@@ -604,6 +634,8 @@ int lq_rl_import(lq_rl_t *rl, uint64_t now_ms, const char *s)
         hrps < 0 || htps < 0 || rps > 1e9 || hrps > 1e9 || htps > 1e12 || ratio < 0.05 ||
         ratio > 20)
         return -1;
+    rl->fleet_rps = rps; /* Redis keeps the fleet's rate */
+    rps *= rl->share;
     rl->learned_rps = rps > 0 && rps < S_MIN_RPS ? S_MIN_RPS : rps;
     if (rl->cfg.use_headers) {
         rl->header_rps = hrps;
@@ -614,6 +646,84 @@ int lq_rl_import(lq_rl_t *rl, uint64_t now_ms, const char *s)
     rl->last_cut_ms = now_ms; /* probe upward gently from what was learned */
     rl->last_growth_ms = now_ms;
     return 0;
+}
+
+/* ---- the fleet ---- */
+
+/* Clamps the buckets to the caps of the rates in force (after these
+ * shrank). Can't fail. */
+static void s_clamp_buckets(lq_rl_t *rl)
+{
+    double rr = s_req_rate(rl);
+    if (rr > 0 && rl->req_tokens > s_req_cap(rr))
+        rl->req_tokens = s_req_cap(rr);
+    double tr = s_tok_rate_src(rl, NULL);
+    if (tr > 0 && rl->tok_tokens > tr)
+        rl->tok_tokens = tr;
+}
+
+void lq_rl_set_share(lq_rl_t *rl, double share, uint64_t now_ms)
+{
+    if (!isfinite(share) || share > 1.0)
+        share = 1.0;
+    if (share < S_MIN_SHARE)
+        share = S_MIN_SHARE;
+    if (share == rl->share)
+        return;
+    s_refill(rl, now_ms); /* what accrued so far, at the old share */
+    if (rl->learned_rps > 0) {
+        double was = rl->learned_rps;
+        rl->learned_rps *= share / rl->share;
+        /* a larger share: up to the fleet's measured rate at it, or the
+         * rate this broker reached already, not more */
+        double cap = rl->fleet_rps * share > was ? rl->fleet_rps * share : was;
+        if (share > rl->share && rl->fleet_rps > 0 && rl->learned_rps > cap)
+            rl->learned_rps = cap;
+        if (rl->learned_rps < S_MIN_RPS)
+            rl->learned_rps = S_MIN_RPS;
+        if (rl->learned_rps > LQ_RL_MAX_RPS)
+            rl->learned_rps = LQ_RL_MAX_RPS;
+    }
+    rl->share = share;
+    s_clamp_buckets(rl);
+}
+
+double lq_rl_share(const lq_rl_t *rl)
+{
+    return rl->share;
+}
+
+int lq_rl_adopt(lq_rl_t *rl, uint64_t now_ms, double fleet_rps)
+{
+    if (!isfinite(fleet_rps) || fleet_rps <= 0)
+        return 0;
+    double mine = fleet_rps * rl->share;
+    if (mine < S_MIN_RPS)
+        mine = S_MIN_RPS;
+    if (mine > LQ_RL_MAX_RPS)
+        mine = LQ_RL_MAX_RPS;
+    if (rl->learned_rps > 0 && mine >= rl->learned_rps)
+        return 0;
+    if (mine < rl->learned_rps / 2) /* never more than halved at once, as by a cut */
+        mine = rl->learned_rps / 2;
+    s_refill(rl, now_ms);
+    rl->learned_rps = mine;
+    rl->fleet_rps = mine / rl->share;
+    rl->ramping = 0;
+    rl->last_cut_ms = now_ms; /* settle, then probe upward gently, as after a cut */
+    rl->last_growth_ms = now_ms;
+    s_clamp_buckets(rl);
+    return 1;
+}
+
+uint64_t lq_rl_cuts(const lq_rl_t *rl)
+{
+    return rl->ncuts;
+}
+
+int lq_rl_demand(const lq_rl_t *rl, uint64_t now_ms, uint64_t within_ms)
+{
+    return rl->inflight > 0 || (rl->asked_ms && now_ms - rl->asked_ms < within_ms);
 }
 
 int lq_rl_parse(const char *spec, lq_rl_config_t *cfg)

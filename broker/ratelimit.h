@@ -37,7 +37,16 @@
  *     doubled) keeps the first moments from being a blast.
  *
  * Learned state is exported as a short string (lq_rl_export) for the broker
- * to keep in Redis, and imported on start (lq_rl_import). */
+ * to keep in Redis, and imported on start (lq_rl_import).
+ *
+ * Several brokers over one Redis pace one provider together: each enforces
+ * its share of every limit (lq_rl_set_share; 1 alone, 1/n of n brokers with
+ * demand, computed by broker/rlstore.c). The share scales the configured
+ * budgets and the header limits (which stay the provider's, fleet-wide);
+ * the learned rate is this broker's own (it was measured on its own
+ * traffic), rescaled when the share changes, and exported/imported as the
+ * fleet's (learned / share). lq_rl_adopt takes a lower fleet rate another
+ * broker learned. */
 #ifndef LQ_RATELIMIT_H
 #define LQ_RATELIMIT_H
 
@@ -132,14 +141,44 @@ void lq_rl_pace(lq_rl_t *rl, uint64_t now_ms, lq_rl_pace_t *out);
 /* Returns "observed", "configured", "headers" or "learned". */
 const char *lq_rl_source_name(lq_rl_source_t s);
 
-/* Writes the learned state ("v1 rps=.. tps=.. hrps=.. htps=.. ratio=..")
- * into out (n bytes, 128 is enough). Returns 1 if there is anything worth
- * keeping, 0 if not (out is then ""). */
+/* Writes the learned state ("v1 rps=.. hrps=.. htps=.. ratio=..", rps the
+ * fleet's: learned / share, while the share is below 1 at most the fleet's
+ * last measured rate or this broker's own, if more) into out (n bytes, 128
+ * is enough). Returns 1 if there is anything worth keeping, 0 if not (out
+ * is then ""). */
 int lq_rl_export(const lq_rl_t *rl, char *out, size_t n);
 
-/* Restores a state written by lq_rl_export (probing restarts gently from
- * it). Returns 0, or -1 on a malformed string (nothing changed). */
+/* Restores a state written by lq_rl_export (the learned rate at this
+ * broker's share; probing restarts gently from it). Returns 0, or -1 on a
+ * malformed string (nothing changed). */
 int lq_rl_import(lq_rl_t *rl, uint64_t now_ms, const char *s);
+
+/* Sets this broker's share of every limit, in (0, 1] (out-of-range values
+ * are clamped; 1 = alone, the default): configured budgets and header
+ * limits are multiplied by it, the learned rate is rescaled from the old
+ * share to the new one (a larger share raises it at most to the fleet's
+ * last measured rate at the new share, or keeps the rate it reached: it
+ * may have grown past its share while the others sent less), and the
+ * buckets are clamped to the new caps. Can't fail. */
+void lq_rl_set_share(lq_rl_t *rl, double share, uint64_t now_ms);
+/* The share in force (1 until set). */
+double lq_rl_share(const lq_rl_t *rl);
+
+/* Another broker learned that the fleet may send fleet_rps requests/s: if
+ * this broker's part of it (fleet_rps x share) is lower than what it
+ * enforces, it enforces that from now on (at most halving it at once, as a
+ * cut of its own would; then settling and probing upward as after a cut)
+ * and returns 1; else nothing changes, 0. */
+int lq_rl_adopt(lq_rl_t *rl, uint64_t now_ms, double fleet_rps);
+
+/* The measured cuts (429s that lowered the learned rate) so far: a change
+ * tells the other brokers to lower theirs (lq_rl_adopt). */
+uint64_t lq_rl_cuts(const lq_rl_t *rl);
+
+/* 1 if this broker has demand for the upstream: jobs in flight, or
+ * lq_rl_admit asked within the last within_ms (a job and a worker were
+ * waiting); else 0. */
+int lq_rl_demand(const lq_rl_t *rl, uint64_t now_ms, uint64_t within_ms);
 
 /* Parses "rpm=N,tpm=N" (either may be missing). Returns 0 or -1. */
 int lq_rl_parse(const char *spec, lq_rl_config_t *cfg);

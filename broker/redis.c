@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define LQ_REDIS_MAX_SCRIPTS 16
+#define LQ_REDIS_MAX_SCRIPTS 32 /* scripts.h has LQ_SCRIPT_COUNT of them: keep above it */
 
 typedef struct {
     lq_redis_t *r;

@@ -583,7 +583,58 @@ static const char s_stats[] =
     "end\n"
     "return out\n";
 
+/* RLSHARE(P, broker_id, stale_ms, {upstream, demand 1/0, state or '', cut
+ * or ''}...) -> {others, fleet_state, cut, ...; now_ms}: the rate limits
+ * shared by the brokers (broker/rlstore.c), one call per broker every
+ * 50 ms. Per upstream, the hash P..'rlshare:'..upstream holds
+ * 'b:'..broker_id -> last seen (Redis time, ms) for each broker with demand
+ * and 'cut' -> '<ms> <fleet rps> <broker_id>', the last rate a broker
+ * lowered on a 429; it expires a minute after the last broker with demand
+ * left. A broker with demand refreshes its entry, one without drops it;
+ * entries older than stale_ms are dropped; state (the learned limits as
+ * fleet totals) is written to P..'ratelimits'. Returns, per upstream, the
+ * number of OTHER brokers with demand, the stored learned limits and the
+ * last cut; then Redis's clock; then upstream, learned limits for every
+ * upstream in P..'ratelimits' the broker did not ask about (so that it
+ * starts a limiter for it from the fleet's state before it has demand). */
+static const char s_rlshare[] =
+    "local P, me, stale = ARGV[1], ARGV[2], tonumber(ARGV[3])\n"
+    "local t = redis.call('TIME')\n"
+    "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
+    "local out = {}\n"
+    "for i = 4, #ARGV - 3, 4 do\n"
+    "  local up, demand, state, cut = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]\n"
+    "  local k = P..'rlshare:'..up\n"
+    "  if state ~= '' then redis.call('HSET', P..'ratelimits', up, state) end\n"
+    "  if cut ~= '' then redis.call('HSET', k, 'cut', now..' '..cut..' '..me) end\n"
+    "  if demand == '1' then redis.call('HSET', k, 'b:'..me, now)\n"
+    "  else redis.call('HDEL', k, 'b:'..me) end\n"
+    "  local others, last_cut = 0, ''\n"
+    "  local h = redis.call('HGETALL', k)\n"
+    "  for j = 1, #h, 2 do\n"
+    "    local f, v = h[j], h[j + 1]\n"
+    "    if f == 'cut' then last_cut = v\n"
+    "    elseif (tonumber(v) or 0) < now - stale then redis.call('HDEL', k, f)\n"
+    "    elseif f ~= 'b:'..me then others = others + 1 end\n"
+    "  end\n"
+    "  if demand == '1' or cut ~= '' then redis.call('PEXPIRE', k, 60000) end\n"
+    "  out[#out + 1] = others\n"
+    "  out[#out + 1] = redis.call('HGET', P..'ratelimits', up) or ''\n"
+    "  out[#out + 1] = last_cut\n"
+    "end\n"
+    "out[#out + 1] = now\n"
+    "local asked = {}\n"
+    "for i = 4, #ARGV - 3, 4 do asked[ARGV[i]] = true end\n"
+    "local all = redis.call('HGETALL', P..'ratelimits')\n"
+    "for j = 1, #all, 2 do\n"
+    "  if not asked[all[j]] then\n"
+    "    out[#out + 1] = all[j]\n"
+    "    out[#out + 1] = all[j + 1]\n"
+    "  end\n"
+    "end\n"
+    "return out\n";
+
 const char *const lq_scripts[] = {
     s_open, s_chunk, s_close, s_lease, s_report, s_requeue, s_expire, s_promote, s_cancel, s_list,
-    s_results, s_delete, s_sweep, s_cache_scan, s_stats, s_active, NULL,
+    s_results, s_delete, s_sweep, s_cache_scan, s_stats, s_active, s_rlshare, NULL,
 };

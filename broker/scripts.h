@@ -21,6 +21,7 @@ enum {
     LQ_SCRIPT_CACHE_SCAN,
     LQ_SCRIPT_STATS,
     LQ_SCRIPT_ACTIVE,
+    LQ_SCRIPT_RLSHARE,
     LQ_SCRIPT_COUNT
 };
 
@@ -30,5 +31,11 @@ extern const char *const lq_scripts[];
 /* Number of fields per result in a REPORT call (after prefix, now and the
  * cache TTL). */
 #define LQ_REPORT_FIELDS 10
+
+/* Number of arguments per upstream in an RLSHARE call (after prefix, broker
+ * id and staleness), and of values per upstream in its answer (followed by
+ * Redis's time, then name/state pairs of the upstreams not asked about). */
+#define LQ_RLSHARE_ARGS 4
+#define LQ_RLSHARE_OUT 3
 
 #endif

@@ -12,6 +12,7 @@
 #include "broker/ratelimit.h"
 #include "tests/sim/rl_sim.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -528,6 +529,197 @@ static void test_window_fills_before_the_first_answer(void **state)
     lq_rl_destroy(&rl);
 }
 
+/* ---- several brokers: the share ---- */
+
+/* Admits as many jobs as the limiters allow from t0 for ms, each answered
+ * 200 at once; returns the count over all n limiters. */
+static int64_t s_admit_for(lq_rl_t **rls, int n, uint64_t t0, uint64_t ms)
+{
+    int64_t admitted = 0;
+    for (uint64_t now = t0; now < t0 + ms; now++)
+        for (int i = 0; i < n; i++) {
+            uint64_t retry;
+            while (lq_rl_admit(rls[i], now, 0, &retry)) {
+                lq_rl_result_t ok = {200, -1, 0, -1, -1, -1, -1, -1, -1, -1, now};
+                lq_rl_on_result(rls[i], now, &ok);
+                admitted++;
+            }
+        }
+    return admitted;
+}
+
+/* Two brokers with the same --limit at share 1/2 each send, together, the
+ * configured budget (at share 1 they would send twice it); the pace shown
+ * is this broker's part; a share back at 1 restores the full budget. */
+static void test_share_splits_configured_budget(void **state)
+{
+    (void)state;
+    lq_rl_config_t cfg;
+    assert_int_equal(lq_rl_parse("rpm=30000,tpm=600000", &cfg), 0); /* 500/s */
+    lq_rl_t *rls[2] = {lq_rl_new(&cfg, 1000), lq_rl_new(&cfg, 1000)};
+    assert_true(lq_rl_share(rls[0]) == 1.0);
+    int64_t alone = s_admit_for(rls, 2, 1000, 10000);
+    print_message("rpm=30000 on two brokers, share 1: %lld jobs in 10 s\n", (long long)alone);
+    assert_true(alone >= 9900 && alone <= 10100); /* today: twice the budget */
+    for (int i = 0; i < 2; i++)
+        lq_rl_set_share(rls[i], 0.5, 11000);
+    lq_rl_pace_t pace;
+    lq_rl_pace(rls[0], 11000, &pace);
+    assert_int_equal(pace.source, LQ_RL_CONFIGURED);
+    assert_true(pace.rpm > 14999 && pace.rpm < 15001);
+    assert_true(pace.tpm > 299999 && pace.tpm < 300001);
+    int64_t shared = s_admit_for(rls, 2, 11000, 10000);
+    print_message("rpm=30000 on two brokers, share 1/2: %lld jobs in 10 s\n", (long long)shared);
+    assert_true(shared >= 4950 && shared <= 5050 + 2 * 13); /* + the buckets' bursts */
+    lq_rl_set_share(rls[0], 1.0, 21000);
+    lq_rl_pace(rls[0], 21000, &pace);
+    assert_true(pace.rpm > 29999 && pace.rpm < 30001);
+    /* out-of-range shares are clamped */
+    lq_rl_set_share(rls[1], 7.0, 21000);
+    assert_true(lq_rl_share(rls[1]) == 1.0);
+    lq_rl_set_share(rls[1], 0.0, 21000);
+    assert_true(lq_rl_share(rls[1]) > 0 && lq_rl_share(rls[1]) <= 0.001);
+    lq_rl_destroy(&rls[0]);
+    lq_rl_destroy(&rls[1]);
+}
+
+/* The provider's header limits are the fleet's: each broker paces at its
+ * share of them. */
+static void test_share_scales_header_limits(void **state)
+{
+    (void)state;
+    lq_rl_config_t cfg = {0, 0, 1};
+    lq_rl_t *rl = lq_rl_new(&cfg, 1000);
+    uint64_t retry;
+    assert_int_equal(lq_rl_admit(rl, 1000, 10, &retry), 1);
+    lq_rl_result_t ok = {200, -1, 10, 10, 6000, 600000, 6000, 600000, -1, -1, 1000};
+    lq_rl_on_result(rl, 1001, &ok);
+    lq_rl_pace_t pace;
+    lq_rl_pace(rl, 1001, &pace);
+    assert_int_equal(pace.source, LQ_RL_HEADERS);
+    assert_true(pace.rpm > 5999 && pace.rpm < 6001);
+    lq_rl_set_share(rl, 1.0 / 3.0, 1002);
+    lq_rl_pace(rl, 1002, &pace);
+    assert_int_equal(pace.source, LQ_RL_HEADERS);
+    assert_true(pace.rpm > 1999 && pace.rpm < 2001);
+    assert_true(pace.tpm > 199999 && pace.tpm < 200001);
+    char out[128];
+    assert_int_equal(lq_rl_export(rl, out, sizeof out), 1);
+    assert_string_equal(out, "v1 rps=0.000 hrps=100.000 htps=10000.000 ratio=1.0000");
+    lq_rl_destroy(&rl);
+}
+
+/* A learned rate is this broker's own: the share rescales it, and Redis
+ * gets (and gives) the fleet's, learned / share. */
+static void test_share_rescales_learned_rate(void **state)
+{
+    (void)state;
+    lq_rl_config_t cfg = {0, 0, 1};
+    lq_rl_t *rl = lq_rl_new(&cfg, 1000);
+    lq_rl_set_share(rl, 0.5, 1000);
+    assert_int_equal(lq_rl_import(rl, 1000, "v1 rps=200.000 hrps=0.000 htps=0.000 ratio=1.0000"),
+                     0);
+    lq_rl_pace_t pace;
+    lq_rl_pace(rl, 1000, &pace);
+    assert_int_equal(pace.source, LQ_RL_LEARNED);
+    assert_true(pace.rpm > 5999 && pace.rpm < 6001); /* 100/s: half the fleet's 200/s */
+    char out[128];
+    assert_int_equal(lq_rl_export(rl, out, sizeof out), 1);
+    assert_string_equal(out, "v1 rps=200.000 hrps=0.000 htps=0.000 ratio=1.0000");
+    lq_rl_set_share(rl, 0.25, 1000); /* a broker joined */
+    lq_rl_pace(rl, 1000, &pace);
+    assert_true(pace.rpm > 2999 && pace.rpm < 3001);
+    assert_int_equal(lq_rl_export(rl, out, sizeof out), 1);
+    assert_string_equal(out, "v1 rps=200.000 hrps=0.000 htps=0.000 ratio=1.0000");
+    lq_rl_set_share(rl, 1.0, 1000); /* the others died */
+    lq_rl_pace(rl, 1000, &pace);
+    assert_true(pace.rpm > 11999 && pace.rpm < 12001);
+    lq_rl_destroy(&rl);
+}
+
+/* A learned rate that grew past the share while the other brokers sent
+ * less is not the fleet's: Redis gets the last measured fleet rate (or the
+ * broker's own, if more), and a larger share raises it only that far. */
+static void test_share_growth_past_the_share(void **state)
+{
+    (void)state;
+    lq_rl_config_t cfg = {0, 0, 1};
+    lq_rl_t *rl = lq_rl_new(&cfg, 1000);
+    lq_rl_set_share(rl, 0.5, 1000);
+    assert_int_equal(lq_rl_import(rl, 1000, "v1 rps=200.000 hrps=0.000 htps=0.000 ratio=1.0000"),
+                     0);
+    s_admit_for(&rl, 1, 1000, 5000); /* saturated, no 429: it grows */
+    lq_rl_pace_t pace;
+    lq_rl_pace(rl, 6000, &pace);
+    double grown = pace.rpm / 60.0;
+    print_message("learned at share 1/2 grew from 100/s to %.1f/s\n", grown);
+    assert_true(grown > 150);
+    char out[128];
+    double rps = 0;
+    assert_int_equal(lq_rl_export(rl, out, sizeof out), 1);
+    assert_int_equal(sscanf(out, "v1 rps=%lf", &rps), 1);
+    assert_true(rps < 2 * grown - 1); /* not learned / share */
+    assert_true(rps >= (grown > 200 ? grown : 200) - 0.01);
+    lq_rl_set_share(rl, 1.0, 6000); /* the other broker left */
+    lq_rl_pace(rl, 6000, &pace);
+    assert_true(pace.rpm / 60.0 <= (grown > 200 ? grown : 200) + 0.01);
+    lq_rl_destroy(&rl);
+}
+
+/* A lower fleet rate learned elsewhere is taken; a higher one, or
+ * garbage, is not. Cuts are counted, so they can be published. */
+static void test_adopt_lower_fleet_rate(void **state)
+{
+    (void)state;
+    lq_rl_config_t cfg = {0, 0, 1};
+    lq_rl_t *rl = lq_rl_new(&cfg, 1000);
+    lq_rl_set_share(rl, 0.5, 1000);
+    assert_int_equal(lq_rl_adopt(rl, 1000, 300.0), 1); /* nothing learned yet: 150/s */
+    lq_rl_pace_t pace;
+    lq_rl_pace(rl, 1000, &pace);
+    assert_int_equal(pace.source, LQ_RL_LEARNED);
+    assert_true(pace.rpm > 8999 && pace.rpm < 9001);
+    assert_int_equal(lq_rl_adopt(rl, 1010, 400.0), 0);
+    assert_int_equal(lq_rl_adopt(rl, 1010, 0.0), 0);
+    assert_int_equal(lq_rl_adopt(rl, 1010, -1.0), 0);
+    assert_int_equal(lq_rl_adopt(rl, 1010, 1.0 / 0.0), 0);
+    assert_int_equal(lq_rl_adopt(rl, 1020, 200.0), 1);
+    lq_rl_pace(rl, 1020, &pace);
+    assert_true(pace.rpm > 5999 && pace.rpm < 6001);
+    assert_int_equal(lq_rl_adopt(rl, 1030, 20.0), 1); /* at most halved at once */
+    lq_rl_pace(rl, 1030, &pace);
+    assert_true(pace.rpm > 2999 && pace.rpm < 3001);
+    /* a 429 that measures cuts, and is counted */
+    assert_int_equal(lq_rl_cuts(rl), 0);
+    uint64_t retry, now = 1100;
+    for (; now < 2100; now++)
+        if (lq_rl_admit(rl, now, 0, &retry)) {
+            lq_rl_result_t ok = {200, -1, 0, -1, -1, -1, -1, -1, -1, -1, now};
+            lq_rl_on_result(rl, now, &ok);
+        }
+    assert_int_equal(lq_rl_admit(rl, now, 0, &retry) || lq_rl_admit(rl, now + 20, 0, &retry), 1);
+    lq_rl_result_t no = {429, -1, 0, -1, -1, -1, -1, -1, -1, -1, now};
+    lq_rl_on_result(rl, now + 21, &no);
+    assert_int_equal(lq_rl_cuts(rl), 1);
+    lq_rl_destroy(&rl);
+}
+
+/* Demand: jobs in flight, or admit() asked lately. */
+static void test_demand(void **state)
+{
+    (void)state;
+    lq_rl_config_t cfg = {0, 0, 1};
+    lq_rl_t *rl = lq_rl_new(&cfg, 1000);
+    assert_int_equal(lq_rl_demand(rl, 1000, 1000), 0);
+    uint64_t retry;
+    assert_int_equal(lq_rl_admit(rl, 1000, 0, &retry), 1);
+    assert_int_equal(lq_rl_demand(rl, 5000, 1000), 1); /* in flight */
+    lq_rl_on_lost(rl);
+    assert_int_equal(lq_rl_demand(rl, 1500, 1000), 1); /* asked lately */
+    assert_int_equal(lq_rl_demand(rl, 2000, 1000), 0);
+    lq_rl_destroy(&rl);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -549,6 +741,12 @@ int main(void)
         cmocka_unit_test(test_export_import),
         cmocka_unit_test(test_probe_ends_pessimistic_pause),
         cmocka_unit_test(test_window_fills_before_the_first_answer),
+        cmocka_unit_test(test_share_splits_configured_budget),
+        cmocka_unit_test(test_share_scales_header_limits),
+        cmocka_unit_test(test_share_rescales_learned_rate),
+        cmocka_unit_test(test_share_growth_past_the_share),
+        cmocka_unit_test(test_adopt_lower_fleet_rate),
+        cmocka_unit_test(test_demand),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
