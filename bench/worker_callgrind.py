@@ -1,0 +1,96 @@
+#!/usr/bin/python3
+"""Instructions per request of ONE llmq-worker (callgrind), a figure that a
+noisy shared machine does not move.
+
+    worker_callgrind.py [--bin DIR] [--jobs 2000,6000] [--conc 256]
+                        [--upstream URL --ca-file PEM] [--worker-env K=V ...]
+
+Runs the worker under `valgrind --tool=callgrind` (every thread, ZeroMQ's
+I/O thread included) fed by bench/worker_driver.c, against a fresh
+llmq-fake-upstream at 0 ms (or against --upstream, e.g. the TLS front of
+bench/run.py's tls scenario), once per job count. Start-up and shut-down
+cost the same in each run, so the difference of the totals divided by the
+difference of the job counts is the cost of one request:
+    Ir/request = (Ir(N2) - Ir(N1)) / (N2 - N1)
+Prints one JSON line: {"ir_per_request": ..., "totals": {N: Ir, ...}}.
+"""
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+import worker_bench  # noqa: E402
+from worker_bench import harness  # noqa: E402
+
+
+def run_one(bin_dir, driver, d, jobs, conc, url, ca_file, env_extra):
+    fake = None
+    if not url:
+        fake = worker_bench.Fake(bin_dir, d, 0)
+        url = fake.url
+    port = harness.free_port()
+    out = os.path.join(d, f"callgrind.{jobs}.{time.monotonic_ns()}.out")
+    drv = subprocess.Popen([driver, "--bind", f"tcp://127.0.0.1:{port}", "--jobs", str(jobs)],
+                           stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    argv = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
+            os.path.join(bin_dir, "llmq-worker"), "--broker", f"tcp://127.0.0.1:{port}",
+            "--upstream", url, "--concurrency", str(conc), "--stats-interval", "0",
+            "--heartbeat-ms", "5000"]
+    if ca_file:
+        argv += ["--ca-file", ca_file]
+    env = dict(os.environ, **env_extra)
+    log = open(os.path.join(d, "worker-callgrind.log"), "ab")
+    w = subprocess.Popen(argv, stdout=log, stderr=log, stdin=subprocess.DEVNULL, env=env)
+    try:
+        line = drv.stdout.readline().strip()
+        if line != "registered":
+            raise RuntimeError(f"driver said {line!r}")
+        drv.stdin.write("go\n")
+        drv.stdin.flush()
+        res = json.loads(drv.stdout.readline())
+    finally:
+        w.terminate()
+        w.wait(120)
+        drv.wait(10)
+        if fake:
+            fake.stop()
+        log.close()
+    if res["ok"] != jobs:
+        raise RuntimeError(f"only {res['ok']} of {jobs} jobs ok")
+    with open(out) as f:
+        total = int(re.search(r"^summary:\s+(\d+)", f.read(), re.M).group(1))
+    return total
+
+
+def measure(bin_dir, jobs=(2000, 6000), conc=256, url=None, ca_file=None, env_extra=None):
+    d = tempfile.mkdtemp(prefix="llmq-wcg-")
+    driver = worker_bench.build_driver(bin_dir, d)
+    totals = {n: run_one(bin_dir, driver, d, n, conc, url, ca_file, env_extra or {})
+              for n in jobs}
+    lo, hi = min(jobs), max(jobs)
+    return {"ir_per_request": (totals[hi] - totals[lo]) / (hi - lo), "totals": totals}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--bin", default=os.path.join(os.path.dirname(HERE), "build"))
+    ap.add_argument("--jobs", default="2000,6000")
+    ap.add_argument("--conc", type=int, default=256)
+    ap.add_argument("--upstream")
+    ap.add_argument("--ca-file")
+    ap.add_argument("--worker-env", action="append", default=[])
+    a = ap.parse_args()
+    env = dict(kv.split("=", 1) for kv in a.worker_env)
+    r = measure(os.path.abspath(a.bin), tuple(int(x) for x in a.jobs.split(",")), a.conc,
+                a.upstream, a.ca_file, env)
+    print(json.dumps(r))
+
+
+if __name__ == "__main__":
+    main()
