@@ -1,15 +1,20 @@
 /* http: the libcurl multi_socket engine on lq_loop.
  *
- * One long-lived CURLM per lq_http_t (one connection cache, so connections
- * and HTTP/2 streams are reused across requests). libcurl tells us which
+ * Long-lived CURLM handles, each with its own connection cache, so that
+ * connections and HTTP/2 streams are reused across requests. A new transfer
+ * goes on the first multi with fewer than max_per_multi transfers (more are
+ * made as needed and kept): libcurl 7.88 scans a host's connections
+ * linearly when it starts and ends a transfer, so a few thousand transfers
+ * on one multi cost O(connections^2) at start-up. libcurl tells us which
  * sockets to watch (CURLMOPT_SOCKETFUNCTION -> lq_loop_watch, level-
- * triggered) and when to wake it (CURLMOPT_TIMERFUNCTION -> one embedded
- * lq_timer_t). Those callbacks only (un)register with the loop: every
+ * triggered) and when to wake it (CURLMOPT_TIMERFUNCTION -> one lq_timer_t
+ * per multi). Those callbacks only (un)register with the loop: every
  * curl_multi_* call happens from our own fd/timer handlers, and completed
  * transfers are collected with curl_multi_info_read after
  * curl_multi_socket_action has returned, removed from the multi, reported,
- * and their easy handles reset and kept on a free list for the next
- * request.
+ * and their easy handles kept, configured, on a free list: the options that
+ * never change are set once per handle, not per request, and a small body
+ * buffer is reused.
  *
  * Ownership: the engine owns its easy handles, the response buffers and
  * the per-transfer state. The caller owns the request (URL, header list,
@@ -31,7 +36,8 @@ typedef struct lq_http lq_http_t;
 typedef struct {
     long connect_timeout_ms;   /* CURLOPT_CONNECTTIMEOUT_MS */
     size_t max_response_bytes; /* body cap; over it the transfer is aborted */
-    long max_connects;         /* connection cache size; 0 = libcurl default */
+    long max_connects;         /* connection cache size per multi; 0 = max_per_multi */
+    size_t max_per_multi;      /* transfers per multi handle; 0 = 256 */
     const char *user_agent;    /* NULL: "llmq-worker" */
     const char *ca_file;       /* CA bundle for TLS; NULL: the system's */
 } lq_http_config_t;

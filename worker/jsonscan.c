@@ -51,6 +51,10 @@ static int s_string(s_scan_t *s, const unsigned char **raw, size_t *rawlen, int 
     *escaped = 0;
     while (s->p < s->end) {
         unsigned char c = *s->p;
+        if (c >= 0x20 && c < 0x80 && c != '"' && c != '\\') {
+            s->p++; /* the common case first */
+            continue;
+        }
         if (c == '"') {
             *rawlen = (size_t)(s->p - *raw);
             s->p++;
@@ -78,10 +82,6 @@ static int s_string(s_scan_t *s, const unsigned char **raw, size_t *rawlen, int 
             } else if (!memchr("\"\\/bfnrt", c, 8)) {
                 return -1;
             }
-            continue;
-        }
-        if (c < 0x80) {
-            s->p++;
             continue;
         }
         size_t n = lq_utf8_seq(s->p, (size_t)(s->end - s->p), NULL);

@@ -82,9 +82,8 @@ static char *s_json_body(const char *body, size_t len, int parsed, size_t *out_l
         return lq_json_quote(body + a, b - a, out_len);
     /* Valid JSON can hold CR/LF only as insignificant whitespace. */
     char *out = xstrndup(body + a, b - a);
-    for (size_t i = 0; i < b - a; i++)
-        if (out[i] == '\n' || out[i] == '\r')
-            out[i] = ' ';
+    for (char *p = out; (p = strpbrk(p, "\r\n")) != NULL;)
+        *p++ = ' ';
     *out_len = b - a;
     return out;
 }
