@@ -3,12 +3,12 @@
 noisy shared machine does not move.
 
     worker_callgrind.py [--bin DIR] [--jobs 2000,6000] [--conc 256]
-                        [--upstream URL --ca-file PEM] [--worker-env K=V ...]
+                        [--tls h1|h2] [--worker-env K=V ...]
 
 Runs the worker under `valgrind --tool=callgrind` (every thread, ZeroMQ's
 I/O thread included) fed by bench/worker_driver.c, against a fresh
-llmq-fake-upstream at 0 ms (or against --upstream, e.g. the TLS front of
-bench/run.py's tls scenario), once per job count. Start-up and shut-down
+llmq-fake-upstream at 0 ms (with --tls, through bench/worker_tls.py's nginx
+TLS front, HTTP/1.1 only or with h2 in ALPN), once per job count. Start-up and shut-down
 cost the same in each run, so the difference of the totals divided by the
 difference of the job counts is the cost of one request:
     Ir/request = (Ir(N2) - Ir(N1)) / (N2 - N1)
@@ -41,7 +41,7 @@ def run_one(bin_dir, driver, d, jobs, conc, url, ca_file, env_extra):
     argv = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
             os.path.join(bin_dir, "llmq-worker"), "--broker", f"tcp://127.0.0.1:{port}",
             "--upstream", url, "--concurrency", str(conc), "--stats-interval", "0",
-            "--heartbeat-ms", "5000"]
+            "--heartbeat-ms", "5000", "--connect-timeout-ms", "300000"]
     if ca_file:
         argv += ["--ca-file", ca_file]
     env = dict(os.environ, **env_extra)
@@ -68,11 +68,24 @@ def run_one(bin_dir, driver, d, jobs, conc, url, ca_file, env_extra):
     return total
 
 
-def measure(bin_dir, jobs=(2000, 6000), conc=256, url=None, ca_file=None, env_extra=None):
+def measure(bin_dir, jobs=(2000, 6000), conc=256, tls=None, env_extra=None):
     d = tempfile.mkdtemp(prefix="llmq-wcg-")
+    harness.BIN = bin_dir
     driver = worker_bench.build_driver(bin_dir, d)
-    totals = {n: run_one(bin_dir, driver, d, n, conc, url, ca_file, env_extra or {})
-              for n in jobs}
+    url = ca_file = front = fake = None
+    if tls:
+        import worker_tls
+        ca_file, cert, key = worker_tls.make_certs(d)
+        fake = worker_bench.Fake(bin_dir, d, 0)
+        front = worker_tls.TlsFront(d, fake.port, cert, key)
+        url = front.url(tls == "h2")
+    try:
+        totals = {n: run_one(bin_dir, driver, d, n, conc, url, ca_file, env_extra or {})
+                  for n in jobs}
+    finally:
+        if front:
+            front.stop()
+            fake.stop()
     lo, hi = min(jobs), max(jobs)
     return {"ir_per_request": (totals[hi] - totals[lo]) / (hi - lo), "totals": totals}
 
@@ -82,13 +95,12 @@ def main():
     ap.add_argument("--bin", default=os.path.join(os.path.dirname(HERE), "build"))
     ap.add_argument("--jobs", default="2000,6000")
     ap.add_argument("--conc", type=int, default=256)
-    ap.add_argument("--upstream")
-    ap.add_argument("--ca-file")
+    ap.add_argument("--tls", choices=("h1", "h2"))
     ap.add_argument("--worker-env", action="append", default=[])
     a = ap.parse_args()
     env = dict(kv.split("=", 1) for kv in a.worker_env)
     r = measure(os.path.abspath(a.bin), tuple(int(x) for x in a.jobs.split(",")), a.conc,
-                a.upstream, a.ca_file, env)
+                a.tls, env)
     print(json.dumps(r))
 
 

@@ -2,10 +2,13 @@
  *
  * Long-lived CURLM handles, each with its own connection cache, so that
  * connections and HTTP/2 streams are reused across requests. A new transfer
- * goes on the first multi with fewer than max_per_multi transfers (more are
- * made as needed and kept): libcurl 7.88 scans a host's connections
- * linearly when it starts and ends a transfer, so a few thousand transfers
- * on one multi cost O(connections^2) at start-up. libcurl tells us which
+ * goes on the first multi of its kind (http:// or https://) with fewer than
+ * max_per_multi (max_per_multi_tls) transfers; more are made as needed and
+ * kept. http://: libcurl 7.88 scans a host's connections linearly when it
+ * starts and ends a transfer, so a few thousand transfers on one multi cost
+ * O(connections^2) at start-up. https://: an HTTP/2 upstream carries all
+ * the transfers of one multi on one connection (PIPEWAIT, at most
+ * max_per_multi_tls streams each), so 250 transfers need 3 connections. libcurl tells us which
  * sockets to watch (CURLMOPT_SOCKETFUNCTION -> lq_loop_watch, level-
  * triggered) and when to wake it (CURLMOPT_TIMERFUNCTION -> one lq_timer_t
  * per multi). Those callbacks only (un)register with the loop: every
@@ -37,7 +40,8 @@ typedef struct {
     long connect_timeout_ms;   /* CURLOPT_CONNECTTIMEOUT_MS */
     size_t max_response_bytes; /* body cap; over it the transfer is aborted */
     long max_connects;         /* connection cache size per multi; 0 = max_per_multi */
-    size_t max_per_multi;      /* transfers per multi handle; 0 = 256 */
+    size_t max_per_multi;      /* http:// transfers per multi handle; 0 = 256 */
+    size_t max_per_multi_tls;  /* https:// transfers per multi handle; 0 = 100 */
     const char *user_agent;    /* NULL: "llmq-worker" */
     const char *ca_file;       /* CA bundle for TLS; NULL: the system's */
 } lq_http_config_t;
