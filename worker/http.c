@@ -48,6 +48,7 @@ struct s_shard {
 struct lq_http {
     lq_loop_t *loop;
     lq_http_config_t cfg;
+    CURLSH *share; /* TLS sessions and DNS answers, for every multi */
     s_shard_t **shards;
     size_t nshards;
     s_xfer_t *free_list;
@@ -221,9 +222,20 @@ lq_http_t *lq_http_new(lq_loop_t *loop, const lq_http_config_t *cfg)
         h->cfg.max_per_multi = S_SHARD_DEFAULT;
     if (h->cfg.max_per_multi_tls == 0)
         h->cfg.max_per_multi_tls = S_SHARD_TLS_DEFAULT;
+    /* One TLS session cache for all handles (libcurl keeps one per easy
+     * handle otherwise, so a handle's first connection to a host is a full
+     * handshake even when another resumed it), and one DNS cache for all
+     * multis. Single-threaded: no lock callbacks. */
+    h->share = curl_share_init();
+    if (h->share) {
+        curl_share_setopt(h->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION);
+        curl_share_setopt(h->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS);
+    }
     h->shards = xcalloc(1, sizeof *h->shards);
-    h->shards[0] = s_shard_new(h, 0);
+    h->shards[0] = h->share ? s_shard_new(h, 0) : NULL;
     if (!h->shards[0]) {
+        if (h->share)
+            curl_share_cleanup(h->share);
         free(h->shards);
         free(h);
         return NULL;
@@ -267,12 +279,19 @@ static void s_setup_once(lq_http_t *h, s_xfer_t *x)
     curl_easy_setopt(e, CURLOPT_USERAGENT, h->cfg.user_agent);
     if (h->cfg.ca_file)
         curl_easy_setopt(e, CURLOPT_CAINFO, h->cfg.ca_file);
+    /* Trust the CA bundle file only (--ca-file, else the system's), not
+     * also the hashed directory Debian's libcurl adds by default: with a
+     * CA path set libcurl 7.88 does not cache the certificate store and
+     * parses the whole bundle again for every TLS connection (a quarter
+     * of the worker's instructions when 250 connections open). */
+    curl_easy_setopt(e, CURLOPT_CAPATH, NULL);
     curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, s_on_write);
     curl_easy_setopt(e, CURLOPT_WRITEDATA, x);
     curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, s_on_header);
     curl_easy_setopt(e, CURLOPT_HEADERDATA, x);
     curl_easy_setopt(e, CURLOPT_ERRORBUFFER, x->errbuf);
     curl_easy_setopt(e, CURLOPT_PRIVATE, x);
+    curl_easy_setopt(e, CURLOPT_SHARE, h->share);
 }
 
 /* Takes a transfer (and its configured easy handle) from the free list or
@@ -456,6 +475,7 @@ void lq_http_destroy(lq_http_t **p)
     for (size_t i = 0; i < h->nshards; i++)
         s_shard_destroy(&h->shards[i]);
     free(h->shards);
+    curl_share_cleanup(h->share); /* after every easy handle that used it */
     free(h);
     *p = NULL;
 }
