@@ -149,6 +149,7 @@ def build(R, P):
     md += s_faults(R, P)
     md += s_rate(R, P)
     md += s_rate_shapes(R, P)
+    md += s_tls(R)
     md += s_profile(R)
     md += rerun()
     return "\n".join(md)
@@ -707,6 +708,56 @@ def s_rate_shapes(R, P):
                       f"'{f}' u 1:2 w l lw 2 lc 1 t 'pace in force', "
                       f"'{f}' u 1:3 w l lw 1 lc 2 t 'successes/s (100 ms)'\n", w=820, h=360)
         img(md, path, f"simulator {name}")
+    return md
+
+
+# Issue 11, before the changes of branch wperf (commit 596a307, same bench):
+# worker instructions per request (callgrind, bench/worker_callgrind.py,
+# 1000 and 3000 jobs at 250 in flight: the difference over 2000 jobs).
+TLS_BEFORE_IR = {"plain": 212_540, "h1": 241_478, "h2": 275_267}
+
+
+def s_tls(R):
+    """Issue 11: the worker over HTTPS, h1 and h2, beside the asyncio script."""
+    t = R.get("tls")
+    md = ["## HTTPS: one worker through a TLS front\n"]
+    if not t or "h1" not in t:
+        return md + [f"not run ({t.get('error') if t else 'skipped'})\n"]
+    when = (R.get("partial_runs", {}).get("tls") or R["meta"]).get("date", "")
+    md.append(f"Run {when}. bench/worker_tls.py: {t.get('nginx', 'nginx')} terminates TLS"
+              " (a CA and a certificate for 127.0.0.1 made by openssl for the run; the worker"
+              " trusts it with `--ca-file`, the asyncio script with an ssl context) and proxies"
+              " to llmq-fake-upstream at 0 ms over kept-alive connections. One listener offers"
+              " only HTTP/1.1 in ALPN, the other h2 too. llmq: one `llmq-worker --concurrency"
+              f" {t['concurrency']}` fed by bench/worker_driver.c (the worker alone, no broker),"
+              f" {t['jobs']:,} jobs; asyncio: bench/baseline_asyncio.py, {t['concurrency']} in"
+              " flight (aiohttp speaks HTTP/1.1 only, also on the h2 listener). CPU µs/request ="
+              " the process's user + system time over the jobs, TLS handshakes included.\n")
+    rows = []
+    for proto, name in (("h1", "HTTP/1.1"), ("h2", "HTTP/2")):
+        x = t.get(proto) or {}
+        w, a = x.get("llmq") or {}, x.get("asyncio") or {}
+        rows.append([name, fmt_rate(w.get("jobs_per_s", 0)), f"{w.get('cpu_us', 0):.0f}",
+                     str(w.get("connections", "?")), f"{w.get('front_cpu_us', 0):.0f}",
+                     fmt_rate(a.get("jobs_per_s", 0)), f"{a.get('cpu_us', 0):.0f}"])
+    md.append(table(["protocol", "llmq jobs/s", "llmq worker CPU µs/request",
+                     "connections opened", "nginx CPU µs/request", "asyncio jobs/s",
+                     "asyncio CPU µs/request"], rows))
+    cg = t.get("callgrind")
+    if cg:
+        md.append("Worker instructions per request (callgrind, bench/worker_callgrind.py: 1,000"
+                  " and 3,000 jobs at the same concurrency, the difference over 2,000 jobs, so"
+                  " start-up and handshakes do not count; every thread, ZeroMQ's included),"
+                  " before the changes of issue 11 and in this run:\n")
+        rows = []
+        for proto, name in (("plain", "http:// (fake directly)"), ("h1", "https://, HTTP/1.1"),
+                            ("h2", "https://, HTTP/2")):
+            now = (cg.get(proto) or {}).get("ir_per_request")
+            before = TLS_BEFORE_IR.get(proto)
+            rows.append([name, f"{before:,.0f}" if before else "?",
+                         f"{now:,.0f}" if now else "?",
+                         f"{now / before:.2f}" if now and before else "?"])
+        md.append(table(["upstream", "before", "now", "ratio"], rows))
     return md
 
 
