@@ -217,8 +217,6 @@ lq_http_t *lq_http_new(lq_loop_t *loop, const lq_http_config_t *cfg)
     lq_http_t *h = xcalloc(1, sizeof *h);
     h->loop = loop;
     h->cfg = *cfg;
-    if (!h->cfg.user_agent)
-        h->cfg.user_agent = "llmq-worker";
     if (h->cfg.max_per_multi == 0)
         h->cfg.max_per_multi = S_SHARD_DEFAULT;
     if (h->cfg.max_per_multi_tls == 0)
@@ -276,8 +274,12 @@ static void s_setup_once(lq_http_t *h, s_xfer_t *x)
     curl_easy_setopt(e, CURLOPT_TCP_KEEPIDLE, 60L);
     curl_easy_setopt(e, CURLOPT_TCP_KEEPINTVL, 30L);
     curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, h->cfg.connect_timeout_ms);
-    curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "");
-    curl_easy_setopt(e, CURLOPT_USERAGENT, h->cfg.user_agent);
+    /* gzip only: the encoding every provider offers; libcurl 7.88 formats
+     * the header twice per request a byte at a time, and "" (everything
+     * it can decode) is "deflate, gzip, br, zstd". */
+    curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "gzip");
+    if (h->cfg.user_agent)
+        curl_easy_setopt(e, CURLOPT_USERAGENT, h->cfg.user_agent);
     if (h->cfg.ca_file)
         curl_easy_setopt(e, CURLOPT_CAINFO, h->cfg.ca_file);
     /* Trust the CA bundle file only (--ca-file, else the system's), not

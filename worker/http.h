@@ -42,7 +42,7 @@ typedef struct {
     long max_connects;         /* connection cache size per multi; 0 = max_per_multi */
     size_t max_per_multi;      /* http:// transfers per multi handle; 0 = 256 */
     size_t max_per_multi_tls;  /* https:// transfers per multi handle; 0 = 100 */
-    const char *user_agent;    /* NULL: "llmq-worker" */
+    const char *user_agent;    /* NULL: none (the caller's header list may carry one) */
     const char *ca_file;       /* CA bundle for TLS; NULL: the system's */
 } lq_http_config_t;
 

@@ -449,6 +449,9 @@ static void test_runner(void **state)
     assert_string_equal(j->hdr.request_id, "req_1");
     assert_non_null(strstr(srv.req, "POST /v1/chat/completions HTTP/1.1"));
     assert_non_null(strstr(srv.req, "Authorization: Bearer sk-runner"));
+    assert_non_null(strstr(srv.req, "\r\nUser-Agent: " LQ_USER_AGENT "\r\n"));
+    assert_non_null(strstr(srv.req, "\r\nAccept-Encoding: gzip\r\n"));
+    assert_int_equal(strstr(strstr(srv.req, "User-Agent:") + 1, "User-Agent:"), NULL);
     assert_non_null(strstr(srv.req, "{\"x\":1}"));
     lq_wjob_destroy(&j);
 
