@@ -48,6 +48,7 @@ struct s_shard {
 struct lq_http {
     lq_loop_t *loop;
     lq_http_config_t cfg;
+    int no_env_proxy; /* no proxy variable was set when the engine was made */
     CURLSH *share; /* TLS sessions and DNS answers, for every multi */
     s_shard_t **shards;
     size_t nshards;
@@ -168,6 +169,22 @@ static size_t s_on_header(char *ptr, size_t size, size_t nmemb, void *arg)
     return n;
 }
 
+/* 1 when none of the variables libcurl reads for a proxy is set. libcurl
+ * 7.88 reads them (up to 8 getenv calls) for every transfer; when they are
+ * all unset, telling it "no proxy" once per handle is the same and skips
+ * that. */
+static int s_no_env_proxy(void)
+{
+    static const char *vars[] = {"http_proxy", "https_proxy", "HTTPS_PROXY", "all_proxy",
+                                 "ALL_PROXY", "no_proxy", "NO_PROXY"};
+    for (size_t i = 0; i < sizeof vars / sizeof vars[0]; i++) {
+        const char *v = getenv(vars[i]);
+        if (v && *v)
+            return 0;
+    }
+    return 1;
+}
+
 /* Makes one multi handle wired to the loop. NULL on failure. */
 static s_shard_t *s_shard_new(lq_http_t *h, int tls)
 {
@@ -221,6 +238,7 @@ lq_http_t *lq_http_new(lq_loop_t *loop, const lq_http_config_t *cfg)
         h->cfg.max_per_multi = S_SHARD_DEFAULT;
     if (h->cfg.max_per_multi_tls == 0)
         h->cfg.max_per_multi_tls = S_SHARD_TLS_DEFAULT;
+    h->no_env_proxy = s_no_env_proxy();
     /* One TLS session cache for all handles (libcurl keeps one per easy
      * handle otherwise, so a handle's first connection to a host is a full
      * handshake even when another resumed it), and one DNS cache for all
@@ -295,6 +313,10 @@ static void s_setup_once(lq_http_t *h, s_xfer_t *x)
     curl_easy_setopt(e, CURLOPT_ERRORBUFFER, x->errbuf);
     curl_easy_setopt(e, CURLOPT_PRIVATE, x);
     curl_easy_setopt(e, CURLOPT_SHARE, h->share);
+    if (h->no_env_proxy) {
+        curl_easy_setopt(e, CURLOPT_PROXY, "");
+        curl_easy_setopt(e, CURLOPT_NOPROXY, "");
+    }
 }
 
 /* Takes a transfer (and its configured easy handle) from the free list or

@@ -318,6 +318,39 @@ static void test_multis_and_handle_reuse(void **state)
     lq_loop_destroy(&loop);
 }
 
+/* The proxy variables are honoured when set (the engine tells libcurl "no
+ * proxy" only when none was set at its creation). */
+static void test_env_proxy(void **state)
+{
+    (void)state;
+    lq_loop_t *loop = lq_loop_new();
+    srv_start(loop);
+    char url[128];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/v1/chat/completions", srv.port);
+    struct curl_slist *hdrs = curl_slist_append(NULL, "Expect:");
+    for (int with_proxy = 1; with_proxy >= 0; with_proxy--) {
+        if (with_proxy)
+            setenv("http_proxy", "http://127.0.0.1:1", 1); /* nothing listens there */
+        lq_http_t *h = http_new(loop, 4096);
+        got_t g = {0};
+        lq_http_req_t req = {url, hdrs, "{}", 2, 5000};
+        assert_int_equal(lq_http_post(h, &req, on_done, &g), 0);
+        run_until(loop, &g.done, 1, 5000);
+        unsetenv("http_proxy");
+        assert_int_equal(g.done, 1);
+        if (with_proxy) {
+            assert_int_equal(g.curl_code, CURLE_COULDNT_CONNECT); /* went to the proxy */
+        } else {
+            assert_int_equal(g.curl_code, 0);
+            assert_int_equal(g.status, 200);
+        }
+        lq_http_destroy(&h);
+    }
+    curl_slist_free_all(hdrs);
+    srv_stop();
+    lq_loop_destroy(&loop);
+}
+
 static void test_size_cap_and_timeout(void **state)
 {
     (void)state;
@@ -503,6 +536,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_post_and_reuse),
         cmocka_unit_test(test_multis_and_handle_reuse),
+        cmocka_unit_test(test_env_proxy),
         cmocka_unit_test(test_size_cap_and_timeout),
         cmocka_unit_test(test_refused),
         cmocka_unit_test(test_runner),
