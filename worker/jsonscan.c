@@ -41,6 +41,26 @@ static long s_hex4(s_scan_t *s)
     return v;
 }
 
+/* Skips whole 8-byte words of plain string bytes (0x20..0x7f but '"' and
+ * '\\') at s->p; the byte loop of s_string handles the rest. A word has a
+ * byte that is not plain iff one of these has its high bit set for some
+ * byte: x itself (>= 0x80), x - 0x20 (below 0x20), x ^ '"' - 1 and
+ * x ^ '\\' - 1 (equal); borrows only ever add false hits above a true one. */
+static void s_skip_plain(s_scan_t *s)
+{
+    const uint64_t ones = 0x0101010101010101ULL, highs = 0x8080808080808080ULL;
+    while (s->end - s->p >= 8) {
+        uint64_t x, q, b;
+        memcpy(&x, s->p, 8);
+        q = x ^ (ones * '"');
+        b = x ^ (ones * '\\');
+        uint64_t hit = ((x - ones * 0x20) & ~x) | ((q - ones) & ~q) | ((b - ones) & ~b) | x;
+        if (hit & highs)
+            return;
+        s->p += 8;
+    }
+}
+
 /* Reads a string (at its opening quote). Stores where its raw content
  * starts and its raw length (escapes not decoded) in *raw / *rawlen, and
  * whether it held an escape in *escaped. Returns 0 or -1. */
@@ -50,11 +70,14 @@ static int s_string(s_scan_t *s, const unsigned char **raw, size_t *rawlen, int 
     *raw = s->p;
     *escaped = 0;
     while (s->p < s->end) {
+        /* The common case first: plain bytes, a word at a time, then the
+         * rest of them one by one. */
+        s_skip_plain(s);
+        while (s->p < s->end && *s->p >= 0x20 && *s->p < 0x80 && *s->p != '"' && *s->p != '\\')
+            s->p++;
+        if (s->p >= s->end)
+            break;
         unsigned char c = *s->p;
-        if (c >= 0x20 && c < 0x80 && c != '"' && c != '\\') {
-            s->p++; /* the common case first */
-            continue;
-        }
         if (c == '"') {
             *rawlen = (size_t)(s->p - *raw);
             s->p++;

@@ -49,6 +49,19 @@ static void test_fixed_cases(void **state)
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
         s_same(cases[i], strlen(cases[i]));
     s_same("\"a\0b\"", 5); /* a raw NUL in a string */
+    /* every byte that matters, at every offset of a long string (the scan
+     * reads strings 8 bytes at a time) */
+    static const unsigned char odd[] = {'"', '\\', 0x01, 0x1f, 0x20, 0x7f, 0x80, 0xc3, 0xff};
+    for (size_t at = 1; at < 40; at++) {
+        for (size_t k = 0; k < sizeof odd; k++) {
+            char b[48];
+            memset(b, 'a', sizeof b);
+            b[0] = '"';
+            b[41] = '"';
+            b[at] = (char)odd[k];
+            s_same(b, 42);
+        }
+    }
     s_same("[1]\0", 4);
 }
 
