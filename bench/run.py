@@ -808,7 +808,7 @@ class Bench:
         if shutil.which("valgrind"):
             r["callgrind"] = {}
             for proto in ("plain", "h1", "h2"):
-                cg = worker_callgrind.measure(self.bin, (1000, 3000), P["tls_conc"],
+                cg = worker_callgrind.measure(self.bin, (1000, 5000), P["tls_conc"],
                                               None if proto == "plain" else proto)
                 r["callgrind"][proto] = cg
                 log(f"  tls callgrind {proto}: {cg['ir_per_request']:,.0f} instructions/request")

@@ -12,7 +12,9 @@ TLS front, HTTP/1.1 only or with h2 in ALPN), once per job count. Start-up and s
 cost the same in each run, so the difference of the totals divided by the
 difference of the job counts is the cost of one request:
     Ir/request = (Ir(N2) - Ir(N1)) / (N2 - N1)
-Prints one JSON line: {"ir_per_request": ..., "totals": {N: Ir, ...}}.
+Prints one JSON line: {"ir_per_request": ..., "totals": {N: Ir, ...},
+"connections": {N: connections the worker opened, ...}} (a run that had to
+reconnect pays for more TLS handshakes: compare the counts).
 """
 import argparse
 import json
@@ -40,12 +42,13 @@ def run_one(bin_dir, driver, d, jobs, conc, url, ca_file, env_extra):
                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     argv = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
             os.path.join(bin_dir, "llmq-worker"), "--broker", f"tcp://127.0.0.1:{port}",
-            "--upstream", url, "--concurrency", str(conc), "--stats-interval", "0",
+            "--upstream", url, "--concurrency", str(conc), "--stats-interval", "1",
             "--heartbeat-ms", "5000", "--connect-timeout-ms", "300000"]
     if ca_file:
         argv += ["--ca-file", ca_file]
     env = dict(os.environ, **env_extra)
-    log = open(os.path.join(d, "worker-callgrind.log"), "ab")
+    log_path = os.path.join(d, f"worker-callgrind.{jobs}.log")
+    log = open(log_path, "ab")
     w = subprocess.Popen(argv, stdout=log, stderr=log, stdin=subprocess.DEVNULL, env=env)
     try:
         line = drv.stdout.readline().strip()
@@ -65,7 +68,9 @@ def run_one(bin_dir, driver, d, jobs, conc, url, ca_file, env_extra):
         raise RuntimeError(f"only {res['ok']} of {jobs} jobs ok")
     with open(out) as f:
         total = int(re.search(r"^summary:\s+(\d+)", f.read(), re.M).group(1))
-    return total
+    with open(log_path) as f:
+        conns = [int(x) for x in re.findall(r"connections=(\d+)", f.read())]
+    return total, (conns[-1] if conns else None)
 
 
 def measure(bin_dir, jobs=(2000, 6000), conc=256, tls=None, env_extra=None):
@@ -80,14 +85,16 @@ def measure(bin_dir, jobs=(2000, 6000), conc=256, tls=None, env_extra=None):
         front = worker_tls.TlsFront(d, fake.port, cert, key)
         url = front.url(tls == "h2")
     try:
-        totals = {n: run_one(bin_dir, driver, d, n, conc, url, ca_file, env_extra or {})
-                  for n in jobs}
+        runs = {n: run_one(bin_dir, driver, d, n, conc, url, ca_file, env_extra or {})
+                for n in jobs}
     finally:
         if front:
             front.stop()
             fake.stop()
+    totals = {n: r[0] for n, r in runs.items()}
     lo, hi = min(jobs), max(jobs)
-    return {"ir_per_request": (totals[hi] - totals[lo]) / (hi - lo), "totals": totals}
+    return {"ir_per_request": (totals[hi] - totals[lo]) / (hi - lo), "totals": totals,
+            "connections": {n: r[1] for n, r in runs.items()}}
 
 
 def main():
