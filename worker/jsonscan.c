@@ -11,6 +11,7 @@ typedef struct {
     const unsigned char *p, *end;
     unsigned char stack[LQ_JSONSCAN_MAX_DEPTH / 8];
     size_t depth;
+    int unsure; /* a number jansson may refuse was seen */
 } s_scan_t;
 
 /* Which usage member a key names, at depth 2 under "usage". */
@@ -41,6 +42,8 @@ static long s_hex4(s_scan_t *s)
     return v;
 }
 
+enum { S_ESCAPED = 1, S_NUL = 2 };
+
 /* Skips whole 8-byte words of plain string bytes (0x20..0x7f but '"' and
  * '\\') at s->p; the byte loop of s_string handles the rest. A word has a
  * byte that is not plain iff one of these has its high bit set for some
@@ -63,7 +66,8 @@ static void s_skip_plain(s_scan_t *s)
 
 /* Reads a string (at its opening quote). Stores where its raw content
  * starts and its raw length (escapes not decoded) in *raw / *rawlen, and
- * whether it held an escape in *escaped. Returns 0 or -1. */
+ * in *escaped S_ESCAPED if it held an escape, | S_NUL if one was \u0000.
+ * Returns 0 or -1. */
 static int s_string(s_scan_t *s, const unsigned char **raw, size_t *rawlen, int *escaped)
 {
     s->p++; /* '"' */
@@ -86,7 +90,7 @@ static int s_string(s_scan_t *s, const unsigned char **raw, size_t *rawlen, int 
         if (c < 0x20)
             return -1;
         if (c == '\\') {
-            *escaped = 1;
+            *escaped |= S_ESCAPED;
             if (++s->p >= s->end)
                 return -1;
             c = *s->p++;
@@ -94,6 +98,8 @@ static int s_string(s_scan_t *s, const unsigned char **raw, size_t *rawlen, int 
                 long u = s_hex4(s);
                 if (u < 0 || (u >= 0xDC00 && u <= 0xDFFF))
                     return -1;
+                if (u == 0)
+                    *escaped |= S_NUL;
                 if (u >= 0xD800 && u <= 0xDBFF) {
                     if (s->end - s->p < 2 || s->p[0] != '\\' || s->p[1] != 'u')
                         return -1;
@@ -116,11 +122,15 @@ static int s_string(s_scan_t *s, const unsigned char **raw, size_t *rawlen, int 
 }
 
 /* Reads a number. Stores its value in *out when it is a non-negative
- * integer that fits, else -1. Returns 0 or -1. */
+ * integer that fits, else -1. Sets s->unsure for a number jansson may
+ * refuse: an integer of 19 digits or more (beyond 64 bits), a real with an
+ * exponent of 3 digits or more or 200 integer digits or more (beyond a
+ * double). Returns 0 or -1. */
 static int s_number(s_scan_t *s, int64_t *out)
 {
     const unsigned char *p = s->p, *e = s->end;
     int neg = 0, frac = 0, big = 0;
+    size_t idigits = 0, edigits = 0;
     int64_t v = 0;
     if (p < e && *p == '-') {
         neg = 1;
@@ -130,6 +140,7 @@ static int s_number(s_scan_t *s, int64_t *out)
         return -1;
     if (*p == '0') {
         p++;
+        idigits = 1;
     } else {
         while (p < e && *p >= '0' && *p <= '9') {
             if (v > (INT64_MAX - 9) / 10)
@@ -137,6 +148,7 @@ static int s_number(s_scan_t *s, int64_t *out)
             else
                 v = v * 10 + (*p - '0');
             p++;
+            idigits++;
         }
     }
     if (p < e && *p == '.') {
@@ -154,9 +166,13 @@ static int s_number(s_scan_t *s, int64_t *out)
             p++;
         if (p >= e || *p < '0' || *p > '9')
             return -1;
-        while (p < e && *p >= '0' && *p <= '9')
+        while (p < e && *p >= '0' && *p <= '9') {
             p++;
+            edigits++;
+        }
     }
+    if (frac ? (edigits >= 3 || idigits >= 200) : idigits >= 19)
+        s->unsure = 1;
     s->p = p;
     *out = neg || frac || big ? -1 : v;
     return 0;
@@ -233,7 +249,8 @@ static int s_key(s_scan_t *s, int usage_depth, int *key_is_usage, int *member)
     const unsigned char *k;
     size_t kn;
     int esc;
-    if (s_string(s, &k, &kn, &esc) < 0)
+    /* jansson refuses a NUL in a key even with JSON_ALLOW_NUL */
+    if (s_string(s, &k, &kn, &esc) < 0 || (esc & S_NUL))
         return -1;
     *key_is_usage = s->depth == 1 && !esc && kn == 5 && memcmp(k, "usage", 5) == 0;
     *member = usage_depth > 0 && s->depth == (size_t)usage_depth && !esc ? s_usage_member(k, kn)
@@ -252,6 +269,7 @@ int lq_json_scan(const char *body, size_t len, lq_json_usage_t *usage)
     s.p = (const unsigned char *)body;
     s.end = s.p + len;
     s.depth = 0;
+    s.unsure = 0;
     int usage_depth = 0; /* depth of the usage object while inside it */
     int key_is_usage = 0, member = S_NONE, ok = 0;
     for (;;) {
@@ -305,7 +323,7 @@ int lq_json_scan(const char *body, size_t len, lq_json_usage_t *usage)
         for (;;) {
             s_ws(&s);
             if (s.depth == 0) {
-                ok = s.p == s.end;
+                ok = s.p != s.end ? 0 : s.unsure ? -1 : 1;
                 goto out;
             }
             if (s.p >= s.end)

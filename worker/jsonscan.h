@@ -6,9 +6,12 @@
  * nesting stack. Accepts what jansson's json_loadb(JSON_DECODE_ANY |
  * JSON_ALLOW_NUL) accepts (RFC 8259 text, any value at the top, UTF-8
  * strings, \u0000, surrogate pairs only in pairs, at most
- * LQ_JSONSCAN_MAX_DEPTH levels), except that numbers are checked for their
- * grammar only (jansson also refuses integers beyond 64 bits and reals
- * beyond double; such a body is kept verbatim here, which is still JSON). */
+ * LQ_JSONSCAN_MAX_DEPTH levels). jansson also refuses integers beyond 64
+ * bits and reals beyond a double; for a text that holds a number that might
+ * be one of those the scan answers "ask jansson" (-1), so that a caller
+ * that asks keeps jansson's verdict. One difference is left: jansson 2.14
+ * skips a raw NUL byte right after a number ("[1\0]" reads as [1]); the
+ * scan refuses raw NULs, so such a body is reported as a JSON string. */
 #ifndef LQ_WORKER_JSONSCAN_H
 #define LQ_WORKER_JSONSCAN_H
 
@@ -26,9 +29,12 @@ typedef struct {
 } lq_json_usage_t;
 
 /* Scans body[0..len). Returns 1 when it is exactly one JSON value with
- * optional whitespace around it, 0 otherwise (an empty or all-whitespace
- * body is not JSON). *usage (may be NULL) is filled in either case, with -1
- * for what was not found; read it only when the result is 1. Can't fail. */
+ * optional whitespace around it, 0 when it is not (an empty or
+ * all-whitespace body is not JSON), -1 when its grammar is right but it
+ * holds a number jansson may refuse (19+ integer digits, a 3-digit
+ * exponent): jansson decides. *usage (may be NULL) is filled in every case,
+ * with -1 for what was not found; read it only when the body is JSON.
+ * Can't fail. */
 int lq_json_scan(const char *body, size_t len, lq_json_usage_t *usage);
 
 #endif

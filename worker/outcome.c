@@ -82,16 +82,32 @@ static char *s_json_body(const char *body, size_t len, int parsed, size_t *out_l
         return lq_json_quote(body + a, b - a, out_len);
     /* Valid JSON can hold CR/LF only as insignificant whitespace. */
     char *out = xstrndup(body + a, b - a);
-    for (char *p = out; (p = strpbrk(p, "\r\n")) != NULL;)
+    char *end = out + (b - a); /* not strpbrk: jansson lets a NUL through */
+    for (char *p = out; (p = memchr(p, '\n', (size_t)(end - p))) != NULL;)
+        *p++ = ' ';
+    for (char *p = out; (p = memchr(p, '\r', (size_t)(end - p))) != NULL;)
         *p++ = ' ';
     *out_len = b - a;
     return out;
 }
 
+/* 1 when body is one JSON text (jansson's verdict, usually reached by the
+ * scan alone), else 0. Fills *u (may be NULL) as lq_json_scan does. */
+static int s_is_json(const char *body, size_t len, lq_json_usage_t *u)
+{
+    if (len == 0)
+        return 0;
+    int r = lq_json_scan(body, len, u);
+    if (r >= 0)
+        return r;
+    json_t *j = s_parse(body, len);
+    json_decref(j);
+    return j != NULL;
+}
+
 char *lq_json_body(const char *body, size_t len, size_t *out_len)
 {
-    int valid = len > 0 && lq_json_scan(body, len, NULL);
-    return s_json_body(body, len, valid, out_len);
+    return s_json_body(body, len, s_is_json(body, len, NULL), out_len);
 }
 
 /* Finds an error message in a parsed error body, in this order:
@@ -160,7 +176,7 @@ static int s_body_too_large(lq_outcome_res_t *out)
 static void s_classify_ok(const lq_outcome_in_t *in, lq_outcome_res_t *out)
 {
     lq_json_usage_t u;
-    int valid = in->body_len > 0 && lq_json_scan(in->body, in->body_len, &u);
+    int valid = s_is_json(in->body, in->body_len, &u);
     out->body = s_json_body(in->body, in->body_len, valid, &out->body_len);
     if (s_body_too_large(out))
         return;

@@ -25,12 +25,31 @@ static int s_jansson_ok(const char *s, size_t n)
     return j != NULL;
 }
 
+/* The scan's verdict must be jansson's wherever it gives one (it may ask,
+ * -1), and the body lq_json_body keeps follows jansson's verdict: the text
+ * itself (trimmed) when jansson accepts it, a JSON string otherwise. */
 static void s_same(const char *s, size_t n)
 {
     int want = n > 0 && s_jansson_ok(s, n);
     int got = lq_json_scan(s, n, NULL);
-    if (want != got)
+    if (got >= 0 && want != got)
         fail_msg("jansson says %d, scan says %d for [%.*s]", want, got, (int)n, s);
+    size_t a = 0, z = n, blen = 0;
+    while (a < z && strchr(" \t\r\n", s[a]) && s[a])
+        a++;
+    while (z > a && strchr(" \t\r\n", s[z - 1]) && s[z - 1])
+        z--;
+    char *b = lq_json_body(s, n, &blen);
+    if (!b) {
+        assert_int_equal(a, z);
+        return;
+    }
+    if (!s_jansson_ok(b, blen))
+        fail_msg("body not JSON: [%.*s]", (int)blen, b);
+    int verbatim = blen == z - a && memcmp(b, s + a, blen) == 0;
+    if (want != verbatim)
+        fail_msg("body of [%.*s] kept %s", (int)n, s, verbatim ? "verbatim" : "quoted");
+    free(b);
 }
 
 static void test_fixed_cases(void **state)
@@ -45,6 +64,11 @@ static void test_fixed_cases(void **state)
         "\"abc", "[\"a\",{\"b\":null,\"c\":[true,false,-1.25e-7]}]", "\"\\/\\b\\f\\n\\r\\t\"",
         "{\"usage\":{\"prompt_tokens\":1}}", " ", "[1]x", "NaN", "Infinity", "[-]",
         "{\"a\":1 \"b\":2}", "\"\\u12\"", "\"\\u12G4\"",
+        "{\"a\\u0000b\":1}", "{\"a\":\"\\u0000\"}", "[\"\\u0000\"]",
+        /* numbers at jansson's limits: 64-bit integers, doubles */
+        "9223372036854775807", "9223372036854775808", "-9223372036854775808",
+        "-9223372036854775809", "123456789012345678901234567890", "1e308", "1e309",
+        "-1.5e999", "1e-999", "0.0e999", "[1,2e400]", "{\"usage\":{\"prompt_tokens\":1e999}}",
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
         s_same(cases[i], strlen(cases[i]));
@@ -143,6 +167,11 @@ static void test_usage(void **state)
     u = s_usage("[{\"usage\":{\"prompt_tokens\":1}}]", 1);
     assert_int_equal(u.prompt_tokens, -1);
     u = s_usage("{\"usage\":{\"prompt_tokens\":1}", 0);
+    /* a number jansson may refuse: the scan asks (-1) */
+    u = s_usage("{\"usage\":{\"prompt_tokens\":99999999999999999999}}", -1);
+    assert_int_equal(u.prompt_tokens, -1);
+    u = s_usage("[1.5e-300]", -1);
+    u = s_usage("[1.5e-30, 12345678901234567, -0.25]", 1);
 }
 
 static void test_outcome_ok(void **state)
