@@ -2,6 +2,7 @@
 """Baseline 1: the asyncio + aiohttp batch script as it is commonly written.
 
     baseline_asyncio.py IN OUT --base-url URL [--concurrency N] [--max-attempts 5]
+                        [--ca-file PEM]
 
 Reads the whole OpenAI Batch JSONL file, starts one coroutine per line with
 asyncio.gather, bounds the requests in flight with a Semaphore(concurrency),
@@ -18,6 +19,7 @@ import argparse
 import asyncio
 import json
 import random
+import ssl
 import sys
 import time
 import uuid
@@ -61,7 +63,8 @@ async def main_async(a):
         lines = [x for x in f if x.strip()]
     stats = {"attempts": 0, "failed": 0}
     sem = asyncio.Semaphore(a.concurrency)
-    conn = aiohttp.TCPConnector(limit=a.concurrency)
+    ctx = ssl.create_default_context(cafile=a.ca_file) if a.ca_file else None
+    conn = aiohttp.TCPConnector(limit=a.concurrency, ssl=ctx)
     timeout = aiohttp.ClientTimeout(total=a.timeout)
     async with aiohttp.ClientSession(connector=conn, timeout=timeout) as session:
         results = await asyncio.gather(
@@ -81,6 +84,7 @@ def main():
     ap.add_argument("--base-url", required=True, help="e.g. http://127.0.0.1:8000")
     ap.add_argument("--concurrency", type=int, default=100)
     ap.add_argument("--max-attempts", type=int, default=5)
+    ap.add_argument("--ca-file", help="CA certificates (PEM) to trust for https:// (bench TLS)")
     ap.add_argument("--timeout", type=float, default=60.0, help="per request, seconds")
     a = ap.parse_args()
     t0 = time.monotonic()

@@ -149,6 +149,7 @@ def build(R, P):
     md += s_faults(R, P)
     md += s_rate(R, P)
     md += s_rate_shapes(R, P)
+    md += s_tls(R)
     md += s_cost(R)
     md += s_profile(R)
     md += rerun()
@@ -805,6 +806,65 @@ def s_cost(R):
     md.append("End to end (`llmq run`: submit, run, collect). Worker peak RSS per slot is the"
               " worker's VmHWM divided by its 5,000 slots, all in flight (target ≤ 32 KiB per"
               " in-flight request).\n")
+    return md
+
+
+# Issue 11, before the changes of branch wperf (commit 596a307, measured
+# 2026-11-29 with the same bench/worker_callgrind.py as the scenario: 1,000
+# and 5,000 jobs at 250 in flight): the worker's instructions per request
+# (the difference of the two runs over 4,000 jobs) and the whole 5,000-job
+# run's (start-up and TLS handshakes included).
+TLS_BEFORE_IR = {"plain": (213_096, 1_098_941_759), "h1": (241_072, 3_416_631_296),
+                 "h2": (274_368, 2_740_471_095)}
+
+
+def s_tls(R):
+    """Issue 11: the worker over HTTPS, h1 and h2, beside the asyncio script."""
+    t = R.get("tls")
+    md = ["## HTTPS: one worker through a TLS front\n"]
+    if not t or "h1" not in t:
+        return md + [f"not run ({t.get('error') if t else 'skipped'})\n"]
+    when = (R.get("partial_runs", {}).get("tls") or R["meta"]).get("date", "")
+    md.append(f"Run {when}. bench/worker_tls.py: {t.get('nginx', 'nginx')} terminates TLS"
+              " (a CA and a certificate for 127.0.0.1 made by openssl for the run; the worker"
+              " trusts it with `--ca-file`, the asyncio script with an ssl context) and proxies"
+              " to llmq-fake-upstream at 0 ms over kept-alive connections. One listener offers"
+              " only HTTP/1.1 in ALPN, the other h2 too. llmq: one `llmq-worker --concurrency"
+              f" {t['concurrency']}` fed by bench/worker_driver.c (the worker alone, no broker),"
+              f" {t['jobs']:,} jobs; asyncio: bench/baseline_asyncio.py, {t['concurrency']} in"
+              " flight (aiohttp speaks HTTP/1.1 only, also on the h2 listener). CPU µs/request ="
+              " the process's user + system time over the jobs, TLS handshakes included.\n")
+    rows = []
+    for proto, name in (("h1", "HTTP/1.1"), ("h2", "HTTP/2")):
+        x = t.get(proto) or {}
+        w, a = x.get("llmq") or {}, x.get("asyncio") or {}
+        rows.append([name, fmt_rate(w.get("jobs_per_s", 0)), f"{w.get('cpu_us', 0):.0f}",
+                     str(w.get("connections", "?")), f"{w.get('front_cpu_us', 0):.0f}",
+                     fmt_rate(a.get("jobs_per_s", 0)), f"{a.get('cpu_us', 0):.0f}"])
+    md.append(table(["protocol", "llmq jobs/s", "llmq worker CPU µs/request",
+                     "connections opened", "nginx CPU µs/request", "asyncio jobs/s",
+                     "asyncio CPU µs/request"], rows))
+    cg = t.get("callgrind")
+    if cg:
+        md.append("Worker instructions per request (callgrind, bench/worker_callgrind.py: 1,000"
+                  " and 5,000 jobs at the same concurrency; every thread, ZeroMQ's included),"
+                  " before the changes of issue 11 and in this run. *Marginal*: the difference"
+                  " of the two runs over 4,000 jobs (start-up and handshakes cancel out, up to"
+                  " how many tries each handshake took: over TLS it moves by ±20% between"
+                  " runs); *whole run*: the 5,000-job run's total ÷ 5,000 (moves by ~2%).\n")
+        rows = []
+        for proto, name in (("plain", "http:// (fake directly)"), ("h1", "https://, HTTP/1.1"),
+                            ("h2", "https://, HTTP/2")):
+            x = cg.get(proto) or {}
+            now = x.get("ir_per_request")
+            whole = (x.get("totals") or {}).get("5000") or (x.get("totals") or {}).get(5000)
+            b_marg, b_total = TLS_BEFORE_IR[proto]
+            rows.append([name, f"{b_marg:,.0f}", f"{now:,.0f}" if now else "?",
+                         f"{now / b_marg:.2f}" if now else "?", f"{b_total / 5000:,.0f}",
+                         f"{whole / 5000:,.0f}" if whole else "?",
+                         f"{whole / b_total:.2f}" if whole else "?"])
+        md.append(table(["upstream", "marginal before", "marginal now", "ratio",
+                         "whole run before", "whole run now", "ratio"], rows))
     return md
 
 

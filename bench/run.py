@@ -58,6 +58,7 @@ FULL = dict(
     flt_n=20_000, flt_ms=50, flt_conc=100, cel_flt_n=5000,
     rl_rate=1000, rl_n=10_000, cel_rl_n=5000,
     sh_rate=500, sh_n=5000,
+    tls_n=20_000, tls_conc=250, asy_tls_n=10_000,
     prof_n=100_000, quiet_budget_s=150,
     cost_n=100_000, cost_reps=3, ins_n=10_000, thou_n=10_000, thou_slots=5000, fifty_n=10_000,
 )
@@ -72,11 +73,12 @@ QUICK = dict(
     flt_n=5000, flt_ms=50, flt_conc=100, cel_flt_n=1000,
     rl_rate=1000, rl_n=3000, cel_rl_n=1000,
     sh_rate=500, sh_n=2000,
+    tls_n=5000, tls_conc=250, asy_tls_n=2000,
     prof_n=0, quiet_budget_s=30,
     cost_n=20_000, cost_reps=1, ins_n=2000, thou_n=10_000, thou_slots=5000, fifty_n=10_000,
 )
 ALL = ["wrk", "throughput", "latency", "scale_n", "scale_workers", "faults", "rate_limited",
-       "rate_shapes", "cost", "profile"]
+       "rate_shapes", "tls", "cost", "profile"]
 
 
 def log(msg):
@@ -797,6 +799,26 @@ class Bench:
             r["shapes"].append(x)
         r["two"] = self.two_upstreams(n, rate, base)
         r["sim"], r["sim_traces"] = rl_sim(self.bin, self.tmp)
+        return r
+
+    def s_tls(self):
+        """HTTPS through a local nginx TLS front (HTTP/1.1 and HTTP/2): one
+        llmq-worker fed by the minimal driver beside the asyncio script, and
+        the worker's instructions per request (callgrind), see
+        bench/worker_tls.py and bench/worker_callgrind.py."""
+        P = self.P
+        sys.path.insert(0, HERE)
+        import worker_tls
+        import worker_callgrind
+        self.quiet.wait()
+        r = worker_tls.measure(self.bin, P["tls_n"], P["tls_conc"], P["asy_tls_n"], log=log)
+        if shutil.which("valgrind"):
+            r["callgrind"] = {}
+            for proto in ("plain", "h1", "h2"):
+                cg = worker_callgrind.measure(self.bin, (1000, 5000), P["tls_conc"],
+                                              None if proto == "plain" else proto)
+                r["callgrind"][proto] = cg
+                log(f"  tls callgrind {proto}: {cg['ir_per_request']:,.0f} instructions/request")
         return r
 
     def two_upstreams(self, n, rate, base):

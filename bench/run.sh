@@ -7,7 +7,8 @@
 # docs/benchmarks.md (+ docs/img/*.png).
 set -e
 cd "$(dirname "$0")/.."
-LLMQ_EXTRA_PKGS="gnuplot-nox python3-aiohttp python3-celery python3-redis wrk linux-perf time valgrind" \
+LLMQ_EXTRA_PKGS="gnuplot-nox python3-aiohttp python3-celery python3-redis wrk linux-perf time \
+    nginx-light openssl valgrind" \
     sh scripts/install-deps.sh
 start=$(date +%s)
 /usr/bin/python3 bench/run.py "$@"

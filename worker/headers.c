@@ -293,7 +293,8 @@ static void s_feed_number(lq_resp_headers_t *h, const char *name, size_t nlen, c
                           size_t vlen)
 {
     for (size_t i = 0; i < sizeof s_numbers / sizeof s_numbers[0]; i++) {
-        if (!s_is(name, nlen, s_numbers[i].name))
+        if (nlen != strlen(s_numbers[i].name) ||
+            strncasecmp(name, s_numbers[i].name, nlen) != 0)
             continue;
         int64_t x;
         if (s_numbers[i].parse(v, vlen, &x) == 0)
@@ -308,6 +309,10 @@ void lq_headers_feed(lq_resp_headers_t *h, const char *line, size_t len, int64_t
         lq_headers_init(h);
         return;
     }
+    /* Every header read here starts with a, c, r or x: skip the rest
+     * (date, server, content-type, ...) before looking further. */
+    if (len == 0 || !strchr("acrxACRX", line[0]))
+        return;
     const char *colon = memchr(line, ':', len);
     if (!colon)
         return;

@@ -1,15 +1,23 @@
 /* http: the libcurl multi_socket engine on lq_loop.
  *
- * One long-lived CURLM per lq_http_t (one connection cache, so connections
- * and HTTP/2 streams are reused across requests). libcurl tells us which
+ * Long-lived CURLM handles, each with its own connection cache, so that
+ * connections and HTTP/2 streams are reused across requests. A new transfer
+ * goes on the first multi of its kind (http:// or https://) with fewer than
+ * max_per_multi (max_per_multi_tls) transfers; more are made as needed and
+ * kept. http://: libcurl 7.88 scans a host's connections linearly when it
+ * starts and ends a transfer, so a few thousand transfers on one multi cost
+ * O(connections^2) at start-up. https://: an HTTP/2 upstream carries all
+ * the transfers of one multi on one connection (PIPEWAIT, at most
+ * max_per_multi_tls streams each), so 250 transfers need 3 connections. libcurl tells us which
  * sockets to watch (CURLMOPT_SOCKETFUNCTION -> lq_loop_watch, level-
- * triggered) and when to wake it (CURLMOPT_TIMERFUNCTION -> one embedded
- * lq_timer_t). Those callbacks only (un)register with the loop: every
+ * triggered) and when to wake it (CURLMOPT_TIMERFUNCTION -> one lq_timer_t
+ * per multi). Those callbacks only (un)register with the loop: every
  * curl_multi_* call happens from our own fd/timer handlers, and completed
  * transfers are collected with curl_multi_info_read after
  * curl_multi_socket_action has returned, removed from the multi, reported,
- * and their easy handles reset and kept on a free list for the next
- * request.
+ * and their easy handles kept, configured, on a free list: the options that
+ * never change are set once per handle, not per request, and a small body
+ * buffer is reused.
  *
  * Ownership: the engine owns its easy handles, the response buffers and
  * the per-transfer state. The caller owns the request (URL, header list,
@@ -31,8 +39,10 @@ typedef struct lq_http lq_http_t;
 typedef struct {
     long connect_timeout_ms;   /* CURLOPT_CONNECTTIMEOUT_MS */
     size_t max_response_bytes; /* body cap; over it the transfer is aborted */
-    long max_connects;         /* connection cache size; 0 = libcurl default */
-    const char *user_agent;    /* NULL: "llmq-worker" */
+    long max_connects;         /* connection cache size per multi; 0 = max_per_multi */
+    size_t max_per_multi;      /* http:// transfers per multi handle; 0 = 256 */
+    size_t max_per_multi_tls;  /* https:// transfers per multi handle; 0 = 100 */
+    const char *user_agent;    /* NULL: none (the caller's header list may carry one) */
     const char *ca_file;       /* CA bundle for TLS; NULL: the system's */
 } lq_http_config_t;
 

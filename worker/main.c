@@ -358,7 +358,6 @@ static int s_wire(s_app_t *app, const s_config_t *c, lq_upstreams_t *ups, const 
         .connect_timeout_ms = (long)c->connect_timeout_ms,
         .max_response_bytes = (size_t)c->max_response,
         .max_connects = (long)(c->concurrency < 16 ? 16 : c->concurrency),
-        .user_agent = "llmq-worker/1",
         .ca_file = c->ca_file,
     };
     app->http = lq_http_new(app->loop, &hc);

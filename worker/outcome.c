@@ -4,6 +4,7 @@
 #include "../common/utf8.h"
 #include "../common/util.h"
 #include "../proto/msg.h"
+#include "jsonscan.h"
 
 #include <curl/curl.h>
 #include <jansson.h>
@@ -64,9 +65,8 @@ static json_t *s_parse(const char *body, size_t len)
     return json_loadb(body, len, JSON_DECODE_ANY | JSON_ALLOW_NUL, &err);
 }
 
-/* Like lq_json_body() but reuses an already parsed value (NULL: body is
- * not valid JSON). */
-static char *s_json_body(const char *body, size_t len, const json_t *parsed, size_t *out_len)
+/* Like lq_json_body() but told whether body is valid JSON. */
+static char *s_json_body(const char *body, size_t len, int parsed, size_t *out_len)
 {
     size_t a = 0, b = len;
     while (a < b && (body[a] == ' ' || body[a] == '\t' || body[a] == '\r' || body[a] == '\n'))
@@ -82,28 +82,32 @@ static char *s_json_body(const char *body, size_t len, const json_t *parsed, siz
         return lq_json_quote(body + a, b - a, out_len);
     /* Valid JSON can hold CR/LF only as insignificant whitespace. */
     char *out = xstrndup(body + a, b - a);
-    for (size_t i = 0; i < b - a; i++)
-        if (out[i] == '\n' || out[i] == '\r')
-            out[i] = ' ';
+    char *end = out + (b - a); /* not strpbrk: jansson lets a NUL through */
+    for (char *p = out; (p = memchr(p, '\n', (size_t)(end - p))) != NULL;)
+        *p++ = ' ';
+    for (char *p = out; (p = memchr(p, '\r', (size_t)(end - p))) != NULL;)
+        *p++ = ' ';
     *out_len = b - a;
     return out;
 }
 
-char *lq_json_body(const char *body, size_t len, size_t *out_len)
+/* 1 when body is one JSON text (jansson's verdict, usually reached by the
+ * scan alone), else 0. Fills *u (may be NULL) as lq_json_scan does. */
+static int s_is_json(const char *body, size_t len, lq_json_usage_t *u)
 {
+    if (len == 0)
+        return 0;
+    int r = lq_json_scan(body, len, u);
+    if (r >= 0)
+        return r;
     json_t *j = s_parse(body, len);
-    char *out = s_json_body(body, len, j, out_len);
     json_decref(j);
-    return out;
+    return j != NULL;
 }
 
-/* Reads a non-negative integer member of obj, or -1. */
-static int64_t s_int_member(const json_t *obj, const char *key)
+char *lq_json_body(const char *body, size_t len, size_t *out_len)
 {
-    const json_t *v = json_object_get(obj, key);
-    if (!json_is_integer(v) || json_integer_value(v) < 0)
-        return -1;
-    return (int64_t)json_integer_value(v);
+    return s_json_body(body, len, s_is_json(body, len, NULL), out_len);
 }
 
 /* Finds an error message in a parsed error body, in this order:
@@ -155,6 +159,35 @@ static void s_transport(const lq_outcome_in_t *in, lq_outcome_res_t *out)
     free(msg);
 }
 
+/* Replaces *out by a response_too_large failure when its body is over
+ * what a result message can carry. Returns 1 when it did. */
+static int s_body_too_large(lq_outcome_res_t *out)
+{
+    if (out->body_len <= LQ_MAX_TEXT)
+        return 0;
+    lq_outcome_res_clear(out);
+    lq_outcome_local(out, LQ_OUTCOME_FATAL, "response_too_large",
+                     "response body too large for a result message once encoded");
+    return 1;
+}
+
+/* A 2xx: OK, the body as JSON text and the token usage, from one scan
+ * that builds nothing (jsonscan.h). Can't fail. */
+static void s_classify_ok(const lq_outcome_in_t *in, lq_outcome_res_t *out)
+{
+    lq_json_usage_t u;
+    int valid = s_is_json(in->body, in->body_len, &u);
+    out->body = s_json_body(in->body, in->body_len, valid, &out->body_len);
+    if (s_body_too_large(out))
+        return;
+    out->outcome = LQ_OUTCOME_OK;
+    if (valid) {
+        out->prompt_tokens = u.prompt_tokens >= 0 ? u.prompt_tokens : u.input_tokens;
+        out->completion_tokens =
+            u.completion_tokens >= 0 ? u.completion_tokens : u.output_tokens;
+    }
+}
+
 void lq_outcome_classify(const lq_outcome_in_t *in, lq_outcome_res_t *out)
 {
     memset(out, 0, sizeof *out);
@@ -175,26 +208,13 @@ void lq_outcome_classify(const lq_outcome_in_t *in, lq_outcome_res_t *out)
                          "no HTTP status in the response");
         return;
     }
-    json_t *j = s_parse(in->body, in->body_len);
-    out->body = s_json_body(in->body, in->body_len, j, &out->body_len);
-    if (out->body_len > LQ_MAX_TEXT) {
-        json_decref(j);
-        lq_outcome_res_clear(out);
-        lq_outcome_local(out, LQ_OUTCOME_FATAL, "response_too_large",
-                         "response body too large for a result message once encoded");
+    if (st >= 200 && st <= 299) {
+        s_classify_ok(in, out);
         return;
     }
-    if (st >= 200 && st <= 299) {
-        out->outcome = LQ_OUTCOME_OK;
-        const json_t *usage = json_is_object(j) ? json_object_get(j, "usage") : NULL;
-        if (json_is_object(usage)) {
-            out->prompt_tokens = s_int_member(usage, "prompt_tokens");
-            if (out->prompt_tokens < 0)
-                out->prompt_tokens = s_int_member(usage, "input_tokens");
-            out->completion_tokens = s_int_member(usage, "completion_tokens");
-            if (out->completion_tokens < 0)
-                out->completion_tokens = s_int_member(usage, "output_tokens");
-        }
+    json_t *j = s_parse(in->body, in->body_len);
+    out->body = s_json_body(in->body, in->body_len, j != NULL, &out->body_len);
+    if (s_body_too_large(out)) {
         json_decref(j);
         return;
     }

@@ -2,8 +2,10 @@
  * reports: OK / RETRYABLE / FATAL, an error code and message, the token
  * usage, and a response body that is always valid JSON text.
  *
- * Pure functions (jansson for parsing, no I/O). The caller owns the inputs;
- * lq_outcome_res_t owns its strings until lq_outcome_res_clear().
+ * Pure functions, no I/O: a 2xx body is checked and its usage read by one
+ * scan that builds nothing (jsonscan.h); jansson parses error bodies only.
+ * The caller owns the inputs; lq_outcome_res_t owns its strings until
+ * lq_outcome_res_clear().
  *
  * Classification (the contract with the broker's retry logic):
  *   body over --max-response-bytes          FATAL     response_too_large

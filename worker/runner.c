@@ -14,6 +14,10 @@ struct lq_runner {
     int64_t default_timeout_ms;
     lq_runner_done_cb cb;
     void *arg;
+    /* The last URL joined (almost every job of a batch has the same):
+     * upstream, the job's path, the result. */
+    const lq_upstream_t *last_up;
+    char *last_path, *last_url;
 };
 
 lq_runner_t *lq_runner_new(lq_loop_t *loop, lq_http_t *http, const lq_upstreams_t *ups,
@@ -33,6 +37,8 @@ void lq_runner_destroy(lq_runner_t **p)
 {
     if (!p || !*p)
         return;
+    free((*p)->last_path);
+    free((*p)->last_url);
     free(*p);
     *p = NULL;
 }
@@ -86,6 +92,25 @@ static void s_on_done(const lq_http_resp_t *resp, void *arg)
     s_finish(r, job);
 }
 
+/* The full URL of path on up (lq_url_join), from the one-entry cache when
+ * it is the same as last time. Returns a string the runner owns (valid
+ * until the next call), or NULL with err. */
+static const char *s_url(lq_runner_t *r, const lq_upstream_t *up, const char *path, char *err,
+                         size_t errlen)
+{
+    if (r->last_url && up == r->last_up && path && strcmp(path, r->last_path) == 0)
+        return r->last_url;
+    char *url = lq_url_join(up->base_url, path, err, errlen);
+    if (!url)
+        return NULL;
+    free(r->last_path);
+    free(r->last_url);
+    r->last_up = up;
+    r->last_path = xstrdup(path);
+    r->last_url = url;
+    return url;
+}
+
 void lq_runner_start(lq_runner_t *r, lq_wjob_t *job)
 {
     job->runner = r;
@@ -98,7 +123,7 @@ void lq_runner_start(lq_runner_t *r, lq_wjob_t *job)
         return;
     }
     char err[300];
-    char *url = lq_url_join(up->base_url, job->url, err, sizeof err);
+    const char *url = s_url(r, up, job->url, err, sizeof err);
     if (!url) {
         s_fail_local(r, job, LQ_OUTCOME_FATAL, "invalid_url", err);
         return;
@@ -110,8 +135,7 @@ void lq_runner_start(lq_runner_t *r, lq_wjob_t *job)
         .body_len = job->body_len,
         .timeout_ms = (long)(job->timeout_ms > 0 ? job->timeout_ms : r->default_timeout_ms),
     };
-    int rc = lq_http_post(r->http, &req, s_on_done, job);
-    free(url); /* libcurl copied it */
+    int rc = lq_http_post(r->http, &req, s_on_done, job); /* libcurl copies url */
     if (rc < 0)
         s_fail_local(r, job, LQ_OUTCOME_RETRYABLE, "worker_error",
                      "the worker could not start the HTTP transfer");

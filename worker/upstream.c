@@ -259,6 +259,10 @@ int lq_upstreams_finish(lq_upstreams_t *u, char *err, size_t errlen)
             l = curl_slist_append(l, "Content-Type: application/json");
         if (!s_has_header(u, "accept"))
             l = curl_slist_append(l, "Accept: application/json");
+        /* Here rather than CURLOPT_USERAGENT: libcurl 7.88 formats that one
+         * twice per request, a byte at a time. */
+        if (!s_has_header(u, "user-agent"))
+            l = curl_slist_append(l, "User-Agent: " LQ_USER_AGENT);
         /* No 100-continue round trip before large bodies. */
         l = curl_slist_append(l, "Expect:");
         for (size_t h = 0; h < u->nhdrs; h++)

@@ -27,6 +27,8 @@
 #include <stddef.h>
 
 #define LQ_UPSTREAM_NAME_MAX 64
+/* The User-Agent every request carries unless a --header sets one. */
+#define LQ_USER_AGENT "llmq-worker/1"
 
 typedef struct {
     char *name;
@@ -52,7 +54,9 @@ int lq_upstreams_add_spec(lq_upstreams_t *u, const char *spec, char *err, size_t
  * malformed lines and credentials (Authorization). Returns 0 or -1. */
 int lq_upstreams_add_header(lq_upstreams_t *u, const char *line, char *err, size_t errlen);
 
-/* Reads the keys from the environment and builds each header list.
+/* Reads the keys from the environment and builds each header list
+ * (Content-Type, Accept and User-Agent: LQ_USER_AGENT unless a --header
+ * gives them, the --header lines, the key as a Bearer token).
  * Returns 0, or -1 with err (unreadable key file, key and file both set,
  * key with forbidden characters). err never contains a key. */
 int lq_upstreams_finish(lq_upstreams_t *u, char *err, size_t errlen);

@@ -7,9 +7,11 @@
  * outcome is OK / RETRYABLE / FATAL; a body, when there is one, is valid
  * JSON text on one line; the error message is valid UTF-8 on one line,
  * within LQ_ERROR_MESSAGE_MAX bytes; lq_json_quote always gives a JSON
- * string and lq_utf8_clean valid UTF-8. Seeds: tests/fuzz/seeds/outcome/. */
+ * string and lq_utf8_clean valid UTF-8; lq_json_scan (worker/jsonscan.c)
+ * and jansson agree on every body the scan decides. Seeds: tests/fuzz/seeds/outcome/. */
 #include "proto/msg.h"
 #include "common/utf8.h"
+#include "worker/jsonscan.h"
 #include "worker/outcome.h"
 
 #include <jansson.h>
@@ -83,6 +85,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (!s_json_line(q, ql, 1))
         s_die("quote is not a JSON string");
     free(q);
+    /* The worker's scan of 2xx bodies agrees with jansson wherever it
+     * answers (it may ask jansson: -1). */
+    int scan = lq_json_scan(body, n, NULL);
+    if (scan >= 0) {
+        json_error_t e;
+        json_t *j = n ? json_loadb(body, n, JSON_DECODE_ANY | JSON_ALLOW_NUL, &e) : NULL;
+        json_decref(j);
+        /* jansson 2.14 skips a raw NUL byte right after a number ("[1\0]"
+         * is [1]); the scan refuses a raw NUL anywhere, which
+         * only ever turns such a body into a JSON string. */
+        if (scan != (j != NULL) && !(scan == 0 && memchr(body, '\0', n)))
+            s_die("lq_json_scan and jansson disagree");
+    }
     char *c = lq_utf8_clean(body, n, 100);
     if (strlen(c) > 100 || !s_clean_line(c, strlen(c)))
         s_die("utf8_clean not clean");

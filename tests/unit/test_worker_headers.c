@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 /* 2015-10-21T07:28:00Z */
@@ -577,13 +578,26 @@ static void test_upstreams(void **state)
     assert_string_equal(auth_of(u, "fast"), "Authorization: Bearer sk-fast");
     assert_null(auth_of(u, "local")); /* no fallback to the default key */
     assert_null(lq_upstreams_find(u, "missing"));
-    int org = 0, ct = 0;
+    int org = 0, ct = 0, ua = 0;
     for (const struct curl_slist *l = lq_upstreams_find(u, "local")->headers; l; l = l->next) {
         org += strcmp(l->data, "OpenAI-Organization: org-1") == 0;
         ct += strcmp(l->data, "Content-Type: application/json") == 0;
+        ua += strcmp(l->data, "User-Agent: " LQ_USER_AGENT) == 0;
     }
     assert_int_equal(org, 1);
     assert_int_equal(ct, 1);
+    assert_int_equal(ua, 1);
+
+    /* A --header User-Agent replaces ours. */
+    lq_upstreams_t *u2 = lq_upstreams_new();
+    assert_int_equal(lq_upstreams_add(u2, "default", "http://x", err, sizeof err), 0);
+    assert_int_equal(lq_upstreams_add_header(u2, "user-agent: mine/2", err, sizeof err), 0);
+    assert_int_equal(lq_upstreams_finish(u2, err, sizeof err), 0);
+    int uas = 0;
+    for (const struct curl_slist *l = lq_upstreams_find(u2, NULL)->headers; l; l = l->next)
+        uas += strncasecmp(l->data, "user-agent:", 11) == 0;
+    assert_int_equal(uas, 1);
+    lq_upstreams_destroy(&u2);
 
     /* A per-name key wins over LLMQ_API_KEY; both forms at once is an error. */
     setenv("LLMQ_API_KEY_DEFAULT", "sk-named-default", 1);

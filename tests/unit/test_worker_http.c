@@ -254,6 +254,103 @@ static void test_post_and_reuse(void **state)
     lq_loop_destroy(&loop);
 }
 
+/* Transfers spread over multi handles of max_per_multi, each keeping its
+ * own connections: two waves of 5 parallel transfers on multis of 2 open
+ * 5 connections once and reuse all of them; recycled handles and their
+ * buffers give each transfer its own response. */
+static void test_multis_and_handle_reuse(void **state)
+{
+    (void)state;
+    lq_loop_t *loop = lq_loop_new();
+    srv_start(loop);
+    lq_http_config_t cfg = {.connect_timeout_ms = 2000, .max_response_bytes = 65536,
+                            .max_per_multi = 2};
+    lq_http_t *h = lq_http_new(loop, &cfg);
+    char url[128];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/v1/chat/completions", srv.port);
+    struct curl_slist *hdrs = curl_slist_append(NULL, "Expect:");
+    const char *body = "{}";
+    for (int wave = 0; wave < 2; wave++) {
+        got_t g[5] = {{0}};
+        int done = 0;
+        for (int i = 0; i < 5; i++) {
+            lq_http_req_t req = {url, hdrs, body, 2, 5000};
+            assert_int_equal(lq_http_post(h, &req, on_done, &g[i]), 0);
+        }
+        assert_int_equal(lq_http_active(h), 5);
+        uint64_t end = lq_mono_ms() + 5000;
+        while (done < 5 && lq_mono_ms() < end) {
+            lq_loop_run_once(loop, 10);
+            done = 0;
+            for (int i = 0; i < 5; i++)
+                done += g[i].done;
+        }
+        int seen[16] = {0};
+        for (int i = 0; i < 5; i++) {
+            assert_int_equal(g[i].done, 1);
+            assert_int_equal(g[i].status, 200);
+            assert_int_equal(g[i].new_connection, wave == 0);
+            assert_non_null(memmem(g[i].body, g[i].body_len, "\"prompt_tokens\":3", 17));
+            int rid = atoi(g[i].hdr.request_id + 4); /* "req_N": each its own response */
+            assert_true(rid >= 1 && rid <= 10 && !seen[rid]);
+            seen[rid] = 1;
+        }
+    }
+    assert_int_equal(srv.naccept, 5);
+    assert_int_equal(lq_http_connections(h), 5);
+    /* A big answer (5,000 bytes) and a small one on recycled handles. */
+    srv.mode = MODE_BIG;
+    got_t big = {0};
+    lq_http_req_t req = {url, hdrs, body, 2, 5000};
+    assert_int_equal(lq_http_post(h, &req, on_done, &big), 0);
+    run_until(loop, &big.done, 1, 5000);
+    assert_int_equal(big.status, 200);
+    assert_int_equal(big.body_len, sizeof big.body < 5000 ? sizeof big.body : 5000);
+    srv.mode = MODE_OK;
+    got_t small = {0};
+    assert_int_equal(lq_http_post(h, &req, on_done, &small), 0);
+    run_until(loop, &small.done, 1, 5000);
+    assert_int_equal(small.status, 200);
+    assert_non_null(memmem(small.body, small.body_len, "\"prompt_tokens\":3", 17));
+    curl_slist_free_all(hdrs);
+    lq_http_destroy(&h);
+    srv_stop();
+    lq_loop_destroy(&loop);
+}
+
+/* The proxy variables are honoured when set (the engine tells libcurl "no
+ * proxy" only when none was set at its creation). */
+static void test_env_proxy(void **state)
+{
+    (void)state;
+    lq_loop_t *loop = lq_loop_new();
+    srv_start(loop);
+    char url[128];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/v1/chat/completions", srv.port);
+    struct curl_slist *hdrs = curl_slist_append(NULL, "Expect:");
+    for (int with_proxy = 1; with_proxy >= 0; with_proxy--) {
+        if (with_proxy)
+            setenv("http_proxy", "http://127.0.0.1:1", 1); /* nothing listens there */
+        lq_http_t *h = http_new(loop, 4096);
+        got_t g = {0};
+        lq_http_req_t req = {url, hdrs, "{}", 2, 5000};
+        assert_int_equal(lq_http_post(h, &req, on_done, &g), 0);
+        run_until(loop, &g.done, 1, 5000);
+        unsetenv("http_proxy");
+        assert_int_equal(g.done, 1);
+        if (with_proxy) {
+            assert_int_equal(g.curl_code, CURLE_COULDNT_CONNECT); /* went to the proxy */
+        } else {
+            assert_int_equal(g.curl_code, 0);
+            assert_int_equal(g.status, 200);
+        }
+        lq_http_destroy(&h);
+    }
+    curl_slist_free_all(hdrs);
+    srv_stop();
+    lq_loop_destroy(&loop);
+}
+
 static void test_size_cap_and_timeout(void **state)
 {
     (void)state;
@@ -385,6 +482,9 @@ static void test_runner(void **state)
     assert_string_equal(j->hdr.request_id, "req_1");
     assert_non_null(strstr(srv.req, "POST /v1/chat/completions HTTP/1.1"));
     assert_non_null(strstr(srv.req, "Authorization: Bearer sk-runner"));
+    assert_non_null(strstr(srv.req, "\r\nUser-Agent: " LQ_USER_AGENT "\r\n"));
+    assert_non_null(strstr(srv.req, "\r\nAccept-Encoding: gzip\r\n"));
+    assert_int_equal(strstr(strstr(srv.req, "User-Agent:") + 1, "User-Agent:"), NULL);
     assert_non_null(strstr(srv.req, "{\"x\":1}"));
     lq_wjob_destroy(&j);
 
@@ -435,6 +535,8 @@ int main(void)
     curl_global_init(CURL_GLOBAL_DEFAULT);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_post_and_reuse),
+        cmocka_unit_test(test_multis_and_handle_reuse),
+        cmocka_unit_test(test_env_proxy),
         cmocka_unit_test(test_size_cap_and_timeout),
         cmocka_unit_test(test_refused),
         cmocka_unit_test(test_runner),
