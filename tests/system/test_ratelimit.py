@@ -11,6 +11,7 @@ docs/benchmarks.md), not assertions: they fail on a loaded machine."""
 import json
 import os
 import sys
+import threading
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
@@ -54,7 +55,22 @@ class RateLimit(harness.ClusterTest):
         self.c = c = harness.Cluster(workers=workers, concurrency=conc,
                                      fake_args=["--rate-limit", str(RATE), "--latency-ms", "20",
                                                 *fake_args])
-        run_batch(self, c, n, **kw)
+        # the pace's source, sampled while the batch runs
+        self.sources, stop = [], threading.Event()
+
+        def sample():
+            while not stop.wait(0.25):
+                try:
+                    self.sources.append(upstreams(c)["default"]["pace_source"])
+                except (ValueError, KeyError):
+                    pass
+        t = threading.Thread(target=sample, daemon=True)
+        t.start()
+        try:
+            run_batch(self, c, n, **kw)
+        finally:
+            stop.set()
+            t.join()
         n429, requests = fake_429s(c)
         u = upstreams(c)["default"]
         print(f"\n{' '.join(fake_args)}: {n} jobs, 429s {n429} of {requests} "
@@ -62,6 +78,21 @@ class RateLimit(harness.ClusterTest):
               f"({u['pace_source']})", file=sys.stderr)
         self.assertEqual(u["responses_429"], n429)
         return u, n429, requests
+
+    def check_header_pace(self, u, n429, requests):
+        """The pace comes from the headers: all of the limit while more than
+        half of it remains, else 97%. On a loaded machine the workers can
+        bunch requests paced at exactly the limit into a 429, which teaches
+        a lower learned rate for a while (source "learned", always below the
+        headers' limit); the headers must still have been the source while
+        the batch ran."""
+        self.assertIn("headers", self.sources, "headers pace the upstream")
+        if u["pace_source"] == "headers":
+            self.assertGreaterEqual(u["pace_rpm"], RATE * 60 * 0.97 - 1)
+        else:
+            self.assertEqual(u["pace_source"], "learned")
+        self.assertLessEqual(u["pace_rpm"], RATE * 60)
+        self.assertLessEqual(n429, 0.10 * requests)  # before the first headers arrive
 
     # 1. token bucket with burst, 429 + constant Retry-After, no headers
     def test_bucket_constant_retry_after_no_headers(self):
@@ -76,21 +107,13 @@ class RateLimit(harness.ClusterTest):
     # 2. OpenAI-style headers: the pace is 97% of what they say
     def test_openai_headers(self):
         u, n429, requests = self.shape(["--headers", "openai"])
-        self.assertEqual(u["pace_source"], "headers")
-        # all of the limit while more than half of it remains, else 97%
-        self.assertGreaterEqual(u["pace_rpm"], RATE * 60 * 0.97 - 1)
-        self.assertLessEqual(u["pace_rpm"], RATE * 60)
-        self.assertLessEqual(n429, 0.10 * requests)  # before the first headers arrive
+        self.check_header_pace(u, n429, requests)
 
     # 3. Anthropic-style headers (RFC 3339 resets): the same
     def test_anthropic_headers(self):
         u, n429, requests = self.shape(["--headers", "anthropic",
                                         "--retry-after-format", "seconds"])
-        self.assertEqual(u["pace_source"], "headers")
-        # all of the limit while more than half of it remains, else 97%
-        self.assertGreaterEqual(u["pace_rpm"], RATE * 60 * 0.97 - 1)
-        self.assertLessEqual(u["pace_rpm"], RATE * 60)
-        self.assertLessEqual(n429, 0.10 * requests)  # before the first headers arrive
+        self.check_header_pace(u, n429, requests)
 
     # 4. a tokens/min limit that binds first (long prompts)
     def test_token_limit_binds_first(self):
@@ -172,8 +195,11 @@ class RateLimit(harness.ClusterTest):
         ups = upstreams(c)
         print(f"\nA: {ups['default']['pace_rpm']}/min, B: {ups['b']['pace_rpm']}/min",
               file=sys.stderr)
-        self.assertLessEqual(ups["default"]["pace_rpm"], 1.15 * RATE * 60)
-        self.assertLessEqual(ups["b"]["pace_rpm"], 1.15 * RATE // 3 * 60)
+        # Each near its own limit, not the other's (3x apart). A learned
+        # pace is sampled at any moment of its probing (it grows up to 25%
+        # a step while saturated until the next 429 cuts it): 1.3x.
+        self.assertLessEqual(ups["default"]["pace_rpm"], 1.3 * RATE * 60)
+        self.assertLessEqual(ups["b"]["pace_rpm"], 1.3 * RATE // 3 * 60)
         self.assertEqual(ups["b"]["pace_source"], "learned")
         b429 = harness_get(port_b, "/stats")["by_status"].get("429", 0)
         self.assertEqual(ups["b"]["responses_429"], b429)
