@@ -217,7 +217,9 @@ class DoneWatcher(threading.Thread):
     def __init__(self, redis_port, t0):
         super().__init__(daemon=True)
         import redis
-        self.r = redis.Redis(port=redis_port, decode_responses=True)
+        auth = ({"username": "admin", "password": harness.ADMIN_PASS} if harness.USE_ACL
+                else {})
+        self.r = redis.Redis(port=redis_port, decode_responses=True, **auth)
         self.t0, self.done_s, self.stop_ev = t0, None, threading.Event()
 
     def run(self):

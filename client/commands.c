@@ -304,6 +304,22 @@ static void s_progress(const lq_batch_info_t *b, double rate, int tty)
     fflush(stderr);
 }
 
+
+/* The next status poll's delay: poll_ms, or less when the jobs left would
+ * be done sooner at the rate of the last interval (d jobs in dt ms): a
+ * quarter of that time, at least 10 ms. */
+static int s_poll_near_end(int poll_ms, const lq_batch_info_t *b, int64_t d, uint64_t dt)
+{
+    int64_t left = b->total - b->completed - b->failed;
+    if (d <= 0 || dt == 0 || left <= 0 || b->total <= 0)
+        return poll_ms;
+    double eta_ms = (double)left * (double)dt / (double)d;
+    int ms = (int)(eta_ms / 4);
+    if (ms < 10)
+        ms = 10;
+    return ms < poll_ms ? ms : poll_ms;
+}
+
 int lq_cmd_wait(const lq_client_opts_t *o, const char *batch)
 {
     lq_rpc_t *rpc = lq_client_connect(o);
@@ -316,6 +332,8 @@ int lq_cmd_wait(const lq_client_opts_t *o, const char *batch)
     int64_t da = -1, db = -1;
     double rate = -1;
     int rc, first = 1, poll_ms = 10;
+    int64_t pdone = 0;
+    uint64_t pnow = start;
     for (;;) {
         lq_msg_t reply;
         rc = s_status_once(rpc, o, batch, &reply, first);
@@ -355,9 +373,13 @@ int lq_cmd_wait(const lq_client_opts_t *o, const char *batch)
         }
         lq_msg_clear(&reply);
         /* Poll quickly at first (small batches finish fast), then every
-         * 200 ms (the log lines stay every 5 s), watching for Ctrl-C. */
+         * 100 ms (the log lines stay every 5 s), watching for Ctrl-C; and
+         * sooner again as the batch nears its end, so that `run` and `wait`
+         * return within a few ms of the last result. */
         lq_msg_t dummy;
-        poll_ms = poll_ms * 2 > 200 ? 200 : poll_ms * 2;
+        poll_ms = poll_ms * 2 > 100 ? 100 : poll_ms * 2;
+        poll_ms = s_poll_near_end(poll_ms, b, done - pdone, now - pnow);
+        pdone = done, pnow = now;
         if (lq_rpc_recv(rpc, UINT64_MAX, UINT64_MAX, &dummy, poll_ms) < 0) {
             rc = LQ_EXIT_INTERRUPTED;
             break;
