@@ -43,6 +43,8 @@ typedef struct {
 } lq_reports_opts_t;
 
 #define LQ_REPORTS_RETRY_MS 500
+/* REPORT calls outstanding at once before results wait (see flush) */
+#define LQ_REPORTS_CALLS_MAX 1
 #define LQ_REPORTS_HELD_MAX 200000
 
 typedef struct {

@@ -1,7 +1,8 @@
 /* scripts: see scripts.h. Conventions shared by all scripts:
  *   P = ARGV[1] (key prefix), batch meta hash  P..'b:'..id,
  *   jobs  P..'b:'..id..':jobs'  (index -> job payload, payload.h),
- *   att   P..'b:'..id..':att'   (index -> attempts leased so far),
+ *   att   P..'b:'..id..':att'   (index -> attempts leased so far, for jobs
+ *         leased more than once: a job leased once has no entry),
  *   res   P..'b:'..id..':res'   (index -> 'S'|'F' .. output line),
  *   q     P..'b:'..id..':q'     (list of indices to run again),
  *   P..'leases'  zset member "id|index" (payload.h) -> lease deadline (unix ms),
@@ -175,7 +176,8 @@ static const char s_lease[] = LQ_LUA_LIB
     "     not redis.call('ZSCORE', P..'leases', member) then\n"
     "    got = got + 1\n"
     "    if not from_cache(idx) then\n"
-    "      local att = redis.call('HINCRBY', m..':att', idx, 1)\n"
+    "      local att = tonumber(redis.call('HGET', m..':att', idx) or '1') + 1\n"
+    "      redis.call('HSET', m..':att', idx, string.format('%d', att))\n"
     "      redis.call('ZADD', P..'leases', deadline, member)\n"
     "      out[#out + 1] = tonumber(idx)\n"
     "      out[#out + 1] = att\n"
@@ -193,23 +195,24 @@ static const char s_lease[] = LQ_LUA_LIB
     "  got = got + 1\n"
     "end\n"
     "if #fresh > 0 then\n"
-    "  local payloads = redis.call('HMGET', m..':jobs', unpack(fresh))\n"
-    "  local att, z = {}, {}\n"
+    "  local keys, z = {}, {}\n"
     "  for i, idx in ipairs(fresh) do\n"
-    "    att[#att + 1] = idx\n"
-    "    att[#att + 1] = 1\n"
+    "    local k = string.format('%d', idx)\n"
+    "    keys[i] = k\n"
     "    z[#z + 1] = deadline\n"
-    "    z[#z + 1] = member_of(id, idx)\n"
+    "    z[#z + 1] = member_of(id, k)\n"
+    "  end\n"
+    "  local payloads = redis.call('HMGET', m..':jobs', unpack(keys))\n"
+    "  for i, idx in ipairs(fresh) do\n"
     "    out[#out + 1] = idx\n"
     "    out[#out + 1] = 1\n"
     "    out[#out + 1] = payloads[i]\n"
     "  end\n"
-    "  redis.call('HSET', m..':att', unpack(att))\n"
     "  redis.call('ZADD', P..'leases', unpack(z))\n"
     "  leased = leased + #fresh\n"
     "end\n"
-    "redis.call('HSET', m, 'cursor', cursor)\n"
-    "redis.call('HINCRBY', m, 'leased', leased)\n"
+    "redis.call('HSET', m, 'cursor', string.format('%d', cursor))\n"
+    "if leased > 0 then redis.call('HINCRBY', m, 'leased', string.format('%d', leased)) end\n"
     "if hits > 0 then\n"
     "  redis.call('HINCRBY', m, 'cached', hits)\n"
     "  redis.call('HINCRBY', m, 'cached_prompt_tokens', hit_pt)\n"
@@ -222,11 +225,20 @@ static const char s_lease[] = LQ_LUA_LIB
     "if cursor < submitted or redis.call('LLEN', m..':q') > 0 then out[1] = 1 end\n"
     "return out\n";
 
-/* REPORT(P, now_ms, cache_ttl_s, {id, idx, attempt, outcome, resp, err, ptok,
- * ctok, delay_ms, custom_id or ''}...); a final success of a batch opened
- * with cache is stored as its request's cached response for cache_ttl_s
- * (0: not stored, e.g. while Redis is near full) -> one code per result: ok, failed, retry, dup, resent, stale,
- * gone. Per result it touches only the job's own keys; batch counters are
+/* REPORT(P, now_ms, cache_ttl_s, {id, idx, attempt, outcome, value, ptok,
+ * ctok, delay_ms, aux}...) -> one letter per result (a string): o ok,
+ * f failed, r retry, d dup, s resent, t stale, g gone.
+ * value is what res stores for a final result, ready made by the broker
+ * ('S'|'F', attempt, '|', output line); ptok/ctok are >= 0. aux is
+ * "cid_at,resp_from,resp_to,msg_end" (byte offsets into value): cid_at > 0
+ * when the broker did not know the custom_id (the script inserts it there,
+ * read from the payload); value[resp_from, resp_to) is the response object
+ * (stored as the request's cached response for cache_ttl_s when the batch
+ * was opened with cache; 0: not stored, e.g. while Redis is near full);
+ * msg_end > 0 is where the error message's closing quote is, for a
+ * retryable error that becomes final because its attempts are used up (the
+ * script says so in the message). Only those rare cases parse aux.
+ * Per result it touches only the job's own keys; batch counters are
  * summed in the script and written once per batch per call. */
 static const char s_report[] = LQ_LUA_LIB
     "local now = tonumber(ARGV[2])\n"
@@ -241,7 +253,10 @@ static const char s_report[] = LQ_LUA_LIB
     "      x = {m = m, state = f[1], max = tonumber(f[2]), cache = f[3] == '1', completed = 0,\n"
     "           failed = 0,\n"
     "           leased = 0, prompt_tokens = 0, completion_tokens = 0, duplicates = 0,\n"
-    "           retried = 0}\n"
+    "           retried = 0,\n"
+    "           -- att holds only jobs leased more than once: without it, skip its reads\n"
+    "           att = redis.call('EXISTS', m..':att') == 1,\n"
+    "           stopping = f[1] == 'cancelling' or f[1] == 'cancelled'}\n"
     "      order[#order + 1] = id\n"
     "    else\n"
     "      x = false\n"
@@ -256,71 +271,75 @@ static const char s_report[] = LQ_LUA_LIB
     "local function existing(x, id, idx, attempt)\n"
     "  local prev = redis.call('HGET', x.m..':res', idx)\n"
     "  local bar = string.find(prev, '|', 1, true)\n"
-    "  if tonumber(string.sub(prev, 2, bar - 1)) == attempt then return 'resent' end\n"
+    "  if string.sub(prev, 2, bar - 1) == attempt then return 's' end\n"
     "  x.duplicates = x.duplicates + 1\n"
     "  unlease_x(x, member_of(id, idx))\n"
-    "  return 'dup'\n"
+    "  return 'd'\n"
     "end\n"
     "local ttl = tonumber(ARGV[3])\n"
-    "for b = 4, #ARGV, 10 do\n"
-    "  local id, idx = ARGV[b], ARGV[b + 1]\n"
-    "  local attempt, outcome = tonumber(ARGV[b + 2]), tonumber(ARGV[b + 3])\n"
+    "for b = 4, #ARGV, 9 do\n"
+    "  local id, idx, attempt, outcome = ARGV[b], ARGV[b + 1], ARGV[b + 2], ARGV[b + 3]\n"
     "  local x = meta_of(id)\n"
     "  local code\n"
     "  local member = member_of(id, idx)\n"
     "  if not x then\n"
-    "    code = 'gone'\n"
+    "    code = 'g'\n"
     "  else\n"
     "    local final = true\n"
-    "    if outcome == 1 then\n"
+    "    if outcome == '1' then\n"
     "      if redis.call('HEXISTS', x.m..':res', idx) == 1 then\n"
     "        code = existing(x, id, idx, attempt)\n"
     "        final = false\n"
     "      else\n"
-    "        local cur = tonumber(redis.call('HGET', x.m..':att', idx) or '0')\n"
-    "        if attempt < cur then\n"
-    "          code = 'stale'\n"
+    "        local cur = x.att and tonumber(redis.call('HGET', x.m..':att', idx) or '1') or 1\n"
+    "        if tonumber(attempt) < cur then\n"
+    "          code = 't'\n"
     "          final = false\n"
-    "        elseif cur < x.max and x.state ~= 'cancelling' and x.state ~= 'cancelled' then\n"
+    "        elseif cur < x.max and not x.stopping then\n"
     "          unlease_x(x, member)\n"
-    "          redis.call('ZADD', P..'delayed', now + tonumber(ARGV[b + 8]), member)\n"
+    "          redis.call('ZADD', P..'delayed', now + tonumber(ARGV[b + 7]), member)\n"
     "          x.retried = x.retried + 1\n"
-    "          code = 'retry'\n"
+    "          code = 'r'\n"
     "          final = false\n"
     "        end\n"
     "      end\n"
     "    end\n"
     "    if final then\n"
-    "      local failed = outcome ~= 0\n"
-    "      local cid = ARGV[b + 9]\n"
-    "      if cid == '' then cid = cid_of(redis.call('HGET', x.m..':jobs', idx) or '0:') end\n"
-    "      local resp, err = ARGV[b + 4], ARGV[b + 5]\n"
-    "      if outcome == 1 and err ~= '' and x.state ~= 'cancelling' and x.state ~= 'cancelled' then\n"
-    "        local e = cjson.decode(err)\n"
-    "        e.message = tostring(e.message or '')..' (not retried: all '..x.max..\n"
-    "          ' attempts used, see --max-attempts)'\n"
-    "        err = cjson.encode(e)\n"
+    "      local failed = outcome ~= '0'\n"
+    "      local v, aux = ARGV[b + 4], ARGV[b + 8]\n"
+    "      local pt, ct = ARGV[b + 5], ARGV[b + 6]\n"
+    "      local store = x.cache and not failed and ttl > 0\n"
+    "      local exhausted = outcome == '1' and not x.stopping\n"
+    "      local resp\n"
+    "      if store or exhausted or string.byte(aux) ~= 48 then\n"
+    "        local ca, rf, rt, me = string.match(aux, '^(%d+),(%d+),(%d+),(%d+)$')\n"
+    "        ca, me = tonumber(ca), tonumber(me)\n"
+    "        resp = string.sub(v, tonumber(rf) + 1, tonumber(rt))\n"
+    "        if exhausted and me > 0 then\n"
+    "          v = string.sub(v, 1, me)..' (not retried: all '..x.max..\n"
+    "            ' attempts used, see --max-attempts)'..string.sub(v, me + 1)\n"
+    "        end\n"
+    "        if ca > 0 then\n"
+    "          local cid = cid_of(redis.call('HGET', x.m..':jobs', idx) or '0:')\n"
+    "          v = string.sub(v, 1, ca)..cjson.encode(cid)..string.sub(v, ca + 1)\n"
+    "        end\n"
     "      end\n"
-    "      local line = '{\"id\":\"batch_req_'..id..'_'..idx..'\",\"custom_id\":'..\n"
-    "        cjson.encode(cid)..',\"response\":'..(resp ~= '' and resp or 'null')..\n"
-    "        ',\"error\":'..(err ~= '' and err or 'null')..'}'\n"
-    "      if redis.call('HSETNX', x.m..':res', idx, (failed and 'F' or 'S')..attempt..'|'..line)\n"
-    "         == 1 then\n"
+    "      if redis.call('HSETNX', x.m..':res', idx, v) == 1 then\n"
     "        if failed then x.failed = x.failed + 1 else x.completed = x.completed + 1 end\n"
-    "        local pt, ct = tonumber(ARGV[b + 6]), tonumber(ARGV[b + 7])\n"
-    "        if pt > 0 then x.prompt_tokens = x.prompt_tokens + pt end\n"
-    "        if ct > 0 then x.completion_tokens = x.completion_tokens + ct end\n"
+    "        if pt ~= '0' then x.prompt_tokens = x.prompt_tokens + tonumber(pt) end\n"
+    "        if ct ~= '0' then x.completion_tokens = x.completion_tokens + tonumber(ct) end\n"
     "        unlease_x(x, member)\n"
-    "        if x.cache and not failed and ttl > 0 then\n"
+    "        if store then\n"
     "          local key = redis.call('HGET', x.m..':ck', idx)\n"
     "          if key then\n"
-    "            redis.call('SET', P..'cache:'..key, math.max(pt, 0)..':'..math.max(ct, 0)..':'..resp,\n"
-    "                       'EX', ttl)\n"
+    "            redis.call('SET', P..'cache:'..key, pt..':'..ct..':'..resp, 'EX', ttl)\n"
     "            redis.call('HINCRBY', P..'cache_stats', 'stores', 1)\n"
     "          end\n"
     "        end\n"
-    "        forget_job(x.m, idx, x.cache)\n"
-    "        code = failed and 'failed' or 'ok'\n"
+    "        redis.call('HDEL', x.m..':jobs', idx)\n"
+    "        if x.att then redis.call('HDEL', x.m..':att', idx) end\n"
+    "        if x.cache then redis.call('HDEL', x.m..':ck', idx) end\n"
+    "        code = failed and 'f' or 'o'\n"
     "      else\n"
     "        code = existing(x, id, idx, attempt)\n"
     "      end\n"
@@ -332,11 +351,11 @@ static const char s_report[] = LQ_LUA_LIB
     "  local x = metas[id]\n"
     "  for _, k in ipairs({'completed', 'failed', 'leased', 'prompt_tokens',\n"
     "                      'completion_tokens', 'duplicates', 'retried'}) do\n"
-    "    if x[k] ~= 0 then redis.call('HINCRBY', x.m, k, x[k]) end\n"
+    "    if x[k] ~= 0 then redis.call('HINCRBY', x.m, k, string.format('%d', x[k])) end\n"
     "  end\n"
     "  check_finish(id, x.m, now)\n"
     "end\n"
-    "return codes\n";
+    "return table.concat(codes)\n";
 
 /* Shared by REQUEUE and EXPIRE: put one leased job back (or fail it when its
  * attempts are used up). Returns 1 if the job went back to its queue. */
@@ -352,7 +371,7 @@ static const char s_report[] = LQ_LUA_LIB
     "  local back = 0\n"                                                                           \
     "  if redis.call('HEXISTS', m..':res', idx) == 0 and meta[1] ~= 'cancelling' and"             \
     " meta[1] ~= 'cancelled' then\n"                                                               \
-    "    local cur = tonumber(redis.call('HGET', m..':att', idx) or '0')\n"                        \
+    "    local cur = tonumber(redis.call('HGET', m..':att', idx) or '1')\n"                        \
     "    if cur >= tonumber(meta[2]) then\n"                                                       \
     "      record(id, m, idx, true, '', err, now, cur, meta[3] == '1')\n"                          \
     "    else\n"                                                                                   \
