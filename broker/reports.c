@@ -21,7 +21,7 @@ typedef struct {
     int64_t index, attempt, outcome;
     char *value; /* what res stores: 'S'|'F', attempt, '|', output line */
     size_t value_len;
-    char aux[96]; /* "cid_at,resp_from,resp_to,msg_end" (scripts.c, REPORT) */
+    char cid_at[24]; /* "" or where the script inserts the custom_id (REPORT) */
     int64_t ptok, ctok, delay_ms;
     int64_t status, latency_ms, retry_after_ms; /* for the observer */
     char code[32];                              /* error code, "" on OK */
@@ -140,17 +140,15 @@ static void s_buf_json_str(s_buf_t *b, const char *s, size_t n)
     s_buf_lit(b, "\"");
 }
 
-/* Appends the "error" object; returns the offset of the message's closing
- * quote. */
-static size_t s_buf_error(s_buf_t *b, const char *code, const char *message)
+/* Appends the "error" object (its last field is the message: REPORT
+ * relies on it). */
+static void s_buf_error(s_buf_t *b, const char *code, const char *message)
 {
     s_buf_lit(b, "{\"code\":");
     s_buf_json_str(b, code, strlen(code));
     s_buf_lit(b, ",\"message\":");
     s_buf_json_str(b, message ? message : "", message ? strlen(message) : 0);
-    size_t quote = b->len - 1;
     s_buf_lit(b, "}");
-    return quote;
 }
 
 char *lq_error_json(const char *code, const char *message)
@@ -161,7 +159,7 @@ char *lq_error_json(const char *code, const char *message)
     return b.p;
 }
 
-/* Builds rep's value (what res stores for a final result) and aux:
+/* Builds rep's value (what res stores for a final result) and cid_at:
  * "<S|F><attempt>|{"id":"batch_req_<batch>_<index>","custom_id":<cid>,
  * "response":<response object or null>,"error":<error object or null>}".
  * The response object is {"status_code":..,"request_id":..,"body":..}
@@ -183,7 +181,6 @@ static void s_build_value(s_report_t *rep, const lq_w_result_t *res, const char 
     else
         cid_at = b.len; /* unknown here: the script reads it from the payload */
     s_buf_lit(&b, ",\"response\":");
-    size_t resp_from = b.len;
     if (res->status > 0) {
         s_buf_lit(&b, "{\"status_code\":");
         s_buf_int(&b, res->status);
@@ -196,21 +193,19 @@ static void s_build_value(s_report_t *rep, const lq_w_result_t *res, const char 
         else
             s_buf_lit(&b, "null");
         s_buf_lit(&b, "}");
-    }
-    size_t resp_to = b.len;
-    if (resp_to == resp_from)
+    } else {
         s_buf_lit(&b, "null");
+    }
     s_buf_lit(&b, ",\"error\":");
-    size_t msg_end = 0;
     if (res->outcome != LQ_OUTCOME_OK)
-        msg_end = s_buf_error(&b, res->error_code ? res->error_code : "error",
-                              res->error_message ? res->error_message : "");
+        s_buf_error(&b, res->error_code ? res->error_code : "error",
+                    res->error_message ? res->error_message : "");
     else
         s_buf_lit(&b, "null");
     s_buf_lit(&b, "}");
     rep->value = b.p;
     rep->value_len = b.len;
-    snprintf(rep->aux, sizeof rep->aux, "%zu,%zu,%zu,%zu", cid_at, resp_from, resp_to, msg_end);
+    rep->cid_at[cid_at ? lq_redis_fmt_int(rep->cid_at, (int64_t)cid_at) : 0] = '\0';
 }
 
 int64_t lq_reports_retry_delay(const lq_reports_opts_t *o, int64_t attempt,
@@ -358,7 +353,7 @@ static void s_send_call(lq_reports_t *r, const s_report_t *items, size_t n)
         lq_redis_args_int(&a, rep->ptok > 0 ? rep->ptok : 0);
         lq_redis_args_int(&a, rep->ctok > 0 ? rep->ctok : 0);
         lq_redis_args_int(&a, rep->delay_ms);
-        lq_redis_args_str(&a, rep->aux);
+        lq_redis_args_str(&a, rep->cid_at);
     }
     s_call_t *call = xmalloc(sizeof *call);
     call->r = r;

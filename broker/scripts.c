@@ -227,18 +227,16 @@ static const char s_lease[] = LQ_LUA_LIB
     "return out\n";
 
 /* REPORT(P, now_ms, cache_ttl_s, {id, idx, attempt, outcome, value, ptok,
- * ctok, delay_ms, aux}...) -> one letter per result (a string): o ok,
+ * ctok, delay_ms, cid_at}...) -> one letter per result (a string): o ok,
  * f failed, r retry, d dup, s resent, t stale, g gone.
  * value is what res stores for a final result, ready made by the broker
- * ('S'|'F', attempt, '|', output line); ptok/ctok are >= 0. aux is
- * "cid_at,resp_from,resp_to,msg_end" (byte offsets into value): cid_at > 0
- * when the broker did not know the custom_id (the script inserts it there,
- * read from the payload); value[resp_from, resp_to) is the response object
- * (stored as the request's cached response for cache_ttl_s when the batch
- * was opened with cache; 0: not stored, e.g. while Redis is near full);
- * msg_end > 0 is where the error message's closing quote is, for a
- * retryable error that becomes final because its attempts are used up (the
- * script says so in the message). Only those rare cases parse aux.
+ * ('S'|'F', attempt, '|', output line, whose last field is "error"); ptok
+ * and ctok are >= 0. cid_at is '' or, when the broker did not know the
+ * custom_id, the byte offset in value where the script inserts it (read
+ * from the payload). A final success of a batch opened with cache is stored
+ * as its request's cached response for cache_ttl_s (0: not stored, e.g.
+ * while Redis is near full); a retryable error that becomes final because
+ * its attempts are used up gets that said at the end of its message.
  * Per result it touches only the job's own keys; batch counters are
  * summed in the script and written once per batch per call. */
 static const char s_report[] = LQ_LUA_LIB
@@ -312,18 +310,21 @@ static const char s_report[] = LQ_LUA_LIB
     "      local store = x.cache and not failed and ttl > 0\n"
     "      local exhausted = outcome == '1' and not x.stopping\n"
     "      local resp\n"
-    "      if store or exhausted or string.byte(aux) ~= 48 then\n"
-    "        local ca, rf, rt, me = string.match(aux, '^(%d+),(%d+),(%d+),(%d+)$')\n"
-    "        ca, me = tonumber(ca), tonumber(me)\n"
-    "        resp = string.sub(v, tonumber(rf) + 1, tonumber(rt))\n"
-    "        if exhausted and me > 0 then\n"
-    "          v = string.sub(v, 1, me)..' (not retried: all '..x.max..\n"
-    "            ' attempts used, see --max-attempts)'..string.sub(v, me + 1)\n"
-    "        end\n"
-    "        if ca > 0 then\n"
-    "          local cid = cid_of(redis.call('HGET', x.m..':jobs', idx) or '0:')\n"
-    "          v = string.sub(v, 1, ca)..cjson.encode(cid)..string.sub(v, ca + 1)\n"
-    "        end\n"
+    "      if store then\n"
+    "        -- the response object: after the first ,\"response\": (custom_id is a JSON\n"
+    "        -- string: it holds no unescaped quote), before ,\"error\":null}\n"
+    "        local at = string.find(v, ',\"response\":', 1, true)\n"
+    "        resp = string.sub(v, at + 12, #v - 14)\n"
+    "      end\n"
+    "      if exhausted then\n"
+    "        -- the line ends with the error's message: ...\"message\":\"...\"}}\n"
+    "        v = string.sub(v, 1, #v - 3)..' (not retried: all '..x.max..\n"
+    "          ' attempts used, see --max-attempts)'..string.sub(v, #v - 2)\n"
+    "      end\n"
+    "      if aux ~= '' then\n"
+    "        local at = tonumber(aux)\n"
+    "        local cid = cid_of(redis.call('HGET', x.m..':jobs', idx) or '0:')\n"
+    "        v = string.sub(v, 1, at)..cjson.encode(cid)..string.sub(v, at + 1)\n"
     "      end\n"
     "      if redis.call('HSETNX', x.m..':res', idx, v) == 1 then\n"
     "        if failed then x.failed = x.failed + 1 else x.completed = x.completed + 1 end\n"
