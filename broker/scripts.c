@@ -237,8 +237,9 @@ static const char s_lease[] = LQ_LUA_LIB
  * as its request's cached response for cache_ttl_s (0: not stored, e.g.
  * while Redis is near full); a retryable error that becomes final because
  * its attempts are used up gets that said at the end of its message.
- * Per result it touches only the job's own keys; batch counters are
- * summed in the script and written once per batch per call. */
+ * Per result it writes only the job's result; the leases it drops, the
+ * payloads it forgets and the batch counters are gathered in the script
+ * and written once per batch per call. */
 static const char s_report[] = LQ_LUA_LIB
     "local now = tonumber(ARGV[2])\n"
     "local codes = {}\n"
@@ -255,7 +256,8 @@ static const char s_report[] = LQ_LUA_LIB
     "           retried = 0,\n"
     "           -- att holds only jobs leased more than once: without it, skip its reads\n"
     "           att = redis.call('EXISTS', m..':att') == 1,\n"
-    "           stopping = f[1] == 'cancelling' or f[1] == 'cancelled'}\n"
+    "           stopping = f[1] == 'cancelling' or f[1] == 'cancelled',\n"
+    "           unlease = {}, forget = {}}\n"
     "      order[#order + 1] = id\n"
     "    else\n"
     "      x = false\n"
@@ -264,8 +266,10 @@ static const char s_report[] = LQ_LUA_LIB
     "  end\n"
     "  return x\n"
     "end\n"
+    "-- leases to drop and jobs to forget are collected, then removed with one\n"
+    "-- call per batch (nothing in this script reads them meanwhile)\n"
     "local function unlease_x(x, member)\n"
-    "  if redis.call('ZREM', P..'leases', member) == 1 then x.leased = x.leased - 1 end\n"
+    "  x.unlease[#x.unlease + 1] = member\n"
     "end\n"
     "local function existing(x, id, idx, attempt)\n"
     "  local prev = redis.call('HGET', x.m..':res', idx)\n"
@@ -276,11 +280,12 @@ static const char s_report[] = LQ_LUA_LIB
     "  return 'd'\n"
     "end\n"
     "local ttl = tonumber(ARGV[3])\n"
+    "local last_id, x\n"
     "for b = 4, #ARGV, 9 do\n"
     "  local id, idx, attempt, outcome = ARGV[b], ARGV[b + 1], ARGV[b + 2], ARGV[b + 3]\n"
-    "  local x = meta_of(id)\n"
+    "  if id ~= last_id then x = meta_of(id) last_id = id end\n"
     "  local code\n"
-    "  local member = member_of(id, idx)\n"
+    "  local member = id..'|'..idx -- member_of(id, idx), inlined\n"
     "  if not x then\n"
     "    code = 'g'\n"
     "  else\n"
@@ -338,9 +343,7 @@ static const char s_report[] = LQ_LUA_LIB
     "            redis.call('HINCRBY', P..'cache_stats', 'stores', 1)\n"
     "          end\n"
     "        end\n"
-    "        redis.call('HDEL', x.m..':jobs', idx)\n"
-    "        if x.att then redis.call('HDEL', x.m..':att', idx) end\n"
-    "        if x.cache then redis.call('HDEL', x.m..':ck', idx) end\n"
+    "        x.forget[#x.forget + 1] = idx\n"
     "        code = failed and 'f' or 'o'\n"
     "      else\n"
     "        code = existing(x, id, idx, attempt)\n"
@@ -351,6 +354,14 @@ static const char s_report[] = LQ_LUA_LIB
     "end\n"
     "for _, id in ipairs(order) do\n"
     "  local x = metas[id]\n"
+    "  if #x.unlease > 0 then\n"
+    "    x.leased = x.leased - redis.call('ZREM', P..'leases', unpack(x.unlease))\n"
+    "  end\n"
+    "  if #x.forget > 0 then -- forget_job, for all of them\n"
+    "    redis.call('HDEL', x.m..':jobs', unpack(x.forget))\n"
+    "    if x.att then redis.call('HDEL', x.m..':att', unpack(x.forget)) end\n"
+    "    if x.cache then redis.call('HDEL', x.m..':ck', unpack(x.forget)) end\n"
+    "  end\n"
     "  for _, k in ipairs({'completed', 'failed', 'leased', 'prompt_tokens',\n"
     "                      'completion_tokens', 'duplicates', 'retried'}) do\n"
     "    if x[k] ~= 0 then redis.call('HINCRBY', x.m, k, string.format('%d', x[k])) end\n"
