@@ -28,21 +28,23 @@
     "    redis.call('HINCRBY', m, 'leased', -1)\n"                                                 \
     "  end\n"                                                                                      \
     "end\n"                                                                                        \
-    "local function check_finish(id, m, now)\n"                                                    \
-    "  local f = redis.call('HMGET', m, 'state', 'closed', 'total', 'completed', 'failed',"       \
-    " 'leased')\n"                                                                                 \
-    "  local state = f[1]\n"                                                                       \
-    "  local done = tonumber(f[4]) + tonumber(f[5])\n"                                             \
-    "  if (state == 'in_progress' or state == 'submitting') and f[2] == '1' and"                  \
-    " done >= tonumber(f[3]) then\n"                                                               \
+    "local function finish_if_done(id, m, now, state, closed, total, done, leased)\n"               \
+    "  if (state == 'in_progress' or state == 'submitting') and closed == '1' and"                 \
+    " done >= total then\n"                                                                        \
     "    redis.call('HSET', m, 'state', 'completed', 'finished_at', math.floor(now / 1000))\n"    \
     "    redis.call('SREM', P..'active', id)\n"                                                    \
     "    redis.call('ZADD', P..'finished', math.floor(now / 1000), id)\n"                          \
-    "  elseif state == 'cancelling' and tonumber(f[6]) <= 0 then\n"                                \
+    "  elseif state == 'cancelling' and leased <= 0 then\n"                                       \
     "    redis.call('HSET', m, 'state', 'cancelled', 'finished_at', math.floor(now / 1000))\n"    \
     "    redis.call('SREM', P..'active', id)\n"                                                    \
     "    redis.call('ZADD', P..'finished', math.floor(now / 1000), id)\n"                          \
     "  end\n"                                                                                      \
+    "end\n"                                                                                        \
+    "local function check_finish(id, m, now)\n"                                                   \
+    "  local f = redis.call('HMGET', m, 'state', 'closed', 'total', 'completed', 'failed',"       \
+    " 'leased')\n"                                                                                 \
+    "  finish_if_done(id, m, now, f[1], f[2], tonumber(f[3]), tonumber(f[4]) + tonumber(f[5]),"   \
+    " tonumber(f[6]))\n"                                                                           \
     "end\n"                                                                                        \
     "local function forget_job(m, idx, cache)\n"                                                   \
     "  redis.call('HDEL', m..':jobs', idx)\n"                                                      \
@@ -244,13 +246,20 @@ static const char s_report[] = LQ_LUA_LIB
     "local now = tonumber(ARGV[2])\n"
     "local codes = {}\n"
     "local metas, order = {}, {}\n"
+    "-- the batch counters a call changes: read with the batch, written once at the end\n"
+    "local counters = {'completed', 'failed', 'leased', 'prompt_tokens', 'completion_tokens',\n"
+    "                  'duplicates', 'retried'}\n"
     "local function meta_of(id)\n"
     "  local x = metas[id]\n"
     "  if x == nil then\n"
     "    local m = P..'b:'..id\n"
-    "    local f = redis.call('HMGET', m, 'state', 'max_attempts', 'cache')\n"
+    "    local f = redis.call('HMGET', m, 'state', 'max_attempts', 'cache', 'closed', 'total',\n"
+    "                         unpack(counters))\n"
     "    if f[1] then\n"
-    "      x = {m = m, state = f[1], max = tonumber(f[2]), cache = f[3] == '1', completed = 0,\n"
+    "      local was = {}\n"
+    "      for i, k in ipairs(counters) do was[k] = f[5 + i] end\n"
+    "      x = {m = m, state = f[1], max = tonumber(f[2]), cache = f[3] == '1', closed = f[4],\n"
+    "           total = f[5], was = was, completed = 0,\n"
     "           failed = 0,\n"
     "           leased = 0, prompt_tokens = 0, completion_tokens = 0, duplicates = 0,\n"
     "           retried = 0,\n"
@@ -362,11 +371,17 @@ static const char s_report[] = LQ_LUA_LIB
     "    if x.att then redis.call('HDEL', x.m..':att', unpack(x.forget)) end\n"
     "    if x.cache then redis.call('HDEL', x.m..':ck', unpack(x.forget)) end\n"
     "  end\n"
-    "  for _, k in ipairs({'completed', 'failed', 'leased', 'prompt_tokens',\n"
-    "                      'completion_tokens', 'duplicates', 'retried'}) do\n"
-    "    if x[k] ~= 0 then redis.call('HINCRBY', x.m, k, string.format('%d', x[k])) end\n"
+    "  local now_v, set = {}, {}\n"
+    "  for _, k in ipairs(counters) do\n"
+    "    now_v[k] = tonumber(x.was[k] or '0') + x[k]\n"
+    "    if x[k] ~= 0 then\n"
+    "      set[#set + 1] = k\n"
+    "      set[#set + 1] = string.format('%d', now_v[k])\n"
+    "    end\n"
     "  end\n"
-    "  check_finish(id, x.m, now)\n"
+    "  if #set > 0 then redis.call('HSET', x.m, unpack(set)) end\n"
+    "  finish_if_done(id, x.m, now, x.state, x.closed, tonumber(x.total or '0'),\n"
+    "                 now_v.completed + now_v.failed, now_v.leased)\n"
     "end\n"
     "return table.concat(codes)\n";
 
