@@ -21,7 +21,7 @@ typedef struct {
     int64_t index, attempt, outcome;
     char *value; /* what res stores: 'S'|'F', attempt, '|', output line */
     size_t value_len;
-    char cid_at[24]; /* "" or where the script inserts the custom_id (REPORT) */
+    size_t cid_at; /* 0 or where the script inserts the custom_id (REPORT) */
     int64_t ptok, ctok, delay_ms;
     int64_t status, latency_ms, retry_after_ms; /* for the observer */
     char code[32];                              /* error code, "" on OK */
@@ -205,7 +205,7 @@ static void s_build_value(s_report_t *rep, const lq_w_result_t *res, const char 
     s_buf_lit(&b, "}");
     rep->value = b.p;
     rep->value_len = b.len;
-    rep->cid_at[cid_at ? lq_redis_fmt_int(rep->cid_at, (int64_t)cid_at) : 0] = '\0';
+    rep->cid_at = cid_at;
 }
 
 int64_t lq_reports_retry_delay(const lq_reports_opts_t *o, int64_t attempt,
@@ -331,6 +331,21 @@ static void s_on_report(lq_redis_t *redis, redisReply *reply, void *arg)
     s_call_destroy(&call);
 }
 
+/* Appends rep's ctl argument (scripts.c, REPORT): the outcome, and for a
+ * retryable result or an unknown custom_id ",delay_ms,cid_at". */
+static void s_add_ctl(lq_redis_args_t *a, const s_report_t *rep)
+{
+    char ctl[64], *w = ctl;
+    *w++ = (char)('0' + (rep->outcome >= 0 && rep->outcome <= 9 ? rep->outcome : 2));
+    if (rep->outcome == LQ_OUTCOME_RETRYABLE || rep->cid_at) {
+        *w++ = ',';
+        w += lq_redis_fmt_int(w, rep->delay_ms > 0 ? rep->delay_ms : 0);
+        *w++ = ',';
+        w += lq_redis_fmt_int(w, (int64_t)rep->cid_at);
+    }
+    lq_redis_args_add(a, ctl, (size_t)(w - ctl));
+}
+
 /* Sends items[0..n) as one REPORT call; takes them over (the caller's copy
  * must not be cleared). */
 static void s_send_call(lq_reports_t *r, const s_report_t *items, size_t n)
@@ -347,13 +362,10 @@ static void s_send_call(lq_reports_t *r, const s_report_t *items, size_t n)
         const s_report_t *rep = &items[i];
         lq_redis_args_str(&a, rep->batch);
         lq_redis_args_int(&a, rep->index);
-        lq_redis_args_int(&a, rep->attempt);
-        lq_redis_args_int(&a, rep->outcome);
         lq_redis_args_add(&a, rep->value, rep->value_len);
         lq_redis_args_int(&a, rep->ptok > 0 ? rep->ptok : 0);
         lq_redis_args_int(&a, rep->ctok > 0 ? rep->ctok : 0);
-        lq_redis_args_int(&a, rep->delay_ms);
-        lq_redis_args_str(&a, rep->cid_at);
+        s_add_ctl(&a, rep);
     }
     s_call_t *call = xmalloc(sizeof *call);
     call->r = r;

@@ -228,17 +228,20 @@ static const char s_lease[] = LQ_LUA_LIB
     "if cursor < submitted or redis.call('LLEN', m..':q') > 0 then out[1] = 1 end\n"
     "return out\n";
 
-/* REPORT(P, now_ms, cache_ttl_s, {id, idx, attempt, outcome, value, ptok,
- * ctok, delay_ms, cid_at}...) -> one letter per result (a string): o ok,
- * f failed, r retry, d dup, s resent, t stale, g gone.
+/* REPORT(P, now_ms, cache_ttl_s, {id, idx, value, ptok, ctok, ctl}...) -> one
+ * letter per result (a string): o ok, f failed, r retry, d dup, s resent,
+ * t stale, g gone.
  * value is what res stores for a final result, ready made by the broker
- * ('S'|'F', attempt, '|', output line, whose last field is "error"); ptok
- * and ctok are >= 0. cid_at is '' or, when the broker did not know the
- * custom_id, the byte offset in value where the script inserts it (read
- * from the payload). A final success of a batch opened with cache is stored
- * as its request's cached response for cache_ttl_s (0: not stored, e.g.
- * while Redis is near full); a retryable error that becomes final because
- * its attempts are used up gets that said at the end of its message.
+ * ('S'|'F', attempt, '|', output line, whose last field is "error"); it also
+ * tells the script the attempt. ptok and ctok are >= 0. ctl is the outcome
+ * (0 ok, 1 retryable, 2 fatal), alone or, for a retryable result or one
+ * whose custom_id the broker did not know, "outcome,delay_ms,cid_at":
+ * the retry delay, and the byte offset in value where the script inserts
+ * the custom_id (read from the payload; 0: none). A final success of a
+ * batch opened with cache is stored as its request's cached response for
+ * cache_ttl_s (0: not stored, e.g. while Redis is near full); a retryable
+ * error that becomes final because its attempts are used up gets that said
+ * at the end of its message.
  * Per result it writes only the job's result; the leases it drops, the
  * payloads it forgets and the batch counters are gathered in the script
  * and written once per batch per call. */
@@ -280,18 +283,25 @@ static const char s_report[] = LQ_LUA_LIB
     "local function unlease_x(x, member)\n"
     "  x.unlease[#x.unlease + 1] = member\n"
     "end\n"
-    "local function existing(x, id, idx, attempt)\n"
-    "  local prev = redis.call('HGET', x.m..':res', idx)\n"
-    "  local bar = string.find(prev, '|', 1, true)\n"
-    "  if string.sub(prev, 2, bar - 1) == attempt then return 's' end\n"
+    "-- the attempt of a stored or reported line: 'S'|'F', attempt, '|', ...\n"
+    "local function attempt_of(line)\n"
+    "  return string.sub(line, 2, string.find(line, '|', 1, true) - 1)\n"
+    "end\n"
+    "local function existing(x, id, idx, v)\n"
+    "  if attempt_of(redis.call('HGET', x.m..':res', idx)) == attempt_of(v) then return 's' end\n"
     "  x.duplicates = x.duplicates + 1\n"
     "  unlease_x(x, member_of(id, idx))\n"
     "  return 'd'\n"
     "end\n"
     "local ttl = tonumber(ARGV[3])\n"
     "local last_id, x\n"
-    "for b = 4, #ARGV, 9 do\n"
-    "  local id, idx, attempt, outcome = ARGV[b], ARGV[b + 1], ARGV[b + 2], ARGV[b + 3]\n"
+    "for b = 4, #ARGV, 6 do\n"
+    "  local id, idx, v, ctl = ARGV[b], ARGV[b + 1], ARGV[b + 2], ARGV[b + 5]\n"
+    "  local outcome, delay, cid_at = string.byte(ctl) - 48, 0, 0\n"
+    "  if #ctl > 1 then\n"
+    "    local d, c = string.match(ctl, '^%d,(%d+),(%d+)$')\n"
+    "    delay, cid_at = tonumber(d), tonumber(c)\n"
+    "  end\n"
     "  if id ~= last_id then x = meta_of(id) last_id = id end\n"
     "  local code\n"
     "  local member = id..'|'..idx -- member_of(id, idx), inlined\n"
@@ -299,18 +309,18 @@ static const char s_report[] = LQ_LUA_LIB
     "    code = 'g'\n"
     "  else\n"
     "    local final = true\n"
-    "    if outcome == '1' then\n"
+    "    if outcome == 1 then\n"
     "      if redis.call('HEXISTS', x.m..':res', idx) == 1 then\n"
-    "        code = existing(x, id, idx, attempt)\n"
+    "        code = existing(x, id, idx, v)\n"
     "        final = false\n"
     "      else\n"
     "        local cur = x.att and tonumber(redis.call('HGET', x.m..':att', idx) or '1') or 1\n"
-    "        if tonumber(attempt) < cur then\n"
+    "        if tonumber(attempt_of(v)) < cur then\n"
     "          code = 't'\n"
     "          final = false\n"
     "        elseif cur < x.max and not x.stopping then\n"
     "          unlease_x(x, member)\n"
-    "          redis.call('ZADD', P..'delayed', now + tonumber(ARGV[b + 7]), member)\n"
+    "          redis.call('ZADD', P..'delayed', now + delay, member)\n"
     "          x.retried = x.retried + 1\n"
     "          code = 'r'\n"
     "          final = false\n"
@@ -318,11 +328,10 @@ static const char s_report[] = LQ_LUA_LIB
     "      end\n"
     "    end\n"
     "    if final then\n"
-    "      local failed = outcome ~= '0'\n"
-    "      local v, aux = ARGV[b + 4], ARGV[b + 8]\n"
-    "      local pt, ct = ARGV[b + 5], ARGV[b + 6]\n"
+    "      local failed = outcome ~= 0\n"
+    "      local pt, ct = ARGV[b + 3], ARGV[b + 4]\n"
     "      local store = x.cache and not failed and ttl > 0\n"
-    "      local exhausted = outcome == '1' and not x.stopping\n"
+    "      local exhausted = outcome == 1 and not x.stopping\n"
     "      local resp\n"
     "      if store then\n"
     "        -- the response object: after the first ,\"response\": (custom_id is a JSON\n"
@@ -335,8 +344,8 @@ static const char s_report[] = LQ_LUA_LIB
     "        v = string.sub(v, 1, #v - 3)..' (not retried: all '..x.max..\n"
     "          ' attempts used, see --max-attempts)'..string.sub(v, #v - 2)\n"
     "      end\n"
-    "      if aux ~= '' then\n"
-    "        local at = tonumber(aux)\n"
+    "      if cid_at > 0 then\n"
+    "        local at = cid_at\n"
     "        local cid = cid_of(redis.call('HGET', x.m..':jobs', idx) or '0:')\n"
     "        v = string.sub(v, 1, at)..cjson.encode(cid)..string.sub(v, at + 1)\n"
     "      end\n"
@@ -355,7 +364,7 @@ static const char s_report[] = LQ_LUA_LIB
     "        x.forget[#x.forget + 1] = idx\n"
     "        code = failed and 'f' or 'o'\n"
     "      else\n"
-    "        code = existing(x, id, idx, attempt)\n"
+    "        code = existing(x, id, idx, v)\n"
     "      end\n"
     "    end\n"
     "  end\n"

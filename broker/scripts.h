@@ -29,6 +29,6 @@ extern const char *const lq_scripts[];
 
 /* Number of fields per result in a REPORT call (after prefix, now and the
  * cache TTL). */
-#define LQ_REPORT_FIELDS 9
+#define LQ_REPORT_FIELDS 6
 
 #endif
