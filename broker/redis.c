@@ -660,23 +660,6 @@ int lq_redis_eval(lq_redis_t *r, int idx, lq_redis_cb cb, void *arg, int nkeys, 
 
 /* ---- script arguments in RESP form ---- */
 
-size_t lq_redis_fmt_int(char *buf, int64_t v)
-{
-    char tmp[24];
-    size_t n = 0;
-    uint64_t u = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
-    do {
-        tmp[n++] = (char)('0' + u % 10);
-        u /= 10;
-    } while (u);
-    size_t len = 0;
-    if (v < 0)
-        buf[len++] = '-';
-    while (n)
-        buf[len++] = tmp[--n];
-    return len;
-}
-
 static void s_args_reserve(lq_redis_args_t *a, size_t more)
 {
     if (a->len + more <= a->cap)
@@ -701,7 +684,7 @@ void lq_redis_args_add(lq_redis_args_t *a, const char *s, size_t n)
     s_args_reserve(a, n + 32);
     char *w = a->buf + a->len;
     *w++ = '$';
-    w += lq_redis_fmt_int(w, (int64_t)n);
+    w += lq_fmt_int(w, (int64_t)n);
     *w++ = '\r';
     *w++ = '\n';
     if (n)
@@ -721,7 +704,7 @@ void lq_redis_args_str(lq_redis_args_t *a, const char *s)
 void lq_redis_args_int(lq_redis_args_t *a, int64_t v)
 {
     char num[24];
-    lq_redis_args_add(a, num, lq_redis_fmt_int(num, v));
+    lq_redis_args_add(a, num, lq_fmt_int(num, v));
 }
 
 void lq_redis_args_clear(lq_redis_args_t *a)
@@ -738,7 +721,7 @@ int lq_redis_eval_args(lq_redis_t *r, int idx, lq_redis_cb cb, void *arg, lq_red
          * *<argc>, EVALSHA, <sha>, 0 (no keys) */
         char head[LQ_REDIS_ARGS_HEAD], *w = head;
         *w++ = '*';
-        w += lq_redis_fmt_int(w, (int64_t)a->argc + 3);
+        w += lq_fmt_int(w, (int64_t)a->argc + 3);
         static const char mid[] = "\r\n$7\r\nEVALSHA\r\n$40\r\n", tail[] = "\r\n$1\r\n0\r\n";
         memcpy(w, mid, sizeof mid - 1);
         w += sizeof mid - 1;

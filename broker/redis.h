@@ -98,10 +98,6 @@ void lq_redis_args_str(lq_redis_args_t *a, const char *s);
 void lq_redis_args_int(lq_redis_args_t *a, int64_t v);
 void lq_redis_args_clear(lq_redis_args_t *a);
 
-/* Writes v in decimal into buf (at least 21 bytes; not NUL-terminated) and
- * returns the length. Pure, no locale, no snprintf. */
-size_t lq_redis_fmt_int(char *buf, int64_t v);
-
 /* Runs script number idx (EVALSHA, no keys) with the arguments in a, which
  * it consumes (clears) in any case. Same contract as lq_redis_command. */
 int lq_redis_eval_args(lq_redis_t *r, int idx, lq_redis_cb cb, void *arg, lq_redis_args_t *a);

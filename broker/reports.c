@@ -97,7 +97,7 @@ static void s_buf_add(s_buf_t *b, const char *s, size_t n)
 static void s_buf_int(s_buf_t *b, int64_t v)
 {
     s_buf_reserve(b, 24);
-    b->len += lq_redis_fmt_int(b->p + b->len, v);
+    b->len += lq_fmt_int(b->p + b->len, v);
 }
 
 /* Appends s[0..n) as a JSON string literal, escaped as jansson does it
@@ -339,9 +339,9 @@ static void s_add_ctl(lq_redis_args_t *a, const s_report_t *rep)
     *w++ = (char)('0' + (rep->outcome >= 0 && rep->outcome <= 9 ? rep->outcome : 2));
     if (rep->outcome == LQ_OUTCOME_RETRYABLE || rep->cid_at) {
         *w++ = ',';
-        w += lq_redis_fmt_int(w, rep->delay_ms > 0 ? rep->delay_ms : 0);
+        w += lq_fmt_int(w, rep->delay_ms > 0 ? rep->delay_ms : 0);
         *w++ = ',';
-        w += lq_redis_fmt_int(w, (int64_t)rep->cid_at);
+        w += lq_fmt_int(w, (int64_t)rep->cid_at);
     }
     lq_redis_args_add(a, ctl, (size_t)(w - ctl));
 }
