@@ -141,8 +141,10 @@ static const char s_close[] = LQ_LUA_LIB
     "end\n"
     "return {redis.call('HGET', m, 'state')}\n";
 
-/* LEASE(P, id, n, lease_deadline_ms, now_ms) -> {more, idx, attempt,
- * payload, ...}. In a batch opened with cache, a job whose request has a
+/* LEASE(P, id, n, lease_deadline_ms, now_ms) -> {more, k, {idx, attempt,
+ * payload} k times, [first, payload...]}: k jobs with their attempt, then
+ * optionally a run of fresh jobs (attempt 1) at indices first, first + 1,
+ * ... (a missing payload is nil). In a batch opened with cache, a job whose request has a
  * cached response is answered here (its result written, counted in
  * 'cached') and not returned: it never reaches a worker. */
 static const char s_lease[] = LQ_LUA_LIB
@@ -168,7 +170,7 @@ static const char s_lease[] = LQ_LUA_LIB
     "  record(id, m, idx, false, string.sub(v, b + 1), '', now, 0, true)\n"
     "  return true\n"
     "end\n"
-    "local out = {0}\n"
+    "local out = {0, 0}\n"
     "-- got: jobs taken (leased, or answered from the cache up to 5000 more)\n"
     "local got, leased, budget = 0, 0, n + (cache and 5000 or 0)\n"
     "while leased < n and got < budget do\n"
@@ -185,6 +187,7 @@ static const char s_lease[] = LQ_LUA_LIB
     "      out[#out + 1] = tonumber(idx)\n"
     "      out[#out + 1] = att\n"
     "      out[#out + 1] = redis.call('HGET', m..':jobs', idx)\n"
+    "      out[2] = out[2] + 1\n"
     "      leased = leased + 1\n"
     "    end\n"
     "  end\n"
@@ -206,9 +209,15 @@ static const char s_lease[] = LQ_LUA_LIB
     "    z[#z + 1] = member_of(id, k)\n"
     "  end\n"
     "  local payloads = redis.call('HMGET', m..':jobs', unpack(keys))\n"
+    "  -- consecutive indices (no cache hit between them): the first, then the payloads\n"
+    "  local run = fresh[#fresh] - fresh[1] == #fresh - 1\n"
+    "  if run then out[#out + 1] = fresh[1] end\n"
     "  for i, idx in ipairs(fresh) do\n"
-    "    out[#out + 1] = idx\n"
-    "    out[#out + 1] = 1\n"
+    "    if not run then\n"
+    "      out[#out + 1] = idx\n"
+    "      out[#out + 1] = 1\n"
+    "      out[2] = out[2] + 1\n"
+    "    end\n"
     "    out[#out + 1] = payloads[i]\n"
     "  end\n"
     "  redis.call('ZADD', P..'leases', unpack(z))\n"
