@@ -112,14 +112,28 @@ static void s_on_lease(lq_redis_t *r, redisReply *reply, void *arg)
         free(call);
         return;
     }
-    size_t n = 0;
-    lq_leased_t *jobs = xmalloc((reply->elements / 3 + 1) * sizeof *jobs);
-    for (size_t i = 1; i + 2 < reply->elements; i += 3) {
-        redisReply *ri = reply->element[i], *ra = reply->element[i + 1], *rp = reply->element[i + 2];
+    /* {more, k, {idx, attempt, payload} x k, [first, payload...]}
+     * (scripts.c, LEASE) */
+    size_t n = 0, k = 0, at = 2;
+    lq_leased_t *jobs = xmalloc(reply->elements * sizeof *jobs);
+    if (reply->elements > 1 && reply->element[1]->type == REDIS_REPLY_INTEGER &&
+        reply->element[1]->integer > 0)
+        k = (size_t)reply->element[1]->integer;
+    for (size_t j = 0; j < k && at + 2 < reply->elements; j++, at += 3) {
+        redisReply *ri = reply->element[at], *ra = reply->element[at + 1];
+        redisReply *rp = reply->element[at + 2];
         if (ri->type != REDIS_REPLY_INTEGER || ra->type != REDIS_REPLY_INTEGER ||
             rp->type != REDIS_REPLY_STRING)
             continue;
         jobs[n++] = (lq_leased_t){ri->integer, ra->integer, rp->str, rp->len};
+    }
+    if (at < reply->elements && reply->element[at]->type == REDIS_REPLY_INTEGER) {
+        long long first = reply->element[at]->integer;
+        for (size_t i = at + 1; i < reply->elements; i++) {
+            redisReply *rp = reply->element[i];
+            if (rp->type == REDIS_REPLY_STRING)
+                jobs[n++] = (lq_leased_t){first + (long long)(i - at - 1), 1, rp->str, rp->len};
+        }
     }
     lq_dispatch_leased(d, call->id, reply->element[0]->integer != 0, jobs, n);
     free(jobs);

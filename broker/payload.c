@@ -3,9 +3,6 @@
 
 #include "../common/util.h"
 
-#include <errno.h>
-#include <inttypes.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -13,21 +10,21 @@ char *lq_payload_encode(const char *cid, const char *url, int64_t est_tokens, co
                         size_t body_len, size_t *len)
 {
     size_t cl = strlen(cid), ul = strlen(url);
-    char head[32], mid[32], tail[32];
-    int hl = snprintf(head, sizeof head, "%zu:", cl);
-    int ml = snprintf(mid, sizeof mid, "%zu:", ul);
-    int tl = snprintf(tail, sizeof tail, "%" PRId64 ":", est_tokens);
-    size_t n = (size_t)hl + cl + (size_t)ml + ul + (size_t)tl + body_len;
+    size_t n = 3 * 22 + cl + ul + body_len; /* an upper bound */
     char *p = xmalloc(n + 1), *w = p;
-    memcpy(w, head, (size_t)hl), w += hl;
+    w += lq_fmt_int(w, (int64_t)cl);
+    *w++ = ':';
     memcpy(w, cid, cl), w += cl;
-    memcpy(w, mid, (size_t)ml), w += ml;
+    w += lq_fmt_int(w, (int64_t)ul);
+    *w++ = ':';
     memcpy(w, url, ul), w += ul;
-    memcpy(w, tail, (size_t)tl), w += tl;
+    w += lq_fmt_int(w, est_tokens);
+    *w++ = ':';
     if (body_len)
         memcpy(w, body, body_len);
-    p[n] = '\0';
-    *len = n;
+    w += body_len;
+    *w = '\0';
+    *len = (size_t)(w - p);
     return p;
 }
 
@@ -77,8 +74,15 @@ int lq_payload_decode(const char *p, size_t len, lq_payload_t *out)
 
 int lq_member_format(char *buf, size_t size, const char *batch, int64_t index)
 {
-    int n = snprintf(buf, size, "%s|%" PRId64, batch, index);
-    return n < 0 || (size_t)n >= size ? -1 : n;
+    char num[24];
+    size_t bl = strlen(batch), nl = lq_fmt_int(num, index);
+    if (bl + 1 + nl >= size)
+        return -1;
+    memcpy(buf, batch, bl);
+    buf[bl] = '|';
+    memcpy(buf + bl + 1, num, nl);
+    buf[bl + 1 + nl] = '\0';
+    return (int)(bl + 1 + nl);
 }
 
 int lq_member_parse(const char *member, char *batch, size_t size, int64_t *index)

@@ -326,8 +326,10 @@ static void s_dispatch_reply(redisAsyncContext *ac, void *reply, void *priv)
     free(call);
 }
 
-static int s_send(lq_redis_t *r, lq_redis_cb cb, void *arg, int argc, const char **argv,
-                  const size_t *argvlen)
+/* Queues one call: a command in RESP form (formatted, copied by hiredis)
+ * or, with cmd NULL, argv. Returns 0 (cb called once) or -1. */
+static int s_queue(lq_redis_t *r, lq_redis_cb cb, void *arg, const char *cmd, size_t len,
+                   int argc, const char **argv, const size_t *argvlen)
 {
     if (!r->ac)
         return -1;
@@ -336,13 +338,21 @@ static int s_send(lq_redis_t *r, lq_redis_cb cb, void *arg, int argc, const char
     call->cb = cb;
     call->arg = arg;
     call->gen = r->gen;
-    if (redisAsyncCommandArgv(r->ac, s_dispatch_reply, call, argc, argv, argvlen) != REDIS_OK) {
+    int rc = cmd ? redisAsyncFormattedCommand(r->ac, s_dispatch_reply, call, cmd, len)
+                 : redisAsyncCommandArgv(r->ac, s_dispatch_reply, call, argc, argv, argvlen);
+    if (rc != REDIS_OK) {
         free(call);
         return -1;
     }
     if (r->pending++ == 0)
         r->last_progress_ms = lq_loop_now(r->loop);
     return 0;
+}
+
+static int s_send(lq_redis_t *r, lq_redis_cb cb, void *arg, int argc, const char **argv,
+                  const size_t *argvlen)
+{
+    return s_queue(r, cb, arg, NULL, 0, argc, argv, argvlen);
 }
 
 /* Asks the sentinels where the master is now. Returns 0, or -1 (a
@@ -574,15 +584,15 @@ static void s_on_wait(lq_redis_t *r, redisReply *reply, void *arg)
     free(d);
 }
 
-/* Sends a script call followed by WAIT on the same connection. Returns 0
- * (cb called once, after WAIT), or -1 (cb not called). */
-static int s_send_durable(lq_redis_t *r, lq_redis_cb cb, void *arg, int argc, const char **argv,
-                          const size_t *argvlen)
+/* Sends a script call (RESP bytes) followed by WAIT on the same
+ * connection. Returns 0 (cb called once, after WAIT), or -1 (cb not
+ * called). */
+static int s_send_durable(lq_redis_t *r, lq_redis_cb cb, void *arg, const char *cmd, size_t len)
 {
     s_durable_t *d = xcalloc(1, sizeof *d);
     d->cb = cb;
     d->arg = arg;
-    if (s_send(r, s_on_durable_reply, d, argc, argv, argvlen) < 0) {
+    if (s_queue(r, s_on_durable_reply, d, cmd, len, 0, NULL, NULL) < 0) {
         free(d);
         return -1;
     }
@@ -596,6 +606,14 @@ static int s_send_durable(lq_redis_t *r, lq_redis_cb cb, void *arg, int argc, co
         LQ_ERROR("redis: could not queue WAIT");
     }
     return 0;
+}
+
+/* Sends the RESP bytes of a call of script idx. */
+static int s_send_script(lq_redis_t *r, int idx, lq_redis_cb cb, void *arg, const char *cmd,
+                         size_t len)
+{
+    return s_durable(r, idx) ? s_send_durable(r, cb, arg, cmd, len)
+                             : s_queue(r, cb, arg, cmd, len, 0, NULL, NULL);
 }
 
 int lq_redis_eval(lq_redis_t *r, int idx, lq_redis_cb cb, void *arg, int nkeys, int argc,
@@ -624,12 +642,99 @@ int lq_redis_eval(lq_redis_t *r, int idx, lq_redis_cb cb, void *arg, int nkeys, 
         av[i + 3] = argv[i];
         al[i + 3] = argvlen ? argvlen[i] : strlen(argv[i]);
     }
-    int rc = s_durable(r, idx) ? s_send_durable(r, cb, arg, argc + 3, av, al)
-                               : s_send(r, cb, arg, argc + 3, av, al);
+    int rc;
+    if (s_durable(r, idx)) {
+        char *cmd = NULL;
+        int len = redisFormatCommandArgv(&cmd, argc + 3, av, al);
+        rc = len < 0 ? -1 : s_send_durable(r, cb, arg, cmd, (size_t)len);
+        redisFreeCommand(cmd);
+    } else {
+        rc = s_send(r, cb, arg, argc + 3, av, al);
+    }
     if (av != sargv) {
         free(av);
         free(al);
     }
+    return rc;
+}
+
+/* ---- script arguments in RESP form ---- */
+
+static void s_args_reserve(lq_redis_args_t *a, size_t more)
+{
+    if (a->len + more <= a->cap)
+        return;
+    size_t cap = a->cap * 2;
+    if (cap < a->len + more)
+        cap = a->len + more;
+    a->buf = xrealloc(a->buf, cap);
+    a->cap = cap;
+}
+
+void lq_redis_args_init(lq_redis_args_t *a, size_t size_hint)
+{
+    a->cap = LQ_REDIS_ARGS_HEAD + (size_hint ? size_hint : 256);
+    a->buf = xmalloc(a->cap);
+    a->len = LQ_REDIS_ARGS_HEAD;
+    a->argc = 0;
+}
+
+void lq_redis_args_add(lq_redis_args_t *a, const char *s, size_t n)
+{
+    s_args_reserve(a, n + 32);
+    char *w = a->buf + a->len;
+    *w++ = '$';
+    w += lq_fmt_int(w, (int64_t)n);
+    *w++ = '\r';
+    *w++ = '\n';
+    if (n)
+        memcpy(w, s, n);
+    w += n;
+    *w++ = '\r';
+    *w++ = '\n';
+    a->len = (size_t)(w - a->buf);
+    a->argc++;
+}
+
+void lq_redis_args_str(lq_redis_args_t *a, const char *s)
+{
+    lq_redis_args_add(a, s, strlen(s));
+}
+
+void lq_redis_args_int(lq_redis_args_t *a, int64_t v)
+{
+    char num[24];
+    lq_redis_args_add(a, num, lq_fmt_int(num, v));
+}
+
+void lq_redis_args_clear(lq_redis_args_t *a)
+{
+    free(a->buf);
+    memset(a, 0, sizeof *a);
+}
+
+int lq_redis_eval_args(lq_redis_t *r, int idx, lq_redis_cb cb, void *arg, lq_redis_args_t *a)
+{
+    int rc = -1;
+    if (r->up && idx >= 0 && idx < r->nscripts) {
+        /* the header, right-aligned in the reserved space:
+         * *<argc>, EVALSHA, <sha>, 0 (no keys) */
+        char head[LQ_REDIS_ARGS_HEAD], *w = head;
+        *w++ = '*';
+        w += lq_fmt_int(w, (int64_t)a->argc + 3);
+        static const char mid[] = "\r\n$7\r\nEVALSHA\r\n$40\r\n", tail[] = "\r\n$1\r\n0\r\n";
+        memcpy(w, mid, sizeof mid - 1);
+        w += sizeof mid - 1;
+        memcpy(w, r->sha[idx], 40);
+        w += 40;
+        memcpy(w, tail, sizeof tail - 1);
+        w += sizeof tail - 1;
+        size_t hl = (size_t)(w - head);
+        char *start = a->buf + LQ_REDIS_ARGS_HEAD - hl;
+        memcpy(start, head, hl);
+        rc = s_send_script(r, idx, cb, arg, start, a->len - (LQ_REDIS_ARGS_HEAD - hl));
+    }
+    lq_redis_args_clear(a);
     return rc;
 }
 

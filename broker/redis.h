@@ -17,6 +17,7 @@
 
 #include <hiredis/hiredis.h>
 #include <stddef.h>
+#include <stdint.h>
 
 typedef struct lq_redis lq_redis_t;
 
@@ -73,6 +74,33 @@ int lq_redis_command(lq_redis_t *r, lq_redis_cb cb, void *arg, int argc, const c
  * nkeys keys then the arguments. Same contract as lq_redis_command. */
 int lq_redis_eval(lq_redis_t *r, int idx, lq_redis_cb cb, void *arg, int nkeys, int argc,
                   const char **argv, const size_t *argvlen);
+
+/* The arguments of a script call, built straight into the RESP bytes sent
+ * to Redis (no argv array, no formatting per argument): init, add the
+ * arguments in order, then lq_redis_eval_args (which consumes them) or
+ * lq_redis_args_clear. A value type; functions can't fail (they abort on
+ * out-of-memory like xmalloc). */
+typedef struct {
+    char *buf;  /* LQ_REDIS_ARGS_HEAD bytes reserved for the header, then the arguments */
+    size_t len; /* bytes used, header space included */
+    size_t cap;
+    int argc;
+} lq_redis_args_t;
+#define LQ_REDIS_ARGS_HEAD 96
+
+/* Starts empty, with room for about size_hint bytes of arguments. */
+void lq_redis_args_init(lq_redis_args_t *a, size_t size_hint);
+/* Appends one argument of n bytes (any bytes). */
+void lq_redis_args_add(lq_redis_args_t *a, const char *s, size_t n);
+/* Appends a NUL-terminated string. */
+void lq_redis_args_str(lq_redis_args_t *a, const char *s);
+/* Appends an integer in decimal. */
+void lq_redis_args_int(lq_redis_args_t *a, int64_t v);
+void lq_redis_args_clear(lq_redis_args_t *a);
+
+/* Runs script number idx (EVALSHA, no keys) with the arguments in a, which
+ * it consumes (clears) in any case. Same contract as lq_redis_command. */
+int lq_redis_eval_args(lq_redis_t *r, int idx, lq_redis_cb cb, void *arg, lq_redis_args_t *a);
 
 /* Commands sent and not yet answered. */
 int lq_redis_pending(const lq_redis_t *r);

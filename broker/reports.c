@@ -6,7 +6,9 @@
 #include "../wire/zsock.h"
 #include "scripts.h"
 
-#include <jansson.h>
+#include "../common/utf8.h"
+
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -17,9 +19,9 @@ typedef struct {
     size_t ident_len;
     char batch[LQ_MAX_ID + 1];
     int64_t index, attempt, outcome;
-    char *cid;  /* custom_id if known, else "" */
-    char *resp; /* JSON or "" */
-    char *err;  /* JSON or "" */
+    char *value; /* what res stores: 'S'|'F', attempt, '|', output line */
+    size_t value_len;
+    size_t cid_at; /* 0 or where the script inserts the custom_id (REPORT) */
     int64_t ptok, ctok, delay_ms;
     int64_t status, latency_ms, retry_after_ms; /* for the observer */
     char code[32];                              /* error code, "" on OK */
@@ -50,10 +52,8 @@ struct lq_reports {
 
 static void s_report_clear(s_report_t *rep)
 {
-    free(rep->cid);
-    free(rep->resp);
-    free(rep->err);
-    rep->cid = rep->resp = rep->err = NULL;
+    free(rep->value);
+    rep->value = NULL;
 }
 
 static void s_call_destroy(s_call_t **p)
@@ -65,25 +65,147 @@ static void s_call_destroy(s_call_t **p)
     *p = NULL;
 }
 
-/* A JSON string literal of s[0..n). Caller frees. Can't fail. */
-static char *s_json_str(const char *s, size_t n)
+/* ---- building an output line ---- */
+
+/* A growing byte string. */
+typedef struct {
+    char *p;
+    size_t len, cap;
+} s_buf_t;
+
+static void s_buf_reserve(s_buf_t *b, size_t more)
 {
-    json_t *j = json_stringn(s ? s : "", s ? n : 0);
-    if (!j)
-        j = json_string("(invalid UTF-8)");
-    char *out = json_dumps(j, JSON_ENCODE_ANY | JSON_COMPACT);
-    json_decref(j);
-    return out ? out : xstrdup("\"\"");
+    if (b->len + more <= b->cap)
+        return;
+    size_t cap = b->cap ? b->cap * 2 : 256;
+    if (cap < b->len + more)
+        cap = b->len + more;
+    b->p = xrealloc(b->p, cap);
+    b->cap = cap;
+}
+
+static void s_buf_add(s_buf_t *b, const char *s, size_t n)
+{
+    s_buf_reserve(b, n);
+    if (n)
+        memcpy(b->p + b->len, s, n);
+    b->len += n;
+}
+
+#define s_buf_lit(b, lit) s_buf_add((b), (lit), sizeof(lit) - 1)
+
+static void s_buf_int(s_buf_t *b, int64_t v)
+{
+    s_buf_reserve(b, 24);
+    b->len += lq_fmt_int(b->p + b->len, v);
+}
+
+/* Appends s[0..n) as a JSON string literal, escaped as jansson does it
+ * (", \ and control characters; UTF-8 kept as is); bytes that are not
+ * valid UTF-8 give "(invalid UTF-8)". */
+static void s_buf_json_str(s_buf_t *b, const char *s, size_t n)
+{
+    long long col;
+    const char *why;
+    if (!s)
+        s = "", n = 0;
+    if (lq_utf8_check(s, n, &col, &why) < 0)
+        s = "(invalid UTF-8)", n = strlen(s);
+    s_buf_reserve(b, n + 2);
+    b->p[b->len++] = '"';
+    size_t from = 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c >= 0x20 && c != '"' && c != '\\')
+            continue;
+        s_buf_add(b, s + from, i - from);
+        from = i + 1;
+        char esc[8] = {'\\', 0};
+        size_t el = 2;
+        switch (c) {
+        case '"': esc[1] = '"'; break;
+        case '\\': esc[1] = '\\'; break;
+        case '\b': esc[1] = 'b'; break;
+        case '\f': esc[1] = 'f'; break;
+        case '\n': esc[1] = 'n'; break;
+        case '\r': esc[1] = 'r'; break;
+        case '\t': esc[1] = 't'; break;
+        default:
+            snprintf(esc, sizeof esc, "\\u%04x", c);
+            el = 6;
+        }
+        s_buf_add(b, esc, el);
+    }
+    s_buf_add(b, s + from, n - from);
+    s_buf_lit(b, "\"");
+}
+
+/* Appends the "error" object (its last field is the message: REPORT
+ * relies on it). */
+static void s_buf_error(s_buf_t *b, const char *code, const char *message)
+{
+    s_buf_lit(b, "{\"code\":");
+    s_buf_json_str(b, code, strlen(code));
+    s_buf_lit(b, ",\"message\":");
+    s_buf_json_str(b, message ? message : "", message ? strlen(message) : 0);
+    s_buf_lit(b, "}");
 }
 
 char *lq_error_json(const char *code, const char *message)
 {
-    char *c = s_json_str(code, strlen(code));
-    char *m = s_json_str(message ? message : "", message ? strlen(message) : 0);
-    char *out = xasprintf("{\"code\":%s,\"message\":%s}", c, m);
-    free(c);
-    free(m);
-    return out;
+    s_buf_t b = {0};
+    s_buf_error(&b, code, message);
+    s_buf_add(&b, "", 1);
+    return b.p;
+}
+
+/* Builds rep's value (what res stores for a final result) and cid_at:
+ * "<S|F><attempt>|{"id":"batch_req_<batch>_<index>","custom_id":<cid>,
+ * "response":<response object or null>,"error":<error object or null>}".
+ * The response object is {"status_code":..,"request_id":..,"body":..}
+ * ("request_id" always a string, as in OpenAI's output format). */
+static void s_build_value(s_report_t *rep, const lq_w_result_t *res, const char *cid)
+{
+    s_buf_t b = {0};
+    s_buf_reserve(&b, 160 + (res->body ? res->body_len : 0));
+    s_buf_add(&b, res->outcome == LQ_OUTCOME_OK ? "S" : "F", 1);
+    s_buf_int(&b, res->attempt);
+    s_buf_lit(&b, "|{\"id\":\"batch_req_");
+    s_buf_add(&b, rep->batch, strlen(rep->batch));
+    s_buf_lit(&b, "_");
+    s_buf_int(&b, res->index);
+    s_buf_lit(&b, "\",\"custom_id\":");
+    size_t cid_at = 0;
+    if (cid && cid[0])
+        s_buf_json_str(&b, cid, strlen(cid));
+    else
+        cid_at = b.len; /* unknown here: the script reads it from the payload */
+    s_buf_lit(&b, ",\"response\":");
+    if (res->status > 0) {
+        s_buf_lit(&b, "{\"status_code\":");
+        s_buf_int(&b, res->status);
+        s_buf_lit(&b, ",\"request_id\":");
+        const char *id = res->request_id ? res->request_id : "";
+        s_buf_json_str(&b, id, strlen(id));
+        s_buf_lit(&b, ",\"body\":");
+        if (res->body)
+            s_buf_add(&b, res->body, res->body_len);
+        else
+            s_buf_lit(&b, "null");
+        s_buf_lit(&b, "}");
+    } else {
+        s_buf_lit(&b, "null");
+    }
+    s_buf_lit(&b, ",\"error\":");
+    if (res->outcome != LQ_OUTCOME_OK)
+        s_buf_error(&b, res->error_code ? res->error_code : "error",
+                    res->error_message ? res->error_message : "");
+    else
+        s_buf_lit(&b, "null");
+    s_buf_lit(&b, "}");
+    rep->value = b.p;
+    rep->value_len = b.len;
+    rep->cid_at = cid_at;
 }
 
 int64_t lq_reports_retry_delay(const lq_reports_opts_t *o, int64_t attempt,
@@ -97,23 +219,6 @@ int64_t lq_reports_retry_delay(const lq_reports_opts_t *o, int64_t attempt,
     if (ceil > o->retry_cap_ms)
         ceil = o->retry_cap_ms;
     return ceil > 0 ? (int64_t)((uint64_t)random() % (uint64_t)(ceil + 1)) : 0;
-}
-
-/* The "response" object of an output line, or "" when there was no HTTP
- * response. Caller frees. */
-static char *s_response_json(const lq_w_result_t *res)
-{
-    if (res->status <= 0)
-        return xstrdup("");
-    /* Always a string (OpenAI's output format): "" when the provider sent
-     * no x-request-id. */
-    const char *id = res->request_id ? res->request_id : "";
-    char *rid = s_json_str(id, strlen(id));
-    char *out = xasprintf("{\"status_code\":%lld,\"request_id\":%s,\"body\":%.*s}",
-                          (long long)res->status, rid, res->body ? (int)res->body_len : 4,
-                          res->body ? res->body : "null");
-    free(rid);
-    return out;
 }
 
 void lq_reports_add(lq_reports_t *r, const uint8_t *ident, size_t ident_len,
@@ -130,29 +235,30 @@ void lq_reports_add(lq_reports_t *r, const uint8_t *ident, size_t ident_len,
         r->items = xrealloc(r->items, r->cap * sizeof *r->items);
     }
     s_report_t *rep = &r->items[r->n++];
-    memset(rep, 0, sizeof *rep);
-    rep->cid = cid;
     if (ident_len > sizeof rep->ident)
         ident_len = sizeof rep->ident;
     memcpy(rep->ident, ident, ident_len);
     rep->ident_len = ident_len;
-    snprintf(rep->batch, sizeof rep->batch, "%s", res->batch);
+    size_t bl = strlen(res->batch);
+    if (bl > LQ_MAX_ID)
+        bl = LQ_MAX_ID;
+    memcpy(rep->batch, res->batch, bl);
+    rep->batch[bl] = '\0';
     rep->index = res->index;
     rep->attempt = res->attempt;
     rep->outcome = res->outcome;
-    rep->ptok = res->outcome == LQ_OUTCOME_OK ? res->prompt_tokens : 0;
-    rep->ctok = res->outcome == LQ_OUTCOME_OK ? res->completion_tokens : 0;
+    int ok = res->outcome == LQ_OUTCOME_OK;
+    rep->ptok = ok ? res->prompt_tokens : 0;
+    rep->ctok = ok ? res->completion_tokens : 0;
     rep->delay_ms = lq_reports_retry_delay(&r->opts, res->attempt, res->retry_after_ms);
     rep->status = res->status;
     rep->latency_ms = res->latency_ms;
     rep->retry_after_ms = res->retry_after_ms;
-    snprintf(rep->code, sizeof rep->code, "%s",
-             res->outcome != LQ_OUTCOME_OK && res->error_code ? res->error_code : "");
-    rep->resp = s_response_json(res);
-    rep->err = res->outcome != LQ_OUTCOME_OK
-                   ? lq_error_json(res->error_code ? res->error_code : "error",
-                                   res->error_message ? res->error_message : "")
-                   : xstrdup("");
+    rep->code[0] = '\0';
+    if (!ok && res->error_code)
+        snprintf(rep->code, sizeof rep->code, "%s", res->error_code);
+    s_build_value(rep, res, cid);
+    free(cid);
 }
 
 /* Puts refused results back at the head of the queue, to be sent again. */
@@ -169,6 +275,21 @@ static void s_hold(lq_reports_t *r, s_call_t *call)
     free(call);
 }
 
+/* The script's letter for a result, as the verdict's name. */
+static const char *s_verdict(char c)
+{
+    switch (c) {
+    case 'o': return "ok";
+    case 'f': return "failed";
+    case 'r': return "retry";
+    case 'd': return "dup";
+    case 's': return "resent";
+    case 't': return "stale";
+    case 'g': return "gone";
+    default: return "";
+    }
+}
+
 static void s_on_report(lq_redis_t *redis, redisReply *reply, void *arg)
 {
     (void)redis;
@@ -177,7 +298,7 @@ static void s_on_report(lq_redis_t *redis, redisReply *reply, void *arg)
     r->calls--;
     if (!reply) /* lost (connection, or WAIT not met): the workers re-send them */
         r->lost = 1;
-    if (reply && (reply->type != REDIS_REPLY_ARRAY || reply->elements != call->n)) {
+    if (reply && (reply->type != REDIS_REPLY_STRING || reply->len != call->n)) {
         const char *why = reply->type == REDIS_REPLY_ERROR ? reply->str : "bad reply";
         if (!r->stats.blocked)
             LQ_ERROR("Redis refuses results (%s): keeping %zu results and holding dispatch "
@@ -195,9 +316,9 @@ static void s_on_report(lq_redis_t *redis, redisReply *reply, void *arg)
     }
     for (size_t i = 0; reply && i < call->n; i++) {
         const s_report_t *rep = &call->items[i];
-        const char *code = reply->element[i]->str ? reply->element[i]->str : "";
+        const char *code = s_verdict(reply->str[i]);
         r->stats.results++;
-        r->stats.duplicates += strcmp(code, "dup") == 0;
+        r->stats.duplicates += reply->str[i] == 'd';
         if (r->on_seen) {
             lq_report_seen_t seen = {rep->batch,     code,           rep->outcome,
                                      rep->status,    rep->code,      rep->latency_ms,
@@ -210,36 +331,41 @@ static void s_on_report(lq_redis_t *redis, redisReply *reply, void *arg)
     s_call_destroy(&call);
 }
 
+/* Appends rep's ctl argument (scripts.c, REPORT): the outcome, and for a
+ * retryable result or an unknown custom_id ",delay_ms,cid_at". */
+static void s_add_ctl(lq_redis_args_t *a, const s_report_t *rep)
+{
+    char ctl[64], *w = ctl;
+    *w++ = (char)('0' + (rep->outcome >= 0 && rep->outcome <= 9 ? rep->outcome : 2));
+    if (rep->outcome == LQ_OUTCOME_RETRYABLE || rep->cid_at) {
+        *w++ = ',';
+        w += lq_fmt_int(w, rep->delay_ms > 0 ? rep->delay_ms : 0);
+        *w++ = ',';
+        w += lq_fmt_int(w, (int64_t)rep->cid_at);
+    }
+    lq_redis_args_add(a, ctl, (size_t)(w - ctl));
+}
+
 /* Sends items[0..n) as one REPORT call; takes them over (the caller's copy
  * must not be cleared). */
 static void s_send_call(lq_reports_t *r, const s_report_t *items, size_t n)
 {
-    size_t argc = 3 + n * LQ_REPORT_FIELDS;
-    const char **argv = xmalloc(argc * sizeof *argv);
-    char (*nums)[6][24] = xmalloc(n * sizeof *nums);
-    char now[32], ttl[24];
-    snprintf(now, sizeof now, "%lld", (long long)lq_wall_ms());
-    snprintf(ttl, sizeof ttl, "%lld", r->no_cache ? 0LL : (long long)r->opts.cache_ttl_s);
-    argv[0] = r->opts.prefix;
-    argv[1] = now;
-    argv[2] = ttl;
+    size_t bytes = 64;
+    for (size_t i = 0; i < n; i++)
+        bytes += items[i].value_len + 256;
+    lq_redis_args_t a;
+    lq_redis_args_init(&a, bytes);
+    lq_redis_args_str(&a, r->opts.prefix);
+    lq_redis_args_int(&a, lq_wall_ms());
+    lq_redis_args_int(&a, r->no_cache ? 0 : r->opts.cache_ttl_s);
     for (size_t i = 0; i < n; i++) {
         const s_report_t *rep = &items[i];
-        const char **a = argv + 3 + i * LQ_REPORT_FIELDS;
-        const int64_t v[6] = {rep->index, rep->attempt, rep->outcome,
-                              rep->ptok,  rep->ctok,    rep->delay_ms};
-        for (int k = 0; k < 6; k++)
-            snprintf(nums[i][k], 24, "%lld", (long long)v[k]);
-        a[0] = rep->batch;
-        a[1] = nums[i][0];
-        a[2] = nums[i][1];
-        a[3] = nums[i][2];
-        a[4] = rep->resp;
-        a[5] = rep->err;
-        a[6] = nums[i][3];
-        a[7] = nums[i][4];
-        a[8] = nums[i][5];
-        a[9] = rep->cid;
+        lq_redis_args_str(&a, rep->batch);
+        lq_redis_args_int(&a, rep->index);
+        lq_redis_args_add(&a, rep->value, rep->value_len);
+        lq_redis_args_int(&a, rep->ptok > 0 ? rep->ptok : 0);
+        lq_redis_args_int(&a, rep->ctok > 0 ? rep->ctok : 0);
+        s_add_ctl(&a, rep);
     }
     s_call_t *call = xmalloc(sizeof *call);
     call->r = r;
@@ -248,12 +374,18 @@ static void s_send_call(lq_reports_t *r, const s_report_t *items, size_t n)
     memcpy(call->items, items, n * sizeof *call->items);
     /* On failure the connection just went away: the workers re-send after
      * they register again, so these can go. */
-    if (lq_redis_eval(r->redis, LQ_SCRIPT_REPORT, s_on_report, call, 0, (int)argc, argv, NULL) < 0)
+    if (lq_redis_eval_args(r->redis, LQ_SCRIPT_REPORT, s_on_report, call, &a) < 0)
         s_call_destroy(&call);
     else
         r->calls++;
-    free(argv);
-    free(nums);
+}
+
+/* Sends the first n waiting results as one call. */
+static void s_send_head(lq_reports_t *r, size_t n)
+{
+    s_send_call(r, r->items, n);
+    memmove(r->items, r->items + n, (r->n - n) * sizeof *r->items);
+    r->n -= n;
 }
 
 void lq_reports_flush(lq_reports_t *r, uint64_t now_ms)
@@ -265,18 +397,22 @@ void lq_reports_flush(lq_reports_t *r, uint64_t now_ms)
         if (r->calls > 0 || now_ms < r->retry_at)
             return;
         r->retry_at = now_ms + LQ_REPORTS_RETRY_MS;
-        size_t n = r->n > LQ_REPORT_MAX ? LQ_REPORT_MAX : r->n;
-        s_send_call(r, r->items, n);
-        memmove(r->items, r->items + n, (r->n - n) * sizeof *r->items);
-        r->n -= n;
+        s_send_head(r, r->n > LQ_REPORT_MAX ? LQ_REPORT_MAX : r->n);
         return;
     }
-    for (size_t done = 0; done < r->n;) {
-        size_t n = r->n - done > LQ_REPORT_MAX ? LQ_REPORT_MAX : r->n - done;
-        s_send_call(r, r->items + done, n);
-        done += n;
+    /* Nagle: full calls go at once; the rest goes when no call is
+     * outstanding, else it waits for the answer (and grows meanwhile). */
+    size_t done = 0;
+    while (r->n - done >= LQ_REPORT_MAX) {
+        s_send_call(r, r->items + done, LQ_REPORT_MAX);
+        done += LQ_REPORT_MAX;
     }
-    r->n = 0;
+    if (done < r->n && r->calls < LQ_REPORTS_CALLS_MAX) {
+        s_send_call(r, r->items + done, r->n - done);
+        done = r->n;
+    }
+    memmove(r->items, r->items + done, (r->n - done) * sizeof *r->items);
+    r->n -= done;
 }
 
 lq_reports_t *lq_reports_new(lq_redis_t *redis, const lq_reports_opts_t *opts,

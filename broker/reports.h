@@ -1,10 +1,13 @@
 /* reports: worker results on their way into Redis.
  *
- * Owns the results received and not yet written: each one becomes the
- * parts of an output line (the response object, the error object) plus its
- * retry delay, and all that arrived in one loop iteration go to Redis as
- * few REPORT calls as possible (lq_reports_flush, from the before-sleep
- * hook). When Redis answers, the owner's on_recorded handler learns the
+ * Owns the results received and not yet written: each one becomes the line
+ * that Redis stores for it (the output line with its response and error
+ * objects) plus its retry delay. lq_reports_flush (from the before-sleep
+ * hook) sends them as REPORT calls of up to 500 results, Nagle style: at
+ * most LQ_REPORTS_CALLS_MAX small calls are outstanding; results that
+ * arrive meanwhile wait for an answer and go together in the next call, so
+ * a lone result goes at once and the calls grow with the load (a full call
+ * goes at once). When Redis answers, the owner's on_recorded handler learns the
  * script's verdict for each result (ok, failed, retry, dup, resent, stale,
  * gone) so that it can acknowledge it to the worker; a result whose call
  * was lost with the connection is not acknowledged, and the worker sends it
@@ -43,13 +46,15 @@ typedef struct {
 } lq_reports_opts_t;
 
 #define LQ_REPORTS_RETRY_MS 500
+/* REPORT calls outstanding at once before results wait (see flush) */
+#define LQ_REPORTS_CALLS_MAX 1
 #define LQ_REPORTS_HELD_MAX 200000
 
 typedef struct {
     uint64_t results;    /* recorded by Redis */
     uint64_t duplicates; /* of which were duplicates */
     uint64_t refused;    /* REPORT calls Redis refused */
-    int64_t held;        /* results waiting to be written */
+    int64_t held;        /* results waiting to be sent (refused, or behind the outstanding call) */
     int blocked;         /* Redis refuses results right now */
 } lq_reports_stats_t;
 
@@ -80,9 +85,11 @@ void lq_reports_destroy(lq_reports_t **r);
  * ownership of cid. Can't fail. */
 void lq_reports_add(lq_reports_t *r, const uint8_t *ident, size_t ident_len,
                     const lq_w_result_t *res, char *cid);
-/* Sends the queued results to Redis (while blocked, at most once every
- * LQ_REPORTS_RETRY_MS of now_ms, a monotonic clock). Can't fail: with Redis
- * down they are dropped unacknowledged (the workers send them again). */
+/* Sends the queued results to Redis: full calls at once, the rest when
+ * fewer than LQ_REPORTS_CALLS_MAX calls are outstanding (while blocked, one
+ * call at a time, at most once every LQ_REPORTS_RETRY_MS of now_ms, a
+ * monotonic clock). Can't fail: with Redis down they are dropped
+ * unacknowledged (the workers send them again). */
 void lq_reports_flush(lq_reports_t *r, uint64_t now_ms);
 /* Whether final successes of cache batches are stored in the cache (on by
  * default; off while Redis is near full: the cache gives way first). */

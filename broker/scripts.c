@@ -1,7 +1,8 @@
 /* scripts: see scripts.h. Conventions shared by all scripts:
  *   P = ARGV[1] (key prefix), batch meta hash  P..'b:'..id,
  *   jobs  P..'b:'..id..':jobs'  (index -> job payload, payload.h),
- *   att   P..'b:'..id..':att'   (index -> attempts leased so far),
+ *   att   P..'b:'..id..':att'   (index -> attempts leased so far, for jobs
+ *         leased more than once: a job leased once has no entry),
  *   res   P..'b:'..id..':res'   (index -> 'S'|'F' .. output line),
  *   q     P..'b:'..id..':q'     (list of indices to run again),
  *   P..'leases'  zset member "id|index" (payload.h) -> lease deadline (unix ms),
@@ -27,21 +28,23 @@
     "    redis.call('HINCRBY', m, 'leased', -1)\n"                                                 \
     "  end\n"                                                                                      \
     "end\n"                                                                                        \
-    "local function check_finish(id, m, now)\n"                                                    \
-    "  local f = redis.call('HMGET', m, 'state', 'closed', 'total', 'completed', 'failed',"       \
-    " 'leased')\n"                                                                                 \
-    "  local state = f[1]\n"                                                                       \
-    "  local done = tonumber(f[4]) + tonumber(f[5])\n"                                             \
-    "  if (state == 'in_progress' or state == 'submitting') and f[2] == '1' and"                  \
-    " done >= tonumber(f[3]) then\n"                                                               \
+    "local function finish_if_done(id, m, now, state, closed, total, done, leased)\n"               \
+    "  if (state == 'in_progress' or state == 'submitting') and closed == '1' and"                 \
+    " done >= total then\n"                                                                        \
     "    redis.call('HSET', m, 'state', 'completed', 'finished_at', math.floor(now / 1000))\n"    \
     "    redis.call('SREM', P..'active', id)\n"                                                    \
     "    redis.call('ZADD', P..'finished', math.floor(now / 1000), id)\n"                          \
-    "  elseif state == 'cancelling' and tonumber(f[6]) <= 0 then\n"                                \
+    "  elseif state == 'cancelling' and leased <= 0 then\n"                                       \
     "    redis.call('HSET', m, 'state', 'cancelled', 'finished_at', math.floor(now / 1000))\n"    \
     "    redis.call('SREM', P..'active', id)\n"                                                    \
     "    redis.call('ZADD', P..'finished', math.floor(now / 1000), id)\n"                          \
     "  end\n"                                                                                      \
+    "end\n"                                                                                        \
+    "local function check_finish(id, m, now)\n"                                                   \
+    "  local f = redis.call('HMGET', m, 'state', 'closed', 'total', 'completed', 'failed',"       \
+    " 'leased')\n"                                                                                 \
+    "  finish_if_done(id, m, now, f[1], f[2], tonumber(f[3]), tonumber(f[4]) + tonumber(f[5]),"   \
+    " tonumber(f[6]))\n"                                                                           \
     "end\n"                                                                                        \
     "local function forget_job(m, idx, cache)\n"                                                   \
     "  redis.call('HDEL', m..':jobs', idx)\n"                                                      \
@@ -110,17 +113,18 @@ static const char s_chunk[] =
     "if st[3] == '1' or st[1] ~= 'submitting' then return {-3, submitted} end\n"
     "local args, keys = {}, {}\n"
     "for i = skip + 1, n do\n"
-    "  args[#args + 1] = first + i - 1\n"
+    "  local idx = string.format('%d', first + i - 1)\n"
+    "  args[#args + 1] = idx\n"
     "  args[#args + 1] = ARGV[4 + i]\n"
     "  if keyed and st[4] == '1' and ARGV[4 + n + i] ~= '' then\n"
-    "    keys[#keys + 1] = first + i - 1\n"
+    "    keys[#keys + 1] = idx\n"
     "    keys[#keys + 1] = ARGV[4 + n + i]\n"
     "  end\n"
     "end\n"
     "redis.call('HSET', m..':jobs', unpack(args))\n"
     "if #keys > 0 then redis.call('HSET', m..':ck', unpack(keys)) end\n"
     "submitted = first + n\n"
-    "redis.call('HSET', m, 'submitted', submitted)\n"
+    "redis.call('HSET', m, 'submitted', string.format('%d', submitted))\n"
     "return {submitted}\n";
 
 /* CLOSE(P, id, total, now_ms) -> {state} or {-1} unknown, {-2, submitted} */
@@ -137,8 +141,10 @@ static const char s_close[] = LQ_LUA_LIB
     "end\n"
     "return {redis.call('HGET', m, 'state')}\n";
 
-/* LEASE(P, id, n, lease_deadline_ms, now_ms) -> {more, idx, attempt,
- * payload, ...}. In a batch opened with cache, a job whose request has a
+/* LEASE(P, id, n, lease_deadline_ms, now_ms) -> {more, k, {idx, attempt,
+ * payload} k times, [first, payload...]}: k jobs with their attempt, then
+ * optionally a run of fresh jobs (attempt 1) at indices first, first + 1,
+ * ... (a missing payload is nil). In a batch opened with cache, a job whose request has a
  * cached response is answered here (its result written, counted in
  * 'cached') and not returned: it never reaches a worker. */
 static const char s_lease[] = LQ_LUA_LIB
@@ -164,7 +170,7 @@ static const char s_lease[] = LQ_LUA_LIB
     "  record(id, m, idx, false, string.sub(v, b + 1), '', now, 0, true)\n"
     "  return true\n"
     "end\n"
-    "local out = {0}\n"
+    "local out = {0, 0}\n"
     "-- got: jobs taken (leased, or answered from the cache up to 5000 more)\n"
     "local got, leased, budget = 0, 0, n + (cache and 5000 or 0)\n"
     "while leased < n and got < budget do\n"
@@ -175,11 +181,13 @@ static const char s_lease[] = LQ_LUA_LIB
     "     not redis.call('ZSCORE', P..'leases', member) then\n"
     "    got = got + 1\n"
     "    if not from_cache(idx) then\n"
-    "      local att = redis.call('HINCRBY', m..':att', idx, 1)\n"
+    "      local att = tonumber(redis.call('HGET', m..':att', idx) or '1') + 1\n"
+    "      redis.call('HSET', m..':att', idx, string.format('%d', att))\n"
     "      redis.call('ZADD', P..'leases', deadline, member)\n"
     "      out[#out + 1] = tonumber(idx)\n"
     "      out[#out + 1] = att\n"
     "      out[#out + 1] = redis.call('HGET', m..':jobs', idx)\n"
+    "      out[2] = out[2] + 1\n"
     "      leased = leased + 1\n"
     "    end\n"
     "  end\n"
@@ -193,23 +201,30 @@ static const char s_lease[] = LQ_LUA_LIB
     "  got = got + 1\n"
     "end\n"
     "if #fresh > 0 then\n"
-    "  local payloads = redis.call('HMGET', m..':jobs', unpack(fresh))\n"
-    "  local att, z = {}, {}\n"
+    "  local keys, z = {}, {}\n"
     "  for i, idx in ipairs(fresh) do\n"
-    "    att[#att + 1] = idx\n"
-    "    att[#att + 1] = 1\n"
+    "    local k = string.format('%d', idx)\n"
+    "    keys[i] = k\n"
     "    z[#z + 1] = deadline\n"
-    "    z[#z + 1] = member_of(id, idx)\n"
-    "    out[#out + 1] = idx\n"
-    "    out[#out + 1] = 1\n"
+    "    z[#z + 1] = member_of(id, k)\n"
+    "  end\n"
+    "  local payloads = redis.call('HMGET', m..':jobs', unpack(keys))\n"
+    "  -- consecutive indices (no cache hit between them): the first, then the payloads\n"
+    "  local run = fresh[#fresh] - fresh[1] == #fresh - 1\n"
+    "  if run then out[#out + 1] = fresh[1] end\n"
+    "  for i, idx in ipairs(fresh) do\n"
+    "    if not run then\n"
+    "      out[#out + 1] = idx\n"
+    "      out[#out + 1] = 1\n"
+    "      out[2] = out[2] + 1\n"
+    "    end\n"
     "    out[#out + 1] = payloads[i]\n"
     "  end\n"
-    "  redis.call('HSET', m..':att', unpack(att))\n"
     "  redis.call('ZADD', P..'leases', unpack(z))\n"
     "  leased = leased + #fresh\n"
     "end\n"
-    "redis.call('HSET', m, 'cursor', cursor)\n"
-    "redis.call('HINCRBY', m, 'leased', leased)\n"
+    "redis.call('HSET', m, 'cursor', string.format('%d', cursor))\n"
+    "if leased > 0 then redis.call('HINCRBY', m, 'leased', string.format('%d', leased)) end\n"
     "if hits > 0 then\n"
     "  redis.call('HINCRBY', m, 'cached', hits)\n"
     "  redis.call('HINCRBY', m, 'cached_prompt_tokens', hit_pt)\n"
@@ -222,26 +237,48 @@ static const char s_lease[] = LQ_LUA_LIB
     "if cursor < submitted or redis.call('LLEN', m..':q') > 0 then out[1] = 1 end\n"
     "return out\n";
 
-/* REPORT(P, now_ms, cache_ttl_s, {id, idx, attempt, outcome, resp, err, ptok,
- * ctok, delay_ms, custom_id or ''}...); a final success of a batch opened
- * with cache is stored as its request's cached response for cache_ttl_s
- * (0: not stored, e.g. while Redis is near full) -> one code per result: ok, failed, retry, dup, resent, stale,
- * gone. Per result it touches only the job's own keys; batch counters are
- * summed in the script and written once per batch per call. */
+/* REPORT(P, now_ms, cache_ttl_s, {id, idx, value, ptok, ctok, ctl}...) -> one
+ * letter per result (a string): o ok, f failed, r retry, d dup, s resent,
+ * t stale, g gone.
+ * value is what res stores for a final result, ready made by the broker
+ * ('S'|'F', attempt, '|', output line, whose last field is "error"); it also
+ * tells the script the attempt. ptok and ctok are >= 0. ctl is the outcome
+ * (0 ok, 1 retryable, 2 fatal), alone or, for a retryable result or one
+ * whose custom_id the broker did not know, "outcome,delay_ms,cid_at":
+ * the retry delay, and the byte offset in value where the script inserts
+ * the custom_id (read from the payload; 0: none). A final success of a
+ * batch opened with cache is stored as its request's cached response for
+ * cache_ttl_s (0: not stored, e.g. while Redis is near full); a retryable
+ * error that becomes final because its attempts are used up gets that said
+ * at the end of its message.
+ * Per result it writes only the job's result; the leases it drops, the
+ * payloads it forgets and the batch counters are gathered in the script
+ * and written once per batch per call. */
 static const char s_report[] = LQ_LUA_LIB
     "local now = tonumber(ARGV[2])\n"
     "local codes = {}\n"
     "local metas, order = {}, {}\n"
+    "-- the batch counters a call changes: read with the batch, written once at the end\n"
+    "local counters = {'completed', 'failed', 'leased', 'prompt_tokens', 'completion_tokens',\n"
+    "                  'duplicates', 'retried'}\n"
     "local function meta_of(id)\n"
     "  local x = metas[id]\n"
     "  if x == nil then\n"
     "    local m = P..'b:'..id\n"
-    "    local f = redis.call('HMGET', m, 'state', 'max_attempts', 'cache')\n"
+    "    local f = redis.call('HMGET', m, 'state', 'max_attempts', 'cache', 'closed', 'total',\n"
+    "                         unpack(counters))\n"
     "    if f[1] then\n"
-    "      x = {m = m, state = f[1], max = tonumber(f[2]), cache = f[3] == '1', completed = 0,\n"
+    "      local was = {}\n"
+    "      for i, k in ipairs(counters) do was[k] = f[5 + i] end\n"
+    "      x = {m = m, state = f[1], max = tonumber(f[2]), cache = f[3] == '1', closed = f[4],\n"
+    "           total = f[5], was = was, completed = 0,\n"
     "           failed = 0,\n"
     "           leased = 0, prompt_tokens = 0, completion_tokens = 0, duplicates = 0,\n"
-    "           retried = 0}\n"
+    "           retried = 0,\n"
+    "           -- att holds only jobs leased more than once: without it, skip its reads\n"
+    "           att = redis.call('EXISTS', m..':att') == 1,\n"
+    "           stopping = f[1] == 'cancelling' or f[1] == 'cancelled',\n"
+    "           unlease = {}, forget = {}}\n"
     "      order[#order + 1] = id\n"
     "    else\n"
     "      x = false\n"
@@ -250,79 +287,93 @@ static const char s_report[] = LQ_LUA_LIB
     "  end\n"
     "  return x\n"
     "end\n"
+    "-- leases to drop and jobs to forget are collected, then removed with one\n"
+    "-- call per batch (nothing in this script reads them meanwhile)\n"
     "local function unlease_x(x, member)\n"
-    "  if redis.call('ZREM', P..'leases', member) == 1 then x.leased = x.leased - 1 end\n"
+    "  x.unlease[#x.unlease + 1] = member\n"
     "end\n"
-    "local function existing(x, id, idx, attempt)\n"
-    "  local prev = redis.call('HGET', x.m..':res', idx)\n"
-    "  local bar = string.find(prev, '|', 1, true)\n"
-    "  if tonumber(string.sub(prev, 2, bar - 1)) == attempt then return 'resent' end\n"
+    "-- the attempt of a stored or reported line: 'S'|'F', attempt, '|', ...\n"
+    "local function attempt_of(line)\n"
+    "  return string.sub(line, 2, string.find(line, '|', 1, true) - 1)\n"
+    "end\n"
+    "local function existing(x, id, idx, v)\n"
+    "  if attempt_of(redis.call('HGET', x.m..':res', idx)) == attempt_of(v) then return 's' end\n"
     "  x.duplicates = x.duplicates + 1\n"
     "  unlease_x(x, member_of(id, idx))\n"
-    "  return 'dup'\n"
+    "  return 'd'\n"
     "end\n"
     "local ttl = tonumber(ARGV[3])\n"
-    "for b = 4, #ARGV, 10 do\n"
-    "  local id, idx = ARGV[b], ARGV[b + 1]\n"
-    "  local attempt, outcome = tonumber(ARGV[b + 2]), tonumber(ARGV[b + 3])\n"
-    "  local x = meta_of(id)\n"
+    "local last_id, x\n"
+    "for b = 4, #ARGV, 6 do\n"
+    "  local id, idx, v, ctl = ARGV[b], ARGV[b + 1], ARGV[b + 2], ARGV[b + 5]\n"
+    "  local outcome, delay, cid_at = string.byte(ctl) - 48, 0, 0\n"
+    "  if #ctl > 1 then\n"
+    "    local d, c = string.match(ctl, '^%d,(%d+),(%d+)$')\n"
+    "    delay, cid_at = tonumber(d), tonumber(c)\n"
+    "  end\n"
+    "  if id ~= last_id then x = meta_of(id) last_id = id end\n"
     "  local code\n"
-    "  local member = member_of(id, idx)\n"
+    "  local member = id..'|'..idx -- member_of(id, idx), inlined\n"
     "  if not x then\n"
-    "    code = 'gone'\n"
+    "    code = 'g'\n"
     "  else\n"
     "    local final = true\n"
     "    if outcome == 1 then\n"
     "      if redis.call('HEXISTS', x.m..':res', idx) == 1 then\n"
-    "        code = existing(x, id, idx, attempt)\n"
+    "        code = existing(x, id, idx, v)\n"
     "        final = false\n"
     "      else\n"
-    "        local cur = tonumber(redis.call('HGET', x.m..':att', idx) or '0')\n"
-    "        if attempt < cur then\n"
-    "          code = 'stale'\n"
+    "        local cur = x.att and tonumber(redis.call('HGET', x.m..':att', idx) or '1') or 1\n"
+    "        if tonumber(attempt_of(v)) < cur then\n"
+    "          code = 't'\n"
     "          final = false\n"
-    "        elseif cur < x.max and x.state ~= 'cancelling' and x.state ~= 'cancelled' then\n"
+    "        elseif cur < x.max and not x.stopping then\n"
     "          unlease_x(x, member)\n"
-    "          redis.call('ZADD', P..'delayed', now + tonumber(ARGV[b + 8]), member)\n"
+    "          redis.call('ZADD', P..'delayed', now + delay, member)\n"
     "          x.retried = x.retried + 1\n"
-    "          code = 'retry'\n"
+    "          code = 'r'\n"
     "          final = false\n"
     "        end\n"
     "      end\n"
     "    end\n"
     "    if final then\n"
     "      local failed = outcome ~= 0\n"
-    "      local cid = ARGV[b + 9]\n"
-    "      if cid == '' then cid = cid_of(redis.call('HGET', x.m..':jobs', idx) or '0:') end\n"
-    "      local resp, err = ARGV[b + 4], ARGV[b + 5]\n"
-    "      if outcome == 1 and err ~= '' and x.state ~= 'cancelling' and x.state ~= 'cancelled' then\n"
-    "        local e = cjson.decode(err)\n"
-    "        e.message = tostring(e.message or '')..' (not retried: all '..x.max..\n"
-    "          ' attempts used, see --max-attempts)'\n"
-    "        err = cjson.encode(e)\n"
+    "      local pt, ct = ARGV[b + 3], ARGV[b + 4]\n"
+    "      local store = x.cache and not failed and ttl > 0\n"
+    "      local exhausted = outcome == 1 and not x.stopping\n"
+    "      local resp\n"
+    "      if store then\n"
+    "        -- the response object: after the first ,\"response\": (custom_id is a JSON\n"
+    "        -- string: it holds no unescaped quote), before ,\"error\":null}\n"
+    "        local at = string.find(v, ',\"response\":', 1, true)\n"
+    "        resp = string.sub(v, at + 12, #v - 14)\n"
     "      end\n"
-    "      local line = '{\"id\":\"batch_req_'..id..'_'..idx..'\",\"custom_id\":'..\n"
-    "        cjson.encode(cid)..',\"response\":'..(resp ~= '' and resp or 'null')..\n"
-    "        ',\"error\":'..(err ~= '' and err or 'null')..'}'\n"
-    "      if redis.call('HSETNX', x.m..':res', idx, (failed and 'F' or 'S')..attempt..'|'..line)\n"
-    "         == 1 then\n"
+    "      if exhausted then\n"
+    "        -- the line ends with the error's message: ...\"message\":\"...\"}}\n"
+    "        v = string.sub(v, 1, #v - 3)..' (not retried: all '..x.max..\n"
+    "          ' attempts used, see --max-attempts)'..string.sub(v, #v - 2)\n"
+    "      end\n"
+    "      if cid_at > 0 then\n"
+    "        local at = cid_at\n"
+    "        local cid = cid_of(redis.call('HGET', x.m..':jobs', idx) or '0:')\n"
+    "        v = string.sub(v, 1, at)..cjson.encode(cid)..string.sub(v, at + 1)\n"
+    "      end\n"
+    "      if redis.call('HSETNX', x.m..':res', idx, v) == 1 then\n"
     "        if failed then x.failed = x.failed + 1 else x.completed = x.completed + 1 end\n"
-    "        local pt, ct = tonumber(ARGV[b + 6]), tonumber(ARGV[b + 7])\n"
-    "        if pt > 0 then x.prompt_tokens = x.prompt_tokens + pt end\n"
-    "        if ct > 0 then x.completion_tokens = x.completion_tokens + ct end\n"
+    "        if pt ~= '0' then x.prompt_tokens = x.prompt_tokens + tonumber(pt) end\n"
+    "        if ct ~= '0' then x.completion_tokens = x.completion_tokens + tonumber(ct) end\n"
     "        unlease_x(x, member)\n"
-    "        if x.cache and not failed and ttl > 0 then\n"
+    "        if store then\n"
     "          local key = redis.call('HGET', x.m..':ck', idx)\n"
     "          if key then\n"
-    "            redis.call('SET', P..'cache:'..key, math.max(pt, 0)..':'..math.max(ct, 0)..':'..resp,\n"
-    "                       'EX', ttl)\n"
+    "            redis.call('SET', P..'cache:'..key, pt..':'..ct..':'..resp, 'EX', ttl)\n"
     "            redis.call('HINCRBY', P..'cache_stats', 'stores', 1)\n"
     "          end\n"
     "        end\n"
-    "        forget_job(x.m, idx, x.cache)\n"
-    "        code = failed and 'failed' or 'ok'\n"
+    "        x.forget[#x.forget + 1] = idx\n"
+    "        code = failed and 'f' or 'o'\n"
     "      else\n"
-    "        code = existing(x, id, idx, attempt)\n"
+    "        code = existing(x, id, idx, v)\n"
     "      end\n"
     "    end\n"
     "  end\n"
@@ -330,13 +381,27 @@ static const char s_report[] = LQ_LUA_LIB
     "end\n"
     "for _, id in ipairs(order) do\n"
     "  local x = metas[id]\n"
-    "  for _, k in ipairs({'completed', 'failed', 'leased', 'prompt_tokens',\n"
-    "                      'completion_tokens', 'duplicates', 'retried'}) do\n"
-    "    if x[k] ~= 0 then redis.call('HINCRBY', x.m, k, x[k]) end\n"
+    "  if #x.unlease > 0 then\n"
+    "    x.leased = x.leased - redis.call('ZREM', P..'leases', unpack(x.unlease))\n"
     "  end\n"
-    "  check_finish(id, x.m, now)\n"
+    "  if #x.forget > 0 then -- forget_job, for all of them\n"
+    "    redis.call('HDEL', x.m..':jobs', unpack(x.forget))\n"
+    "    if x.att then redis.call('HDEL', x.m..':att', unpack(x.forget)) end\n"
+    "    if x.cache then redis.call('HDEL', x.m..':ck', unpack(x.forget)) end\n"
+    "  end\n"
+    "  local now_v, set = {}, {}\n"
+    "  for _, k in ipairs(counters) do\n"
+    "    now_v[k] = tonumber(x.was[k] or '0') + x[k]\n"
+    "    if x[k] ~= 0 then\n"
+    "      set[#set + 1] = k\n"
+    "      set[#set + 1] = string.format('%d', now_v[k])\n"
+    "    end\n"
+    "  end\n"
+    "  if #set > 0 then redis.call('HSET', x.m, unpack(set)) end\n"
+    "  finish_if_done(id, x.m, now, x.state, x.closed, tonumber(x.total or '0'),\n"
+    "                 now_v.completed + now_v.failed, now_v.leased)\n"
     "end\n"
-    "return codes\n";
+    "return table.concat(codes)\n";
 
 /* Shared by REQUEUE and EXPIRE: put one leased job back (or fail it when its
  * attempts are used up). Returns 1 if the job went back to its queue. */
@@ -352,7 +417,7 @@ static const char s_report[] = LQ_LUA_LIB
     "  local back = 0\n"                                                                           \
     "  if redis.call('HEXISTS', m..':res', idx) == 0 and meta[1] ~= 'cancelling' and"             \
     " meta[1] ~= 'cancelled' then\n"                                                               \
-    "    local cur = tonumber(redis.call('HGET', m..':att', idx) or '0')\n"                        \
+    "    local cur = tonumber(redis.call('HGET', m..':att', idx) or '1')\n"                        \
     "    if cur >= tonumber(meta[2]) then\n"                                                       \
     "      record(id, m, idx, true, '', err, now, cur, meta[3] == '1')\n"                          \
     "    else\n"                                                                                   \
@@ -471,11 +536,14 @@ static const char s_results[] =
     "local from, max = tonumber(ARGV[3]), tonumber(ARGV[4])\n"
     "local out = {0, 0}\n"
     "local idx = from\n"
-    "local fields = {}\n"
+    "local fields, names = {}, {}\n"
     "local last = math.min(from + math.min(max, 5000), total) - 1\n"
-    "for i = from, last do fields[#fields + 1] = i end\n"
+    "for i = from, last do\n"
+    "  fields[#fields + 1] = i\n"
+    "  names[#names + 1] = string.format('%d', i)\n"
+    "end\n"
     "local got = {}\n"
-    "if #fields > 0 then got = redis.call('HMGET', m..':res', unpack(fields)) end\n"
+    "if #fields > 0 then got = redis.call('HMGET', m..':res', unpack(names)) end\n"
     "local bytes = 0\n"
     "for k = 1, #fields do\n"
     "  local v = got[k]\n"

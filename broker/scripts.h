@@ -30,7 +30,7 @@ extern const char *const lq_scripts[];
 
 /* Number of fields per result in a REPORT call (after prefix, now and the
  * cache TTL). */
-#define LQ_REPORT_FIELDS 10
+#define LQ_REPORT_FIELDS 6
 
 /* Number of arguments per upstream in an RLSHARE call (after prefix, broker
  * id and staleness), and of values per upstream in its answer (followed by

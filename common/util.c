@@ -175,3 +175,20 @@ uint64_t lq_hash64(const void *p, size_t n)
 {
     return lq_hash_mix(lq_fnv1a64(p, n));
 }
+
+size_t lq_fmt_int(char *buf, int64_t v)
+{
+    char tmp[24];
+    size_t n = 0;
+    uint64_t u = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
+    do {
+        tmp[n++] = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    size_t len = 0;
+    if (v < 0)
+        buf[len++] = '-';
+    while (n)
+        buf[len++] = tmp[--n];
+    return len;
+}

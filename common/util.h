@@ -23,6 +23,10 @@ uint64_t lq_mono_us(void);
 int64_t lq_wall_s(void);
 int64_t lq_wall_ms(void);
 
+/* Writes v in decimal into buf (at least 21 bytes; no NUL) and returns the
+ * length: the integer formatting of hot paths (no snprintf, no locale). */
+size_t lq_fmt_int(char *buf, int64_t v);
+
 /* Parses a whole decimal string as a long long within [min,max].
  * Returns 0 and stores it, or -1 when s is empty, not a number or out of range. */
 int lq_parse_ll(const char *s, long long min, long long max, long long *out);

@@ -160,6 +160,44 @@ class Memory(harness.ClusterTest):
         self.assertIn("Redis refuses results", c.tail("broker.log", 200))
         self.assertIn("Redis takes results again", c.tail("broker.log", 200))
 
+    def test_results_wait_for_the_outstanding_report_and_survive_a_refusal(self):
+        """At most one small REPORT call is outstanding (Nagle): results that
+        arrive meanwhile wait in the broker and go in the next call. Here the
+        outstanding call is stuck (CLIENT PAUSE WRITE), results pile up
+        behind it, then Redis refuses it (OOM) and later takes results again:
+        every result is recorded exactly once and no job runs twice."""
+        self.c = c = harness.Cluster(workers=1, concurrency=50,
+                                     fake_args=["--latency-ms", "20"])
+        inp = harness.gen_batch(c.path("in.jsonl"), 2000)
+        batch = c.llmq("submit", inp, "--quiet", check=0).stdout.strip()
+        c._wait(lambda: c.status(batch)["request_counts"]["completed"] > 100, "progress", 30)
+
+        def redis_state():
+            return json.loads(c.llmq("workers", "--json", check=0).stdout)["redis"]
+        # scripts wait while paused (the broker's command timeout is 10 s)
+        c.redis_cli("CLIENT", "PAUSE", "8000", "WRITE")
+        try:
+            # results pile up behind the one outstanding call, not blocked
+            c._wait(lambda: redis_state()["results_held"] >= 20, "results waiting", 6)
+            self.assertFalse(redis_state()["results_blocked"])
+            # the outstanding call (and the next ones) are refused
+            c.redis_cli("CONFIG", "SET", "maxmemory", "1mb")
+        finally:
+            c.redis_cli("CLIENT", "UNPAUSE")
+        c._wait(lambda: redis_state()["results_blocked"], "results blocked", 15)
+        c.redis_cli("CONFIG", "SET", "maxmemory", "0")
+        c.llmq("wait", batch, "--quiet", check=0)
+        c.llmq("results", batch, "-o", c.path("out.jsonl"), "--quiet", check=0)
+        lines = harness.read_jsonl(c.path("out.jsonl"))
+        self.assertEqual([x["custom_id"] for x in lines], [f"req-{i}" for i in range(2000)])
+        self.assertTrue(all(x["error"] is None for x in lines))
+        st = c.status(batch)["request_counts"]
+        self.assertEqual((st["completed"], st["failed"]), (2000, 0))
+        counts = c.fake_get("/counts")
+        self.assertEqual(sum(1 for v in counts.values() if v > 1), 0)
+        self.assertIn("Redis refuses results", c.tail("broker.log", 200))
+        self.assertIn("Redis takes results again", c.tail("broker.log", 200))
+
 
 if __name__ == "__main__":
     harness.main()
