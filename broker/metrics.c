@@ -67,7 +67,7 @@ static void s_render_core(lq_metrics_t *m, lq_prom_buf_t *b)
         "# TYPE llmq_admission_open gauge\nllmq_admission_open %d\n"
         "# HELP llmq_results_blocked 1 while Redis refuses results (they are held and retried).\n"
         "# TYPE llmq_results_blocked gauge\nllmq_results_blocked %d\n"
-        "# HELP llmq_results_held Results held in memory while Redis refuses them.\n"
+        "# HELP llmq_results_held Results held in memory: waiting for the REPORT call in progress, or refused by Redis.\n"
         "# TYPE llmq_results_held gauge\nllmq_results_held %lld\n"
         "# HELP llmq_results_refused_total Result writes Redis refused.\n"
         "# TYPE llmq_results_refused_total counter\nllmq_results_refused_total %llu\n"
