@@ -913,6 +913,7 @@ class Bench:
         r["fifty_ideal_s"] = P["fifty_n"] / 500 * 0.05
         asy = [self.asyncio_run(P["cost_n"], P["asy_tp_conc"], label="durable row")
                for _ in range(P["bas_reps"])]
+        r["asyncio_runs"] = asy
         r["asyncio"] = max(asy, key=lambda v: v["jobs_per_s"])
         c = self.cluster(0, 1)
         try:

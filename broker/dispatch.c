@@ -27,7 +27,7 @@ typedef struct s_job {
     struct s_job *next; /* prefetch queue link */
     s_batch_t *batch;
     int64_t index, attempt, est_tokens;
-    char *url;
+    char *url;  /* url and cid live in the job's own allocation (strs) */
     char *cid;  /* custom_id, passed back with the result */
     char *body; /* freed once sent */
     size_t body_len;
@@ -35,6 +35,7 @@ typedef struct s_job {
     int admitted; /* counted in flight by its upstream's limiter */
     uint64_t admitted_ms; /* when the limiter let it go */
     char member[LQ_MEMBER_MAX];
+    char strs[]; /* url NUL cid NUL */
 } s_job_t;
 
 struct s_batch {
@@ -84,8 +85,6 @@ static void s_job_destroy(s_job_t **p)
 {
     if (!*p)
         return;
-    free((*p)->url);
-    free((*p)->cid);
     free((*p)->body);
     free(*p);
     *p = NULL;
@@ -207,13 +206,19 @@ static s_job_t *s_job_from_lease(s_batch_t *b, const lq_leased_t *l)
     lq_payload_t p;
     if (lq_payload_decode(l->payload, l->payload_len, &p) < 0)
         return NULL;
-    s_job_t *j = xcalloc(1, sizeof *j);
+    /* one allocation for the job, its url and its custom_id */
+    s_job_t *j = xmalloc(sizeof *j + p.url_len + 1 + p.cid_len + 1);
+    memset(j, 0, sizeof *j);
     j->batch = b;
     j->index = l->index;
     j->attempt = l->attempt;
     lq_member_format(j->member, sizeof j->member, b->id, l->index);
-    j->cid = xstrndup(p.cid, p.cid_len);
-    j->url = xstrndup(p.url, p.url_len);
+    j->url = j->strs;
+    memcpy(j->url, p.url, p.url_len);
+    j->url[p.url_len] = '\0';
+    j->cid = j->url + p.url_len + 1;
+    memcpy(j->cid, p.cid, p.cid_len);
+    j->cid[p.cid_len] = '\0';
     j->est_tokens = p.est_tokens > 0 ? p.est_tokens : 0;
     j->body = xstrndup(p.body, p.body_len);
     j->body_len = p.body_len;
