@@ -112,15 +112,23 @@ def measure(jobs, workers, conc):
     finally:
         WRAP.update(names=set(), dir=None)
         c.close()
-    # 2: the client under callgrind against a native cluster
-    c = harness.Cluster(workers=workers, concurrency=conc)
-    try:
-        inp = c.path("in.jsonl")
-        harness.gen_batch(inp, jobs)
-        run_llmq(c, inp, c.path("out.jsonl"), client_wrap=callgrind(c.dir, "client"))
-        res["totals"]["client"] = summary(os.path.join(c.dir, "cg.client"))
-    finally:
-        c.close()
+    # 2: the client under callgrind against a native cluster (a second try
+    # if the cluster fails to start: a free port taken meanwhile)
+    for attempt in (1, 2):
+        try:
+            c = harness.Cluster(workers=workers, concurrency=conc)
+        except AssertionError:
+            if attempt == 2:
+                raise
+            continue
+        try:
+            inp = c.path("in.jsonl")
+            harness.gen_batch(inp, jobs)
+            run_llmq(c, inp, c.path("out.jsonl"), client_wrap=callgrind(c.dir, "client"))
+            res["totals"]["client"] = summary(os.path.join(c.dir, "cg.client"))
+        finally:
+            c.close()
+        break
     t = res["totals"]
     per = {"broker": t["broker"] / jobs, "redis": t["redis"] / jobs,
            "worker": sum(v for k, v in t.items() if k.startswith("worker")) / jobs,

@@ -750,6 +750,11 @@ def s_cost(R):
                      fmt_n(a) if a else "–", f"{a / b:.2f} ×" if a and b else "–"])
     jobs = now["instructions"]["jobs"] if now else 0
     md.append(table(["process", "before", "now", "now / before"], rows))
+    runs = {n: [r["llmq_total"] for r in sets[n].get("instructions_runs", [])] for n in names}
+    if any(len(v) > 1 for v in runs.values()):
+        md.append("Median of " + ", ".join(
+            f"{len(v)} runs {n} (all of llmq: {', '.join(fmt_n(t) for t in v)})"
+            for n, v in runs.items()) + ".\n")
     if now:
         a = now["instructions"]["per_job"]["llmq_total"]
         b = before["llmq_total"]
