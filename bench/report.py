@@ -1041,6 +1041,11 @@ def s_profile(R):
 
 ANALYSIS = """### Reading and suggestions
 
+Written from the profile of an earlier run (before issue 11). Since then suggestions 1
+(`JOB_LIST`/`RESULT_LIST`), 2 (REPORT per call, not per job), 3 (a non-allocating scan for
+`usage`), 4 (pooled easy handles and buffers) and 5 (the cold window doubles by the clock)
+were done; "Per-job cost" above has the figures before and after. 6-8 stand.
+
 What the profiles and the figures above say, process by process, and what would close the
 gaps (nothing outside bench/ was changed for this report):
 
