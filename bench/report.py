@@ -1132,12 +1132,16 @@ def rerun():
 make bench                  # installs what is missing, builds, full run (< 15 min on 2 cores)
 BENCH_QUICK=1 make bench    # ~3-minute smoke run with small job counts
 BENCH_ONLY=throughput,latency make bench     # some scenarios only (names: wrk, throughput,
-                            # latency, scale_n, scale_workers, faults, rate_limited, profile)
+                            # latency, scale_n, scale_workers, faults, rate_limited,
+                            # rate_shapes, tls, cost, profile)
+BENCH_ONLY=cost LLMQ_BENCH_BEFORE=/path/to/old/build make bench
+                            # per-job cost, beside an older build in the same run
+/usr/bin/python3 bench/instructions.py --jobs 10000   # instructions per job, alone
 /usr/bin/python3 bench/report.py             # rebuild this page from bench/results/latest.json
 ```
 
 `bench/run.sh` installs the extra packages (gnuplot-nox, python3-aiohttp, python3-celery,
-python3-redis, wrk, linux-perf, time) through `scripts/install-deps.sh`, then runs
+python3-redis, wrk, linux-perf, time, nginx-light, openssl, valgrind) through `scripts/install-deps.sh`, then runs
 `bench/run.py` with Debian's `/usr/bin/python3`. Raw figures, including per-process CPU,
 context switches, peak RSS, Redis script counts and the progress time series, are in
 `bench/results/latest.json`. The profile step needs `perf record` to work (it is skipped
