@@ -100,9 +100,8 @@ static void s_buf_int(s_buf_t *b, int64_t v)
     b->len += lq_fmt_int(b->p + b->len, v);
 }
 
-/* Appends s[0..n) as a JSON string literal, escaped as jansson does it
- * (", \ and control characters; UTF-8 kept as is); bytes that are not
- * valid UTF-8 give "(invalid UTF-8)". */
+/* Appends s[0..n) as a JSON string literal (lq_json_escape: escaped as
+ * jansson does it); bytes that are not valid UTF-8 give "(invalid UTF-8)". */
 static void s_buf_json_str(s_buf_t *b, const char *s, size_t n)
 {
     long long col;
@@ -111,33 +110,8 @@ static void s_buf_json_str(s_buf_t *b, const char *s, size_t n)
         s = "", n = 0;
     if (lq_utf8_check(s, n, &col, &why) < 0)
         s = "(invalid UTF-8)", n = strlen(s);
-    s_buf_reserve(b, n + 2);
-    b->p[b->len++] = '"';
-    size_t from = 0;
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c >= 0x20 && c != '"' && c != '\\')
-            continue;
-        s_buf_add(b, s + from, i - from);
-        from = i + 1;
-        char esc[8] = {'\\', 0};
-        size_t el = 2;
-        switch (c) {
-        case '"': esc[1] = '"'; break;
-        case '\\': esc[1] = '\\'; break;
-        case '\b': esc[1] = 'b'; break;
-        case '\f': esc[1] = 'f'; break;
-        case '\n': esc[1] = 'n'; break;
-        case '\r': esc[1] = 'r'; break;
-        case '\t': esc[1] = 't'; break;
-        default:
-            snprintf(esc, sizeof esc, "\\u%04x", c);
-            el = 6;
-        }
-        s_buf_add(b, esc, el);
-    }
-    s_buf_add(b, s + from, n - from);
-    s_buf_lit(b, "\"");
+    s_buf_reserve(b, lq_json_escaped_len(s, n));
+    b->len += lq_json_escape(b->p + b->len, s, n);
 }
 
 /* Appends the "error" object (its last field is the message: REPORT

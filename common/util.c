@@ -192,3 +192,57 @@ size_t lq_fmt_int(char *buf, int64_t v)
         buf[len++] = tmp[--n];
     return len;
 }
+
+/* The escape of byte c in a JSON string (0: none needed). */
+static char s_json_esc(unsigned char c)
+{
+    switch (c) {
+    case '"': return '"';
+    case '\\': return '\\';
+    case '\b': return 'b';
+    case '\f': return 'f';
+    case '\n': return 'n';
+    case '\r': return 'r';
+    case '\t': return 't';
+    default: return c < 0x20 ? 'u' : 0;
+    }
+}
+
+size_t lq_json_escaped_len(const char *s, size_t n)
+{
+    size_t len = n + 2;
+    for (size_t i = 0; i < n; i++) {
+        char e = s_json_esc((unsigned char)s[i]);
+        len += e == 'u' ? 5 : e ? 1 : 0;
+    }
+    return len;
+}
+
+size_t lq_json_escape(char *out, const char *s, size_t n)
+{
+    static const char hex[] = "0123456789abcdef";
+    size_t o = 0, from = 0; /* from: start of the pending run of plain bytes */
+    out[o++] = '"';
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        char e = s_json_esc(c);
+        if (!e)
+            continue;
+        memcpy(out + o, s + from, i - from);
+        o += i - from;
+        from = i + 1;
+        out[o++] = '\\';
+        out[o++] = e;
+        if (e == 'u') {
+            out[o++] = '0';
+            out[o++] = '0';
+            out[o++] = hex[c >> 4];
+            out[o++] = hex[c & 15];
+        }
+    }
+    if (n > from)
+        memcpy(out + o, s + from, n - from);
+    o += n - from;
+    out[o++] = '"';
+    return o;
+}

@@ -27,6 +27,14 @@ int64_t lq_wall_ms(void);
  * length: the integer formatting of hot paths (no snprintf, no locale). */
 size_t lq_fmt_int(char *buf, int64_t v);
 
+/* JSON string literals: lq_json_escaped_len() is the length of s[0..n)
+ * quoted and escaped ('"', '\\' and control characters escaped; every
+ * other byte, UTF-8 included, as it is: check UTF-8 first where it
+ * matters); lq_json_escape() writes that many bytes at out (no NUL) and
+ * returns the count. Both can't fail. */
+size_t lq_json_escaped_len(const char *s, size_t n);
+size_t lq_json_escape(char *out, const char *s, size_t n);
+
 /* Parses a whole decimal string as a long long within [min,max].
  * Returns 0 and stores it, or -1 when s is empty, not a number or out of range. */
 int lq_parse_ll(const char *s, long long min, long long max, long long *out);

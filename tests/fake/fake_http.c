@@ -80,52 +80,8 @@ void lq_fake_buf_printf(lq_fake_buf_t *b, const char *fmt, ...)
 /* Appends s[0..n) as a JSON string literal. Can't fail. */
 void lq_fake_buf_json_str(lq_fake_buf_t *b, const char *s, size_t n)
 {
-    static const char hex[] = "0123456789abcdef";
-    lq_fake_buf_reserve(b, n + 2);
-    b->data[b->len++] = '"';
-    size_t run = 0; /* start of the pending run of plain bytes */
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c >= 0x20 && c != '"' && c != '\\')
-            continue;
-        lq_fake_buf_append(b, s + run, i - run);
-        run = i + 1;
-        char esc[6] = {'\\', 0};
-        size_t elen = 2;
-        switch (c) {
-        case '"':
-            esc[1] = '"';
-            break;
-        case '\\':
-            esc[1] = '\\';
-            break;
-        case '\n':
-            esc[1] = 'n';
-            break;
-        case '\r':
-            esc[1] = 'r';
-            break;
-        case '\t':
-            esc[1] = 't';
-            break;
-        case '\b':
-            esc[1] = 'b';
-            break;
-        case '\f':
-            esc[1] = 'f';
-            break;
-        default:
-            esc[1] = 'u';
-            esc[2] = '0';
-            esc[3] = '0';
-            esc[4] = hex[c >> 4];
-            esc[5] = hex[c & 15];
-            elen = 6;
-        }
-        lq_fake_buf_append(b, esc, elen);
-    }
-    lq_fake_buf_append(b, s + run, n - run);
-    lq_fake_buf_append(b, "\"", 1);
+    lq_fake_buf_reserve(b, lq_json_escaped_len(s, n));
+    b->len += lq_json_escape(b->data + b->len, s, n);
 }
 
 /* Frees the bytes and zeroes b. Safe on a zeroed buffer. */

@@ -127,6 +127,33 @@ static void test_hash(void **state)
     assert_int_not_equal(lq_hash64("k1", 2) & 0xff, lq_hash64("k2", 2) & 0xff);
 }
 
+/* JSON string literals: the escapes jansson writes, the length predicted
+ * exactly, UTF-8 and plain runs kept as they are. */
+static void test_json_escape(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *in;
+        size_t n;
+        const char *out;
+    } cases[] = {
+        {"", 0, "\"\""},
+        {"plain text", 10, "\"plain text\""},
+        {"a\"b\\c", 5, "\"a\\\"b\\\\c\""},
+        {"\b\f\n\r\t", 5, "\"\\b\\f\\n\\r\\t\""},
+        {"x\001y\037", 4, "\"x\\u0001y\\u001f\""},
+        {"nul\0!", 5, "\"nul\\u0000!\""},
+        {"caf\xc3\xa9 /", 7, "\"caf\xc3\xa9 /\""},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char out[64];
+        size_t len = lq_json_escaped_len(cases[i].in, cases[i].n);
+        assert_int_equal(lq_json_escape(out, cases[i].in, cases[i].n), len);
+        assert_int_equal(len, strlen(cases[i].out));
+        assert_memory_equal(out, cases[i].out, len);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -134,6 +161,7 @@ int main(void)
         cmocka_unit_test(test_opts_flags_env_and_errors),
         cmocka_unit_test(test_parse_ll),
         cmocka_unit_test(test_hash),
+        cmocka_unit_test(test_json_escape),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
